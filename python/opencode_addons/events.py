@@ -1,0 +1,102 @@
+"""The event model shared by the stream and the orchestrator: field names, type names, protocols.
+
+An event is a JSON object (a ``dict`` in Python) with the reference's fields: ``id``, ``type``,
+``stream_id``, ``correlation_id``, ``actor``, ``timestamp`` (epoch ms), ``payload`` and optionally
+``causation_id``/``metadata``; the store adds ``seq``, a sequence number that keeps increasing
+across restarts. Any other top-level key a caller passes is preserved.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Mapping
+from typing import Any, Callable, Protocol, Union
+
+Event = dict[str, Any]
+Subscriber = Callable[[Event], Union[None, Awaitable[None]]]
+Unsubscribe = Callable[[], None]
+
+SYSTEM_ACTOR = "system"
+WILDCARD = "*"
+
+# Lifecycle (the bridge maps OpenCode server events to these names).
+SESSION_CREATED = "lifecycle.session.created"
+SESSION_IDLE = "lifecycle.session.idle"
+SESSION_COMPACTED = "lifecycle.session.compacted"
+SESSION_ERROR = "lifecycle.session.error"
+SESSION_DELETED = "lifecycle.session.deleted"
+SESSION_ABORTED = "lifecycle.session.aborted"
+SESSION_END = "session.end"
+PLUGIN_SHUTDOWN = "plugin.shutdown"
+RAW_SESSION_DELETED = "session.deleted"
+RAW_SESSION_IDLE = "session.idle"
+
+# Events after which a session's state must be dropped, under either spelling.
+SESSION_TERMINAL_TYPES = frozenset(
+    {
+        SESSION_DELETED,
+        RAW_SESSION_DELETED,
+        SESSION_END,
+        "lifecycle.session.end",
+        PLUGIN_SHUTDOWN,
+        "lifecycle.plugin.shutdown",
+    }
+)
+
+# Agents and intents.
+AGENT_SPAWNED = "agent.spawned"
+AGENT_COMPLETED = "agent.completed"
+AGENT_FAILED = "agent.failed"
+AGENT_ABORTED = "agent.aborted"
+
+# Human-in-the-loop checkpoints.
+CHECKPOINT_REQUESTED = "checkpoint.requested"
+CHECKPOINT_APPROVED = "checkpoint.approved"
+CHECKPOINT_REJECTED = "checkpoint.rejected"
+
+# Execution (from message parts).
+MESSAGE_COMPLETED = "message.completed"
+STEP_START = "execution.step_start"
+STEP_FINISH = "execution.step_finish"
+TOOL_START = "execution.tool_start"
+TOOL_FINISH = "execution.tool_finish"
+AGENT_PART = "execution.agent"
+TEXT_DELTA = "execution.text_delta"
+TEXT_SNAPSHOT = "execution.text_snapshot"
+REASONING_DELTA = "execution.reasoning_delta"
+REASONING_SNAPSHOT = "execution.reasoning_snapshot"
+SNAPSHOT = "execution.snapshot"
+RETRY = "execution.retry"
+FILES_PATCHED = "files.patched"
+FILES_CHANGED = "files.changed"
+
+# Learning and ledger.
+LEARNING_CAPTURED = "learning.captured"
+LEDGER_STREAM = "ledger-events"
+LEDGER_ACTOR = "ledger"
+
+
+class EventStream(Protocol):
+    """What the orchestrator needs from a stream; ``DurableStream`` is the real one."""
+
+    def append(self, event: Mapping[str, Any]) -> Event:
+        """Persist ``event`` and notify subscribers; return it with id, timestamp and seq."""
+        ...
+
+    def subscribe(self, event_type: str, callback: Subscriber) -> Unsubscribe:
+        """Call ``callback`` for each appended event of ``event_type`` (``"*"``: every event)."""
+        ...
+
+
+def session_id_of(event: Mapping[str, Any]) -> str | None:
+    """The session an event belongs to: ``payload.session_id``/``sessionID``, else ``stream_id``."""
+    payload = event.get("payload")
+    if isinstance(payload, Mapping):
+        for key in ("session_id", "sessionID", "sessionId"):
+            value = payload.get(key)
+            if isinstance(value, str):
+                return value
+        info = payload.get("info")
+        if isinstance(info, Mapping) and isinstance(info.get("id"), str):
+            return str(info["id"])
+    stream_id = event.get("stream_id")
+    return stream_id if isinstance(stream_id, str) else None
