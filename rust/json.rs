@@ -1,0 +1,533 @@
+//! Compact JSON: string escaping for the encoder and a validating line scanner for recovery.
+//!
+//! The scanner checks a whole line (UTF-8, JSON grammar, nesting depth) but builds nothing except
+//! the few top-level fields headers index, so replaying a file never allocates per event beyond
+//! copying the bytes that are kept.
+
+use std::borrow::Cow;
+
+use crate::event::MAX_DEPTH;
+
+/// Bytes that need escaping inside a JSON string: 0 none, 1 a short escape, 2 `\u00XX`.
+static ESCAPE: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut byte = 0;
+    while byte < 0x20 {
+        table[byte] = 2;
+        byte += 1;
+    }
+    table[b'"' as usize] = 1;
+    table[b'\\' as usize] = 1;
+    table[b'\n' as usize] = 1;
+    table[b'\r' as usize] = 1;
+    table[b'\t' as usize] = 1;
+    table[0x08] = 1;
+    table[0x0c] = 1;
+    table
+};
+
+const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
+
+/// Appends `text` as a quoted JSON string (UTF-8 kept as is, control characters escaped).
+#[inline]
+pub fn write_string(out: &mut Vec<u8>, text: &[u8]) {
+    out.reserve(text.len() + 2);
+    out.push(b'"');
+    let mut start = 0;
+    for (i, &byte) in text.iter().enumerate() {
+        let kind = ESCAPE[byte as usize];
+        if kind == 0 {
+            continue;
+        }
+        out.extend_from_slice(&text[start..i]);
+        start = i + 1;
+        if kind == 1 {
+            let short = match byte {
+                b'"' => b'"',
+                b'\\' => b'\\',
+                b'\n' => b'n',
+                b'\r' => b'r',
+                b'\t' => b't',
+                0x08 => b'b',
+                _ => b'f',
+            };
+            out.extend_from_slice(&[b'\\', short]);
+        } else {
+            out.extend_from_slice(b"\\u00");
+            out.push(HEX_DIGITS[(byte >> 4) as usize]);
+            out.push(HEX_DIGITS[(byte & 0xf) as usize]);
+        }
+    }
+    out.extend_from_slice(&text[start..]);
+    out.push(b'"');
+}
+
+/// Why a line is not a valid event.
+pub type ScanError = &'static str;
+
+/// A cursor over JSON bytes with grammar checks; shared by the scanner and the Python decoder.
+pub struct Cursor<'a> {
+    pub bytes: &'a [u8],
+    pub pos: usize,
+}
+
+/// A JSON string's raw contents (between the quotes) and whether it has escapes.
+#[derive(Debug, Clone, Copy)]
+pub struct RawString<'a> {
+    pub raw: &'a [u8],
+    pub escaped: bool,
+}
+
+impl<'a> Cursor<'a> {
+    pub fn new(bytes: &'a [u8]) -> Self {
+        Self { bytes, pos: 0 }
+    }
+
+    #[inline]
+    pub fn skip_ws(&mut self) {
+        while let Some(&b) = self.bytes.get(self.pos) {
+            if !matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
+                break;
+            }
+            self.pos += 1;
+        }
+    }
+
+    #[inline]
+    pub fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.pos).copied()
+    }
+
+    #[inline]
+    pub fn expect(&mut self, byte: u8, what: ScanError) -> Result<(), ScanError> {
+        if self.peek() == Some(byte) {
+            self.pos += 1;
+            Ok(())
+        } else {
+            Err(what)
+        }
+    }
+
+    /// Reads a string starting at its opening quote.
+    pub fn string(&mut self) -> Result<RawString<'a>, ScanError> {
+        self.expect(b'"', "expected a string")?;
+        let start = self.pos;
+        let mut escaped = false;
+        loop {
+            let Some(&byte) = self.bytes.get(self.pos) else { return Err("unterminated string") };
+            match byte {
+                b'"' => break,
+                b'\\' => {
+                    escaped = true;
+                    self.pos += 1;
+                    match self.peek() {
+                        Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => self.pos += 1,
+                        Some(b'u') => {
+                            let digits = self.bytes.get(self.pos + 1..self.pos + 5).ok_or("bad \\u escape")?;
+                            if !digits.iter().all(u8::is_ascii_hexdigit) {
+                                return Err("bad \\u escape");
+                            }
+                            self.pos += 5;
+                        }
+                        _ => return Err("bad escape in string"),
+                    }
+                }
+                0..=0x1f => return Err("control character in string"),
+                _ => self.pos += 1,
+            }
+        }
+        let raw = &self.bytes[start..self.pos];
+        self.pos += 1;
+        Ok(RawString { raw, escaped })
+    }
+
+    /// Reads a number; returns its text and whether it is an integer.
+    pub fn number(&mut self) -> Result<(&'a [u8], bool), ScanError> {
+        let start = self.pos;
+        if self.peek() == Some(b'-') {
+            self.pos += 1;
+        }
+        match self.peek() {
+            Some(b'0') => self.pos += 1,
+            Some(b'1'..=b'9') => self.digits(),
+            _ => return Err("bad number"),
+        }
+        let mut integer = true;
+        if self.peek() == Some(b'.') {
+            integer = false;
+            self.pos += 1;
+            self.require_digits()?;
+        }
+        if matches!(self.peek(), Some(b'e' | b'E')) {
+            integer = false;
+            self.pos += 1;
+            if matches!(self.peek(), Some(b'+' | b'-')) {
+                self.pos += 1;
+            }
+            self.require_digits()?;
+        }
+        Ok((&self.bytes[start..self.pos], integer))
+    }
+
+    fn digits(&mut self) {
+        while self.peek().is_some_and(|b| b.is_ascii_digit()) {
+            self.pos += 1;
+        }
+    }
+
+    fn require_digits(&mut self) -> Result<(), ScanError> {
+        let before = self.pos;
+        self.digits();
+        if self.pos == before {
+            Err("bad number")
+        } else {
+            Ok(())
+        }
+    }
+
+    pub fn literal(&mut self, word: &'static [u8]) -> Result<(), ScanError> {
+        if self.bytes[self.pos..].starts_with(word) {
+            self.pos += word.len();
+            Ok(())
+        } else {
+            Err("bad literal")
+        }
+    }
+
+    /// Checks one value of any kind, at most `depth` containers deep.
+    pub fn skip_value(&mut self, depth: usize) -> Result<(), ScanError> {
+        self.skip_ws();
+        match self.peek() {
+            Some(b'{') => self.skip_container(depth, b'}', true),
+            Some(b'[') => self.skip_container(depth, b']', false),
+            Some(b'"') => self.string().map(|_| ()),
+            Some(b't') => self.literal(b"true"),
+            Some(b'f') => self.literal(b"false"),
+            Some(b'n') => self.literal(b"null"),
+            Some(_) => self.number().map(|_| ()),
+            None => Err("unexpected end of line"),
+        }
+    }
+
+    fn skip_container(&mut self, depth: usize, close: u8, keyed: bool) -> Result<(), ScanError> {
+        if depth == 0 {
+            return Err("nesting too deep");
+        }
+        self.pos += 1;
+        self.skip_ws();
+        if self.peek() == Some(close) {
+            self.pos += 1;
+            return Ok(());
+        }
+        loop {
+            if keyed {
+                self.skip_ws();
+                self.string()?;
+                self.skip_ws();
+                self.expect(b':', "expected ':'")?;
+            }
+            self.skip_value(depth - 1)?;
+            self.skip_ws();
+            match self.peek() {
+                Some(b',') => self.pos += 1,
+                Some(b) if b == close => {
+                    self.pos += 1;
+                    return Ok(());
+                }
+                _ => return Err("expected ',' or a closing bracket"),
+            }
+        }
+    }
+}
+
+/// Decodes the escapes of a raw JSON string into `out`. Lone surrogates become U+FFFD.
+pub fn unescape(raw: &[u8], out: &mut Vec<u8>) -> Result<(), ScanError> {
+    let mut i = 0;
+    while i < raw.len() {
+        let byte = raw[i];
+        if byte != b'\\' {
+            let next = memchr_backslash(&raw[i..]).map_or(raw.len(), |n| i + n);
+            out.extend_from_slice(&raw[i..next]);
+            i = next;
+            continue;
+        }
+        let code = *raw.get(i + 1).ok_or("bad escape")?;
+        i += 2;
+        let simple = match code {
+            b'"' => b'"',
+            b'\\' => b'\\',
+            b'/' => b'/',
+            b'b' => 0x08,
+            b'f' => 0x0c,
+            b'n' => b'\n',
+            b'r' => b'\r',
+            b't' => b'\t',
+            b'u' => {
+                i = unescape_unicode(raw, i, out)?;
+                continue;
+            }
+            _ => return Err("bad escape"),
+        };
+        out.push(simple);
+    }
+    Ok(())
+}
+
+fn memchr_backslash(bytes: &[u8]) -> Option<usize> {
+    bytes.iter().position(|&b| b == b'\\')
+}
+
+fn hex4(raw: &[u8], at: usize) -> Result<u32, ScanError> {
+    let digits = raw.get(at..at + 4).ok_or("bad \\u escape")?;
+    let text = std::str::from_utf8(digits).map_err(|_| "bad \\u escape")?;
+    u32::from_str_radix(text, 16).map_err(|_| "bad \\u escape")
+}
+
+/// Decodes `XXXX` (after `\u`) at `at`, pairing surrogates; returns the index after it.
+fn unescape_unicode(raw: &[u8], at: usize, out: &mut Vec<u8>) -> Result<usize, ScanError> {
+    let first = hex4(raw, at)?;
+    let mut next = at + 4;
+    let code = if (0xd800..0xdc00).contains(&first) {
+        let low = if raw.get(next..next + 2) == Some(b"\\u") { hex4(raw, next + 2).ok() } else { None };
+        match low {
+            Some(low) if (0xdc00..0xe000).contains(&low) => {
+                next += 6;
+                0x10000 + ((first - 0xd800) << 10) + (low - 0xdc00)
+            }
+            _ => 0xfffd,
+        }
+    } else if (0xdc00..0xe000).contains(&first) {
+        0xfffd
+    } else {
+        first
+    };
+    let ch = char::from_u32(code).unwrap_or('\u{fffd}');
+    let mut buffer = [0u8; 4];
+    out.extend_from_slice(ch.encode_utf8(&mut buffer).as_bytes());
+    Ok(next)
+}
+
+/// What the scanner found in one valid line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScannedLine<'a> {
+    pub event_type: Cow<'a, str>,
+    pub stream_id: Option<Cow<'a, str>>,
+    pub actor: Option<Cow<'a, str>>,
+    pub correlation_id: Option<Cow<'a, str>>,
+    /// `timestamp` in epoch ms (0 when missing or not a number).
+    pub timestamp: i64,
+    /// `seq`, when it is a non-negative integer.
+    pub seq: Option<u64>,
+    /// Where `,"seq":N` starts when it is the object's last member (the writer's own layout).
+    pub trailing_seq_at: Option<usize>,
+}
+
+/// Validates `line` (no newline) as an event: a JSON object with a string `type`.
+pub fn scan_event_line(line: &[u8]) -> Result<ScannedLine<'_>, ScanError> {
+    let text = std::str::from_utf8(line).map_err(|_| "not valid UTF-8")?;
+    let mut cursor = Cursor::new(text.as_bytes());
+    cursor.skip_ws();
+    if cursor.peek() != Some(b'{') {
+        return Err("not a JSON object");
+    }
+    cursor.pos += 1;
+    let mut found = Found::default();
+    cursor.skip_ws();
+    if cursor.peek() == Some(b'}') {
+        cursor.pos += 1;
+    } else {
+        scan_members(&mut cursor, &mut found)?;
+    }
+    cursor.skip_ws();
+    if cursor.pos != line.len() {
+        return Err("text after the JSON object");
+    }
+    let event_type = found.event_type.ok_or("no string \"type\"")?;
+    Ok(ScannedLine {
+        event_type,
+        stream_id: found.stream_id,
+        actor: found.actor,
+        correlation_id: found.correlation_id,
+        timestamp: found.timestamp,
+        seq: found.seq,
+        trailing_seq_at: found.trailing_seq_at,
+    })
+}
+
+#[derive(Default)]
+struct Found<'a> {
+    event_type: Option<Cow<'a, str>>,
+    stream_id: Option<Cow<'a, str>>,
+    actor: Option<Cow<'a, str>>,
+    correlation_id: Option<Cow<'a, str>>,
+    timestamp: i64,
+    seq: Option<u64>,
+    trailing_seq_at: Option<usize>,
+}
+
+fn scan_members<'a>(cursor: &mut Cursor<'a>, found: &mut Found<'a>) -> Result<(), ScanError> {
+    let mut member_start = cursor.pos;
+    loop {
+        cursor.skip_ws();
+        let key = cursor.string()?;
+        cursor.skip_ws();
+        cursor.expect(b':', "expected ':'")?;
+        cursor.skip_ws();
+        let value_start = cursor.pos;
+        cursor.skip_value(MAX_DEPTH - 1)?;
+        let value = &cursor.bytes[value_start..cursor.pos];
+        let is_seq = record_field(key, value, found)?;
+        cursor.skip_ws();
+        match cursor.peek() {
+            Some(b',') => {
+                member_start = cursor.pos;
+                cursor.pos += 1;
+            }
+            Some(b'}') => {
+                // `member_start` is the comma before the last member; the writer puts seq last.
+                let after_comma = cursor.bytes.get(member_start) == Some(&b',');
+                found.trailing_seq_at = (is_seq && after_comma).then_some(member_start);
+                cursor.pos += 1;
+                return Ok(());
+            }
+            _ => return Err("expected ',' or '}'"),
+        }
+    }
+}
+
+/// Keeps the value of a top-level key headers need; returns whether it was `seq`.
+fn record_field<'a>(key: RawString<'a>, value: &'a [u8], found: &mut Found<'a>) -> Result<bool, ScanError> {
+    if key.escaped {
+        return Ok(false);
+    }
+    match key.raw {
+        b"type" => {
+            found.event_type = Some(string_value(value).ok_or("\"type\" is not a string")?);
+        }
+        b"stream_id" => found.stream_id = string_value(value),
+        b"actor" => found.actor = string_value(value),
+        b"correlation_id" => found.correlation_id = string_value(value),
+        b"timestamp" => found.timestamp = number_as_ms(value),
+        b"seq" => {
+            found.seq = std::str::from_utf8(value).ok().and_then(|t| t.parse::<u64>().ok());
+            return Ok(true);
+        }
+        _ => {}
+    }
+    Ok(false)
+}
+
+fn string_value(value: &[u8]) -> Option<Cow<'_, str>> {
+    let mut cursor = Cursor::new(value);
+    let raw = cursor.string().ok()?;
+    if !raw.escaped {
+        return std::str::from_utf8(raw.raw).ok().map(Cow::Borrowed);
+    }
+    let mut out = Vec::with_capacity(raw.raw.len());
+    unescape(raw.raw, &mut out).ok()?;
+    String::from_utf8(out).ok().map(Cow::Owned)
+}
+
+fn number_as_ms(value: &[u8]) -> i64 {
+    let Ok(text) = std::str::from_utf8(value) else { return 0 };
+    if let Ok(integer) = text.parse::<i64>() {
+        return integer;
+    }
+    match text.parse::<f64>() {
+        Ok(float) if float.is_finite() => float as i64,
+        _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn escaped(text: &str) -> String {
+        let mut out = Vec::new();
+        write_string(&mut out, text.as_bytes());
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn escapes_quotes_backslashes_and_controls() {
+        assert_eq!(escaped("plain"), "\"plain\"");
+        assert_eq!(escaped("a\"b\\c"), "\"a\\\"b\\\\c\"");
+        assert_eq!(escaped("\n\r\t\u{8}\u{c}\u{1}\u{1f}"), "\"\\n\\r\\t\\b\\f\\u0001\\u001f\"");
+        assert_eq!(escaped("é✓😀"), "\"é✓😀\"");
+    }
+
+    #[test]
+    fn unescape_round_trips_and_pairs_surrogates() {
+        let mut out = Vec::new();
+        unescape(br#"a\"\\\/\b\f\n\r\t\u00e9\ud83d\ude00"#, &mut out).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), "a\"\\/\u{8}\u{c}\n\r\té😀");
+        let mut out = Vec::new();
+        unescape(br"\ud800x\udc00", &mut out).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), "\u{fffd}x\u{fffd}");
+    }
+
+    #[test]
+    fn scans_a_writer_line() {
+        let line = br#"{"type":"a.b","stream_id":"s","actor":"system","correlation_id":"c","timestamp":1700000000123,"payload":{"x":[1,2.5e3,true,null]},"id":"x","seq":42}"#;
+        let scanned = scan_event_line(line).unwrap();
+        assert_eq!(scanned.event_type, "a.b");
+        assert_eq!(scanned.stream_id.as_deref(), Some("s"));
+        assert_eq!(scanned.actor.as_deref(), Some("system"));
+        assert_eq!(scanned.correlation_id.as_deref(), Some("c"));
+        assert_eq!(scanned.timestamp, 1_700_000_000_123);
+        assert_eq!(scanned.seq, Some(42));
+        let at = scanned.trailing_seq_at.unwrap();
+        assert_eq!(&line[at..], b",\"seq\":42}");
+    }
+
+    #[test]
+    fn scans_a_reference_line_in_any_key_order() {
+        let line = br#" { "payload" : {} , "timestamp": 1.5e3, "type" : "x\u002ey", "stream_id": null } "#;
+        let scanned = scan_event_line(line).unwrap();
+        assert_eq!(scanned.event_type, "x.y");
+        assert_eq!(scanned.stream_id, None);
+        assert_eq!(scanned.timestamp, 1500);
+        assert_eq!(scanned.seq, None);
+        assert_eq!(scanned.trailing_seq_at, None);
+    }
+
+    #[test]
+    fn seq_not_last_is_read_but_not_stripped() {
+        let scanned = scan_event_line(br#"{"seq":3,"type":"t"}"#).unwrap();
+        assert_eq!(scanned.seq, Some(3));
+        assert_eq!(scanned.trailing_seq_at, None);
+    }
+
+    #[test]
+    fn rejects_damaged_lines() {
+        let cases: &[&[u8]] = &[
+            b"",
+            b"\0\0\0\0",
+            b"[1,2]",
+            b"\"type\"",
+            b"{\"type\":\"a\"",
+            b"{\"type\":\"a\"}x",
+            b"{\"type\":1}",
+            b"{\"kind\":\"a\"}",
+            b"{\"type\":\"a\",}",
+            b"{\"type\":\"a\",\"p\":01}",
+            b"{\"type\":\"a\",\"p\":1.}",
+            b"{\"type\":\"a\",\"p\":\"\x01\"}",
+            b"{\"type\":\"a\",\"p\":\"\\x\"}",
+            b"{\"type\":\"\xff\"}",
+            b"{\"type\":\"a\",\"p\":tru}",
+            b"{\"type\":\"a\"\0}",
+        ];
+        for case in cases {
+            assert!(scan_event_line(case).is_err(), "{:?}", String::from_utf8_lossy(case));
+        }
+    }
+
+    #[test]
+    fn nesting_is_limited() {
+        let deep = |n: usize| format!("{{\"type\":\"t\",\"p\":{}{}}}", "[".repeat(n), "]".repeat(n));
+        assert!(scan_event_line(deep(MAX_DEPTH - 1).as_bytes()).is_ok());
+        assert_eq!(scan_event_line(deep(MAX_DEPTH).as_bytes()), Err("nesting too deep"));
+    }
+}

@@ -1,0 +1,125 @@
+//! Group commit: one background thread fsyncs the log at most every `interval`, covering every
+//! append made since the last fsync; `wait` blocks until a given sequence number is on disk.
+
+use std::fs::File;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+#[derive(Default)]
+struct Progress {
+    synced: u64,
+    stop: bool,
+    exited: bool,
+    urgent: bool,
+    error: Option<String>,
+}
+
+pub struct GroupSync {
+    written: AtomicU64,
+    progress: Mutex<Progress>,
+    wake: Condvar,
+    done: Condvar,
+}
+
+/// The running group-commit thread; stopping it (or dropping this) performs a final fsync.
+pub struct GroupThread {
+    shared: Arc<GroupSync>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl GroupSync {
+    fn lock(&self) -> MutexGuard<'_, Progress> {
+        // A poisoned lock only means another thread panicked mid-update of plain counters.
+        self.progress.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Records that everything up to `seq` has been written to the page cache.
+    pub fn mark_written(&self, seq: u64) {
+        self.written.fetch_max(seq, Ordering::Release);
+    }
+
+    /// Blocks until everything up to `seq` is on disk; returns the fsync error, if one happened.
+    pub fn wait(&self, seq: u64) -> Result<(), String> {
+        let mut progress = self.lock();
+        progress.urgent = true;
+        self.wake.notify_one();
+        while progress.synced < seq {
+            if let Some(error) = progress.error.take() {
+                return Err(error);
+            }
+            if progress.exited {
+                return Err("the store was closed before the sync finished".into());
+            }
+            progress = self.done.wait(progress).unwrap_or_else(|poisoned| poisoned.into_inner());
+        }
+        Ok(())
+    }
+
+    pub fn synced(&self) -> u64 {
+        self.lock().synced
+    }
+}
+
+impl GroupThread {
+    pub fn start(file: File, interval: Duration, already_synced: u64) -> std::io::Result<Self> {
+        let shared = Arc::new(GroupSync {
+            written: AtomicU64::new(already_synced),
+            progress: Mutex::new(Progress { synced: already_synced, ..Progress::default() }),
+            wake: Condvar::new(),
+            done: Condvar::new(),
+        });
+        let worker = Arc::clone(&shared);
+        let handle = std::thread::Builder::new()
+            .name("opencode-addons-group-sync".into())
+            .spawn(move || run(&worker, &file, interval))?;
+        Ok(Self { shared, handle: Some(handle) })
+    }
+
+    pub fn shared(&self) -> &Arc<GroupSync> {
+        &self.shared
+    }
+
+    pub fn stop(&mut self) {
+        self.shared.lock().stop = true;
+        self.shared.wake.notify_one();
+        if let Some(handle) = self.handle.take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Drop for GroupThread {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn run(shared: &GroupSync, file: &File, interval: Duration) {
+    loop {
+        let stopping = {
+            let mut progress = shared.lock();
+            if !progress.stop && !progress.urgent {
+                progress = shared.wake.wait_timeout(progress, interval).map_or_else(|p| p.into_inner().0, |r| r.0);
+            }
+            progress.urgent = false;
+            progress.stop
+        };
+        let target = shared.written.load(Ordering::Acquire);
+        if target > shared.synced() {
+            let result = file.sync_data();
+            let mut progress = shared.lock();
+            match result {
+                Ok(()) => progress.synced = progress.synced.max(target),
+                Err(e) => progress.error = Some(format!("group fsync of the log failed: {e}")),
+            }
+            shared.done.notify_all();
+        }
+        if stopping {
+            shared.lock().exited = true;
+            shared.done.notify_all();
+            return;
+        }
+    }
+}

@@ -1,0 +1,430 @@
+//! JsonlStore: the append-only JSONL event file with a bounded cache of the newest events.
+//!
+//! One compact JSON object per line, `\n`-terminated, each with a `seq` that keeps increasing
+//! across restarts. The cache is a [`Ring`]; in memory a record is the event without its `seq`
+//! member (the header has it), on disk the line ends with `,"seq":N}`.
+
+mod group;
+mod log;
+pub mod recovery;
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use group::GroupSync;
+use group::GroupThread;
+use log::{lock_exclusive, MappedLog};
+pub use recovery::{scan, LineEvent, RecoveryReport, ScanOutcome};
+
+use crate::event::{CoreError, EventFields, DEFAULT_MAX_EVENT_BYTES};
+use crate::json::ScannedLine;
+use crate::ring::Ring;
+
+/// When an append is durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// No waiting at all; data reaches the disk when the OS writes it back or on close.
+    None,
+    /// The line is in the OS page cache when append returns: a killed process loses nothing.
+    Flush,
+    /// The line is on disk when append returns.
+    Fsync,
+    /// A background thread fsyncs every few milliseconds; `sync` waits for it.
+    Group,
+}
+
+impl Durability {
+    pub fn parse(text: &str) -> Result<Self, CoreError> {
+        match text {
+            "none" => Ok(Self::None),
+            "flush" => Ok(Self::Flush),
+            "fsync" => Ok(Self::Fsync),
+            "group" => Ok(Self::Group),
+            other => Err(CoreError::Invalid(format!(
+                "durability must be one of 'none', 'flush', 'fsync', 'group', got {other:?}"
+            ))),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Flush => "flush",
+            Self::Fsync => "fsync",
+            Self::Group => "group",
+        }
+    }
+}
+
+/// How a store is opened.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Events the cache (`len`, queries) covers: the newest N.
+    pub max_cache_size: usize,
+    /// Events kept in memory in all (at least `max_cache_size`), for a history view that shares
+    /// the cache's records instead of copying them.
+    pub retain: usize,
+    pub durability: Durability,
+    pub max_event_bytes: usize,
+    pub group_interval: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            max_cache_size: 50_000,
+            retain: 50_000,
+            durability: Durability::Flush,
+            max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
+            group_interval: Duration::from_millis(5),
+        }
+    }
+}
+
+/// What a caller must still do after an append for its durability mode.
+pub enum SyncNeed {
+    Nothing,
+    /// fsync this file (outside any lock, so other appenders are not held up).
+    Fsync(Arc<File>),
+}
+
+pub struct Store {
+    path: PathBuf,
+    log: MappedLog,
+    ring: Ring,
+    next_seq: u64,
+    options: StoreOptions,
+    recovery: RecoveryReport,
+    group: Option<GroupThread>,
+    sync_file: Arc<File>,
+    suffixes: Vec<u8>,
+}
+
+impl Store {
+    /// Opens (creating if needed) and locks `path`, recovers it and loads the newest events.
+    pub fn open(path: &Path, options: StoreOptions) -> Result<Self, CoreError> {
+        validate(&options)?;
+        let file = open_locked(path)?;
+        let mut ring = Ring::new(options.retain.max(options.max_cache_size), None)?;
+        let outcome = scan(&file, |event| push_loaded(&mut ring, &event))
+            .map_err(|e| CoreError::io(format!("cannot read {}", path.display()), e))?;
+        let sync_file = Arc::new(file.try_clone().map_err(|e| CoreError::io("cannot duplicate the log handle", e))?);
+        let mut log = MappedLog::new(file, outcome.data_end)?;
+        if outcome.needs_newline {
+            log.append(&[b"\n"])?;
+        }
+        let last_seq = outcome.report.last_seq;
+        let group = match options.durability {
+            Durability::Group => Some(start_group(&sync_file, options.group_interval, last_seq)?),
+            _ => None,
+        };
+        Ok(Self {
+            path: path.to_path_buf(),
+            log,
+            ring,
+            next_seq: last_seq + 1,
+            options,
+            recovery: outcome.report,
+            group,
+            sync_file,
+            suffixes: Vec::new(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn options(&self) -> &StoreOptions {
+        &self.options
+    }
+
+    pub fn recovery(&self) -> &RecoveryReport {
+        &self.recovery
+    }
+
+    pub fn ring(&self) -> &Ring {
+        &self.ring
+    }
+
+    /// Bytes of data in the file.
+    pub fn file_len(&self) -> u64 {
+        self.log.len()
+    }
+
+    /// The sequence number the next append gets.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Appends one event. `body` is its compact JSON without the closing brace (and without
+    /// `seq`). Returns the sequence number; the event is in the file and the cache, or in neither.
+    pub fn append(&mut self, body: &[u8], fields: &EventFields<'_>) -> Result<u64, CoreError> {
+        self.append_many(&[(body, *fields)])
+    }
+
+    /// Appends a batch atomically (all lines reach the file, or none); returns the first seq.
+    pub fn append_many(&mut self, events: &[(&[u8], EventFields<'_>)]) -> Result<u64, CoreError> {
+        for (body, _) in events {
+            self.check_size(body.len() + 1)?;
+        }
+        let first = self.next_seq;
+        self.suffixes.clear();
+        let mut ends = Vec::with_capacity(events.len());
+        for offset in 0..events.len() as u64 {
+            write_seq_suffix(&mut self.suffixes, first + offset);
+            ends.push(self.suffixes.len());
+        }
+        let mut parts: Vec<&[u8]> = Vec::with_capacity(events.len() * 2);
+        let mut start = 0;
+        for ((body, _), &end) in events.iter().zip(&ends) {
+            parts.push(body);
+            parts.push(&self.suffixes[start..end]);
+            start = end;
+        }
+        self.log.append(&parts)?;
+        for (offset, (body, fields)) in events.iter().enumerate() {
+            // Cannot fail: sizes were checked above and the cache has no byte limit.
+            self.ring.push(first + offset as u64, fields, &[body, b"}"])?;
+        }
+        self.next_seq = first + events.len() as u64;
+        if let Some(group) = &self.group {
+            group.shared().mark_written(self.next_seq - 1);
+        }
+        Ok(first)
+    }
+
+    fn check_size(&self, size: usize) -> Result<(), CoreError> {
+        let limit = self.options.max_event_bytes;
+        if size > limit {
+            return Err(CoreError::TooLarge { size, limit, what: "max_event_bytes limit" });
+        }
+        Ok(())
+    }
+
+    /// What the caller must do after an append to honour the durability mode.
+    pub fn sync_need(&self) -> SyncNeed {
+        match self.options.durability {
+            Durability::Fsync => SyncNeed::Fsync(Arc::clone(&self.sync_file)),
+            _ => SyncNeed::Nothing,
+        }
+    }
+
+    /// The file handle a full `sync` fsyncs, and (in group mode) the group to wait on.
+    pub fn sync_handles(&self) -> (Arc<File>, Option<(Arc<GroupSync>, u64)>) {
+        let group = self.group.as_ref().map(|g| (Arc::clone(g.shared()), self.next_seq - 1));
+        (Arc::clone(&self.sync_file), group)
+    }
+
+    /// Everything appended so far is on disk when this returns.
+    pub fn sync(&self) -> Result<(), CoreError> {
+        let (file, group) = self.sync_handles();
+        sync_now(&file, group)
+    }
+
+    /// Trims the file to its data, syncs (except in "none" and "flush" modes) and stops the
+    /// group thread. The store must not be used afterwards.
+    pub fn close(&mut self) -> Result<(), CoreError> {
+        if let Some(mut group) = self.group.take() {
+            group.stop();
+        }
+        let sync = matches!(self.options.durability, Durability::Fsync | Durability::Group);
+        self.log.trim(sync)
+    }
+}
+
+/// fsyncs `file`, or waits for the group thread to cover `seq`.
+pub fn sync_now(file: &File, group: Option<(Arc<GroupSync>, u64)>) -> Result<(), CoreError> {
+    match group {
+        Some((group, seq)) => group.wait(seq).map_err(|message| CoreError::io(message, std::io::Error::other("fsync"))),
+        None => file.sync_data().map_err(|e| CoreError::io("cannot fsync the log", e)),
+    }
+}
+
+fn validate(options: &StoreOptions) -> Result<(), CoreError> {
+    if options.max_cache_size == 0 {
+        return Err(CoreError::Invalid("max_cache_size must be at least 1".into()));
+    }
+    if options.max_event_bytes < 2 || options.max_event_bytes >= u32::MAX as usize {
+        return Err(CoreError::Invalid(format!(
+            "max_event_bytes must be between 2 and {}, got {}",
+            u32::MAX - 1,
+            options.max_event_bytes
+        )));
+    }
+    Ok(())
+}
+
+fn open_locked(path: &Path) -> Result<File, CoreError> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| CoreError::io(format!("cannot create directory {}", parent.display()), e))?;
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| CoreError::io(format!("cannot open {}", path.display()), e))?;
+    match lock_exclusive(&file) {
+        Ok(true) => Ok(file),
+        Ok(false) => Err(CoreError::Locked(path.to_path_buf())),
+        Err(e) => Err(CoreError::io(format!("cannot lock {}", path.display()), e)),
+    }
+}
+
+fn start_group(file: &File, interval: Duration, synced: u64) -> Result<GroupThread, CoreError> {
+    let handle = file.try_clone().map_err(|e| CoreError::io("cannot duplicate the log handle", e))?;
+    GroupThread::start(handle, interval, synced).map_err(|e| CoreError::io("cannot start the group-commit thread", e))
+}
+
+/// Pushes a recovered line into a ring; false if it cannot be held (counted as corrupt).
+pub fn push_loaded(ring: &mut Ring, event: &LineEvent<'_, '_>) -> bool {
+    let fields = fields_of(event.line);
+    ring.push(event.seq, &fields, &event.json).is_ok()
+}
+
+pub fn fields_of<'a>(line: &'a ScannedLine<'_>) -> EventFields<'a> {
+    EventFields {
+        event_type: &line.event_type,
+        stream_id: line.stream_id.as_deref(),
+        actor: line.actor.as_deref(),
+        correlation_id: line.correlation_id.as_deref(),
+        timestamp: line.timestamp,
+    }
+}
+
+fn write_seq_suffix(out: &mut Vec<u8>, seq: u64) {
+    out.extend_from_slice(b",\"seq\":");
+    out.extend_from_slice(itoa::Buffer::new().format(seq).as_bytes());
+    out.extend_from_slice(b"}\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_path(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("oca-store-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir.join("nested").join("events.jsonl")
+    }
+
+    fn fields(event_type: &str) -> EventFields<'_> {
+        EventFields { event_type, stream_id: Some("s"), actor: Some("system"), correlation_id: None, timestamp: 5 }
+    }
+
+    fn options(cache: usize) -> StoreOptions {
+        StoreOptions { max_cache_size: cache, retain: cache, ..StoreOptions::default() }
+    }
+
+    #[test]
+    fn appends_lines_with_seq_and_reopens_with_increasing_seq() {
+        let path = temp_path("reopen");
+        {
+            let mut store = Store::open(&path, options(10)).unwrap();
+            assert_eq!(store.append(br#"{"type":"a""#, &fields("a")).unwrap(), 1);
+            assert_eq!(store.append(br#"{"type":"b""#, &fields("b")).unwrap(), 2);
+            assert_eq!(store.ring().get(0).unwrap().json, br#"{"type":"a"}"#);
+            store.close().unwrap();
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text, "{\"type\":\"a\",\"seq\":1}\n{\"type\":\"b\",\"seq\":2}\n");
+        let mut store = Store::open(&path, options(10)).unwrap();
+        assert_eq!(store.recovery().lines, 2);
+        assert_eq!(store.append(br#"{"type":"c""#, &fields("c")).unwrap(), 3);
+    }
+
+    #[test]
+    fn cache_keeps_the_newest() {
+        let path = temp_path("cache");
+        let mut store = Store::open(&path, options(3)).unwrap();
+        for _ in 0..10 {
+            store.append(br#"{"type":"a""#, &fields("a")).unwrap();
+        }
+        drop(store);
+        let store = Store::open(&path, options(3)).unwrap();
+        let seqs: Vec<u64> = (0..3).map(|i| store.ring().get(i).unwrap().seq).collect();
+        assert_eq!(seqs, [8, 9, 10]);
+        assert_eq!(store.recovery().lines, 10);
+    }
+
+    #[test]
+    fn second_writer_is_refused() {
+        let path = temp_path("locked");
+        let first = Store::open(&path, options(3)).unwrap();
+        let err = Store::open(&path, options(3)).err().unwrap();
+        assert!(matches!(err, CoreError::Locked(_)), "{err}");
+        drop(first);
+        assert!(Store::open(&path, options(3)).is_ok());
+    }
+
+    #[test]
+    fn too_large_event_changes_nothing() {
+        let path = temp_path("large");
+        let opts = StoreOptions { max_event_bytes: 16, ..options(3) };
+        let mut store = Store::open(&path, opts).unwrap();
+        let err = store.append(br#"{"type":"aaaaaaaaaaaaaaaa""#, &fields("a")).unwrap_err();
+        assert!(matches!(err, CoreError::TooLarge { .. }));
+        assert_eq!(store.file_len(), 0);
+        assert!(store.ring().is_empty());
+        assert_eq!(store.next_seq(), 1);
+    }
+
+    #[test]
+    fn torn_tail_is_cut_before_the_next_append() {
+        let path = temp_path("torn");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, "{\"type\":\"a\",\"seq\":1}\n{\"type\":\"b\",\"se").unwrap();
+        let mut store = Store::open(&path, options(5)).unwrap();
+        assert_eq!(store.recovery().truncated_bytes, "{\"type\":\"b\",\"se".len() as u64);
+        store.append(br#"{"type":"c""#, &fields("c")).unwrap();
+        drop(store);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text, "{\"type\":\"a\",\"seq\":1}\n{\"type\":\"c\",\"seq\":2}\n");
+    }
+
+    #[test]
+    fn valid_unterminated_tail_is_kept_and_terminated() {
+        let path = temp_path("unterminated");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, "{\"type\":\"a\"}").unwrap();
+        let mut store = Store::open(&path, options(5)).unwrap();
+        assert!(store.recovery().repaired_tail);
+        store.append(br#"{"type":"c""#, &fields("c")).unwrap();
+        drop(store);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text, "{\"type\":\"a\"}\n{\"type\":\"c\",\"seq\":2}\n");
+    }
+
+    #[test]
+    fn batches_get_consecutive_seqs() {
+        let path = temp_path("batch");
+        let mut store = Store::open(&path, options(5)).unwrap();
+        let bodies: Vec<(&[u8], EventFields)> = vec![(br#"{"type":"a""#, fields("a")), (br#"{"type":"b""#, fields("b"))];
+        assert_eq!(store.append_many(&bodies).unwrap(), 1);
+        assert_eq!(store.append_many(&bodies).unwrap(), 3);
+        assert_eq!(store.ring().len(), 4);
+        store.close().unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 4);
+        assert!(text.ends_with("{\"type\":\"b\",\"seq\":4}\n"));
+    }
+
+    #[test]
+    fn every_durability_mode_writes_and_syncs() {
+        for mode in ["none", "flush", "fsync", "group"] {
+            let path = temp_path(mode);
+            let opts = StoreOptions { durability: Durability::parse(mode).unwrap(), ..options(5) };
+            let mut store = Store::open(&path, opts).unwrap();
+            store.append(br#"{"type":"a""#, &fields("a")).unwrap();
+            store.sync().unwrap();
+            store.close().unwrap();
+            assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"type\":\"a\",\"seq\":1}\n", "{mode}");
+        }
+        assert!(Durability::parse("always").is_err());
+    }
+}

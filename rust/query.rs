@@ -1,0 +1,250 @@
+//! Queries over a ring, evaluated on headers only: no JSON is parsed to decide a match.
+
+use crate::interner::ABSENT;
+use crate::ring::{HeaderView, Ring};
+
+/// What to select. Strings are compared exactly; `since`/`until` bound `timestamp` inclusively.
+#[derive(Debug, Clone, Default)]
+pub struct Query {
+    pub stream_id: Option<String>,
+    /// Any of these types (an empty list matches nothing).
+    pub types: Option<Vec<String>>,
+    pub actor: Option<String>,
+    pub correlation_id: Option<String>,
+    pub since: Option<i64>,
+    pub until: Option<i64>,
+    /// Only records with a sequence number greater than this.
+    pub after_seq: Option<u64>,
+    pub limit: Option<usize>,
+    /// Newest first (and `limit` keeps the newest); otherwise append order (the oldest).
+    pub newest_first: bool,
+}
+
+/// The query with its strings resolved to interned ids.
+struct Resolved {
+    stream: Option<u32>,
+    types: Option<Vec<u32>>,
+    actor: Option<u32>,
+    correlation: Option<u32>,
+    since: i64,
+    until: i64,
+}
+
+impl Resolved {
+    /// None when some filter names a string no held record has: nothing can match.
+    fn new(ring: &Ring, query: &Query) -> Option<Self> {
+        let id = |value: &Option<String>| -> Option<Option<u32>> {
+            match value {
+                None => Some(None),
+                Some(text) => ring.interned(text).map(Some),
+            }
+        };
+        let types = match &query.types {
+            None => None,
+            Some(names) => {
+                let ids: Vec<u32> = names.iter().filter_map(|name| ring.interned(name)).collect();
+                if ids.is_empty() {
+                    return None;
+                }
+                Some(ids)
+            }
+        };
+        Some(Self {
+            stream: id(&query.stream_id)?,
+            types,
+            actor: id(&query.actor)?,
+            correlation: id(&query.correlation_id)?,
+            since: query.since.unwrap_or(i64::MIN),
+            until: query.until.unwrap_or(i64::MAX),
+        })
+    }
+
+    #[inline]
+    fn matches(&self, header: HeaderView) -> bool {
+        let same = |wanted: Option<u32>, got: u32| wanted.is_none_or(|id| id == got && id != ABSENT);
+        same(self.stream, header.stream_id)
+            && same(self.actor, header.actor_id)
+            && same(self.correlation, header.correlation_id)
+            && self.types.as_ref().is_none_or(|ids| ids.contains(&header.type_id))
+            && header.timestamp >= self.since
+            && header.timestamp <= self.until
+    }
+}
+
+impl Ring {
+    /// Indexes of the matching records among the newest `window`, in the order asked for.
+    pub fn select(&self, query: &Query, window: usize) -> Vec<usize> {
+        let limit = query.limit.unwrap_or(usize::MAX);
+        if limit == 0 {
+            return Vec::new();
+        }
+        let Some(resolved) = Resolved::new(self, query) else { return Vec::new() };
+        let mut lowest = self.len().saturating_sub(window);
+        if let Some(seq) = query.after_seq {
+            lowest = lowest.max(self.position_after_seq(seq));
+        }
+        match resolved.stream {
+            Some(stream) => self.select_in_stream(&resolved, stream, lowest, limit, query.newest_first),
+            None if query.newest_first => (lowest..self.len())
+                .rev()
+                .filter(|&i| resolved.matches(self.header_fields(i)))
+                .take(limit)
+                .collect(),
+            None => (lowest..self.len())
+                .filter(|&i| resolved.matches(self.header_fields(i)))
+                .take(limit)
+                .collect(),
+        }
+    }
+
+    /// Walks one stream's chain newest-first, so a selective query touches only that stream.
+    fn select_in_stream(
+        &self,
+        resolved: &Resolved,
+        stream: u32,
+        lowest: usize,
+        limit: usize,
+        newest_first: bool,
+    ) -> Vec<usize> {
+        let mut found = Vec::new();
+        let mut at = self.stream_head(stream);
+        while let Some(index) = at {
+            if index < lowest || (newest_first && found.len() == limit) {
+                break;
+            }
+            if resolved.matches(self.header_fields(index)) {
+                found.push(index);
+            }
+            at = self.previous_in_stream(index);
+        }
+        if !newest_first {
+            found.reverse();
+            found.truncate(limit);
+        }
+        found
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::EventFields;
+
+    fn ring_of(events: &[(&str, &str, &str, i64)]) -> Ring {
+        let mut ring = Ring::new(1000, None).unwrap();
+        for (seq, (event_type, stream, actor, ts)) in events.iter().enumerate() {
+            let fields = EventFields {
+                event_type,
+                stream_id: Some(stream),
+                actor: Some(actor),
+                correlation_id: Some("run"),
+                timestamp: *ts,
+            };
+            ring.push(seq as u64 + 1, &fields, &[b"{}"]).unwrap();
+        }
+        ring
+    }
+
+    fn seqs(ring: &Ring, indexes: &[usize]) -> Vec<u64> {
+        indexes.iter().map(|&i| ring.get(i).unwrap().seq).collect()
+    }
+
+    fn sample() -> Ring {
+        ring_of(&[
+            ("a", "s1", "user", 10),
+            ("b", "s2", "system", 20),
+            ("a", "s1", "system", 30),
+            ("c", "s1", "user", 40),
+            ("a", "s2", "user", 50),
+            ("b", "s1", "user", 60),
+        ])
+    }
+
+    #[test]
+    fn stream_and_types_oldest_first_with_limit() {
+        let ring = sample();
+        let q = Query {
+            stream_id: Some("s1".into()),
+            types: Some(vec!["a".into(), "b".into()]),
+            limit: Some(2),
+            ..Query::default()
+        };
+        assert_eq!(seqs(&ring, &ring.select(&q, usize::MAX)), [1, 3]);
+    }
+
+    #[test]
+    fn newest_first_keeps_the_newest() {
+        let ring = sample();
+        let q = Query { stream_id: Some("s1".into()), limit: Some(2), newest_first: true, ..Query::default() };
+        assert_eq!(seqs(&ring, &ring.select(&q, usize::MAX)), [6, 4]);
+        let q = Query { types: Some(vec!["a".into()]), limit: Some(2), newest_first: true, ..Query::default() };
+        assert_eq!(seqs(&ring, &ring.select(&q, usize::MAX)), [5, 3]);
+    }
+
+    #[test]
+    fn actor_time_and_seq_bounds() {
+        let ring = sample();
+        let q = Query { actor: Some("user".into()), since: Some(20), until: Some(50), ..Query::default() };
+        assert_eq!(seqs(&ring, &ring.select(&q, usize::MAX)), [4, 5]);
+        let q = Query { after_seq: Some(4), ..Query::default() };
+        assert_eq!(seqs(&ring, &ring.select(&q, usize::MAX)), [5, 6]);
+        let q = Query { correlation_id: Some("run".into()), stream_id: Some("s2".into()), ..Query::default() };
+        assert_eq!(seqs(&ring, &ring.select(&q, usize::MAX)), [2, 5]);
+    }
+
+    #[test]
+    fn unknown_strings_match_nothing() {
+        let ring = sample();
+        for q in [
+            Query { stream_id: Some("nope".into()), ..Query::default() },
+            Query { types: Some(vec![]), ..Query::default() },
+            Query { types: Some(vec!["zzz".into()]), ..Query::default() },
+            Query { limit: Some(0), ..Query::default() },
+        ] {
+            assert!(ring.select(&q, usize::MAX).is_empty(), "{q:?}");
+        }
+        let q = Query { types: Some(vec!["zzz".into(), "c".into()]), ..Query::default() };
+        assert_eq!(seqs(&ring, &ring.select(&q, usize::MAX)), [4]);
+    }
+
+    #[test]
+    fn window_restricts_to_the_newest() {
+        let ring = sample();
+        let q = Query { stream_id: Some("s1".into()), ..Query::default() };
+        assert_eq!(seqs(&ring, &ring.select(&q, 3)), [4, 6]);
+        let q = Query::default();
+        assert_eq!(seqs(&ring, &ring.select(&q, 2)), [5, 6]);
+    }
+
+    #[test]
+    fn agrees_with_a_plain_scan_after_eviction() {
+        let mut ring = Ring::new(50, None).unwrap();
+        let types = ["x", "y", "z"];
+        for seq in 1..=500u64 {
+            let stream = format!("s{}", seq % 7);
+            let fields = EventFields {
+                event_type: types[(seq % 3) as usize],
+                stream_id: Some(&stream),
+                actor: None,
+                correlation_id: None,
+                timestamp: seq as i64,
+            };
+            ring.push(seq, &fields, &[b"{}"]).unwrap();
+        }
+        for newest_first in [false, true] {
+            let q = Query {
+                stream_id: Some("s3".into()),
+                types: Some(vec!["x".into(), "z".into()]),
+                newest_first,
+                ..Query::default()
+            };
+            let got = seqs(&ring, &ring.select(&q, usize::MAX));
+            let mut expected: Vec<u64> =
+                (451..=500).filter(|s| s % 7 == 3 && (s % 3 == 0 || s % 3 == 2)).collect();
+            if newest_first {
+                expected.reverse();
+            }
+            assert_eq!(got, expected);
+        }
+    }
+}
