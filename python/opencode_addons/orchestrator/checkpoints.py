@@ -1,0 +1,303 @@
+"""CheckpointManager: awaitable human-in-the-loop checkpoints with a timeout each.
+
+The stream stores the checkpoints (``checkpoint.requested/approved/rejected`` events); the manager
+owns one timer per pending checkpoint, resolves it when an approval or rejection is appended by
+anyone, and rejects it on the stream when its time runs out. Nothing is left behind on resolve.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import Generator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Protocol, Union
+
+from opencode_addons.events import (
+    CHECKPOINT_APPROVED,
+    CHECKPOINT_REJECTED,
+    Event,
+    Subscriber,
+    Unsubscribe,
+)
+
+log = logging.getLogger(__name__)
+
+MANAGER_ACTOR = "checkpoint-manager"
+
+
+class CheckpointStream(Protocol):
+    """The stream operations the manager uses (``DurableStream`` provides them)."""
+
+    def append(self, event: Mapping[str, Any]) -> Event: ...
+
+    def subscribe(self, event_type: str, callback: Subscriber) -> Unsubscribe: ...
+
+    def request_checkpoint(
+        self, stream_id: str, decision_point: str, options: Sequence[str], requested_by: str
+    ) -> Any: ...
+
+    def approve_checkpoint(
+        self, checkpoint_id: str, by: str, option: Optional[str] = None
+    ) -> bool: ...
+
+    def reject_checkpoint(
+        self, checkpoint_id: str, by: str, reason: Optional[str] = None
+    ) -> bool: ...
+
+
+@dataclass(frozen=True)
+class CheckpointOutcome:
+    """How a checkpoint was resolved."""
+
+    checkpoint_id: str
+    approved: bool
+    by: Optional[str]
+    option: Optional[str] = None
+    reason: Optional[str] = None
+
+
+OutcomeHandler = Callable[[CheckpointOutcome], Union[Any, None]]
+
+
+class PendingCheckpoint:
+    """A requested checkpoint; ``await`` it for its ``CheckpointOutcome``."""
+
+    def __init__(
+        self,
+        checkpoint_id: str,
+        stream_id: str,
+        decision_point: str,
+        options: Sequence[str],
+        future: asyncio.Future[CheckpointOutcome],
+    ) -> None:
+        self.id = checkpoint_id
+        self.stream_id = stream_id
+        self.decision_point = decision_point
+        self.options = tuple(options)
+        self._future = future
+
+    def done(self) -> bool:
+        return self._future.done()
+
+    @property
+    def outcome(self) -> CheckpointOutcome | None:
+        return self._future.result() if self._future.done() else None
+
+    async def wait(self, timeout: float | None = None) -> CheckpointOutcome:
+        """The outcome; ``asyncio.TimeoutError`` after ``timeout`` s (the checkpoint stays)."""
+        return await asyncio.wait_for(asyncio.shield(self._future), timeout)
+
+    def __await__(self) -> Generator[Any, None, CheckpointOutcome]:
+        # Shielded so a cancelled waiter does not cancel the checkpoint for other waiters.
+        return asyncio.shield(self._future).__await__()
+
+    def __repr__(self) -> str:
+        state = "done" if self.done() else "pending"
+        return f"PendingCheckpoint(id={self.id!r}, stream_id={self.stream_id!r}, {state})"
+
+
+@dataclass
+class _Entry:
+    pending: PendingCheckpoint
+    future: asyncio.Future[CheckpointOutcome]
+    timer: asyncio.TimerHandle
+    handler: Optional[OutcomeHandler]
+
+
+class CheckpointManager:
+    """Tracks pending checkpoints of one stream, each with its own timeout."""
+
+    def __init__(
+        self,
+        stream: CheckpointStream,
+        *,
+        default_timeout: float = 300.0,
+        handler_grace: float = 5.0,
+    ) -> None:
+        if isinstance(default_timeout, bool) or not default_timeout > 0:
+            raise ValueError(f"default_timeout must be > 0, got {default_timeout!r}")
+        self._handler_grace = float(handler_grace)
+        self._stream = stream
+        self._default_timeout = float(default_timeout)
+        self._entries: dict[str, _Entry] = {}
+        self._handler_tasks: set[asyncio.Task[Any]] = set()
+        self._closed = False
+        self._counts = {
+            "requested": 0,
+            "approved": 0,
+            "rejected": 0,
+            "timed_out": 0,
+            "handler_errors": 0,
+        }
+        self._unsubscribes: list[Unsubscribe] = [
+            stream.subscribe(CHECKPOINT_APPROVED, self._on_event),
+            stream.subscribe(CHECKPOINT_REJECTED, self._on_event),
+        ]
+
+    # -- requesting and deciding -------------------------------------------------------------
+
+    def request(
+        self,
+        stream_id: str,
+        decision_point: str,
+        options: Sequence[str],
+        requested_by: str,
+        *,
+        timeout: float | None = None,
+        handler: OutcomeHandler | None = None,
+    ) -> PendingCheckpoint:
+        """Request a checkpoint on the stream and start its timer (needs a running loop)."""
+        if self._closed:
+            raise RuntimeError("checkpoint manager is shut down")
+        seconds = self._default_timeout if timeout is None else timeout
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds <= 0:
+            raise ValueError(f"timeout must be a number > 0, got {seconds!r}")
+        if handler is not None and not callable(handler):
+            raise TypeError("handler must be callable")
+        loop = asyncio.get_running_loop()
+        checkpoint = self._stream.request_checkpoint(
+            stream_id, decision_point, list(options), requested_by
+        )
+        if inspect.isawaitable(checkpoint):
+            raise TypeError("stream.request_checkpoint must return the checkpoint itself")
+        checkpoint_id = str(checkpoint.id)
+        future: asyncio.Future[CheckpointOutcome] = loop.create_future()
+        pending = PendingCheckpoint(checkpoint_id, stream_id, decision_point, options, future)
+        timer = loop.call_later(seconds, self._on_timeout, checkpoint_id)
+        self._entries[checkpoint_id] = _Entry(pending, future, timer, handler)
+        self._counts["requested"] += 1
+        return pending
+
+    def request_checkpoint(
+        self, stream_id: str, decision_point: str, options: Sequence[str], requested_by: str
+    ) -> PendingCheckpoint:
+        """``request`` with the default timeout, so the manager can serve a ``TaskObserver``."""
+        return self.request(stream_id, decision_point, options, requested_by)
+
+    def approve(self, checkpoint_id: str, by: str, option: str | None = None) -> bool:
+        return bool(self._stream.approve_checkpoint(checkpoint_id, by, option))
+
+    def reject(self, checkpoint_id: str, by: str, reason: str | None = None) -> bool:
+        return bool(self._stream.reject_checkpoint(checkpoint_id, by, reason))
+
+    def get(self, checkpoint_id: str) -> PendingCheckpoint | None:
+        entry = self._entries.get(checkpoint_id)
+        return entry.pending if entry is not None else None
+
+    @property
+    def pending(self) -> int:
+        return len(self._entries)
+
+    # -- resolution --------------------------------------------------------------------------
+
+    def _on_event(self, event: Event) -> None:
+        payload = event.get("payload")
+        if not isinstance(payload, Mapping):
+            return
+        checkpoint_id = payload.get("checkpoint_id")
+        if not isinstance(checkpoint_id, str) or checkpoint_id not in self._entries:
+            return
+        if event.get("type") == CHECKPOINT_APPROVED:
+            outcome = CheckpointOutcome(
+                checkpoint_id,
+                approved=True,
+                by=payload.get("approved_by"),
+                option=payload.get("selected_option"),
+            )
+        else:
+            outcome = CheckpointOutcome(
+                checkpoint_id,
+                approved=False,
+                by=payload.get("rejected_by"),
+                reason=payload.get("reason"),
+            )
+        self._resolve(outcome)
+
+    def _on_timeout(self, checkpoint_id: str) -> None:
+        if checkpoint_id not in self._entries:
+            return
+        self._counts["timed_out"] += 1
+        log.info("checkpoint %s timed out", checkpoint_id)
+        self._reject_on_stream(checkpoint_id, "timeout")
+
+    def _reject_on_stream(self, checkpoint_id: str, reason: str) -> None:
+        """Reject via the stream (its event resolves us); resolve locally if that fails."""
+        try:
+            self._stream.reject_checkpoint(checkpoint_id, MANAGER_ACTOR, reason=reason)
+        except Exception:
+            log.exception("could not reject checkpoint %s on the stream", checkpoint_id)
+        if checkpoint_id in self._entries:
+            outcome = CheckpointOutcome(
+                checkpoint_id, approved=False, by=MANAGER_ACTOR, reason=reason
+            )
+            self._resolve(outcome)
+
+    def _resolve(self, outcome: CheckpointOutcome) -> None:
+        entry = self._entries.pop(outcome.checkpoint_id, None)
+        if entry is None:
+            return
+        entry.timer.cancel()
+        self._counts["approved" if outcome.approved else "rejected"] += 1
+        if not entry.future.done():
+            entry.future.set_result(outcome)
+        if entry.handler is not None:
+            self._call_handler(entry.handler, outcome)
+
+    def _call_handler(self, handler: OutcomeHandler, outcome: CheckpointOutcome) -> None:
+        try:
+            result = handler(outcome)
+        except Exception:
+            self._counts["handler_errors"] += 1
+            log.exception("checkpoint handler failed for %s", outcome.checkpoint_id)
+            return
+        if inspect.isawaitable(result):
+            task = asyncio.ensure_future(result)
+            self._handler_tasks.add(task)
+            task.add_done_callback(self._handler_done)
+
+    def _handler_done(self, task: asyncio.Task[Any]) -> None:
+        self._handler_tasks.discard(task)
+        if task.cancelled():
+            return
+        error = task.exception()
+        if error is not None:
+            self._counts["handler_errors"] += 1
+            log.error("checkpoint handler failed", exc_info=error)
+
+    # -- shutdown and stats ------------------------------------------------------------------
+
+    async def shutdown(self) -> None:
+        """Reject every pending checkpoint with reason ``"shutdown"``; idempotent."""
+        if self._closed and not self._entries and not self._handler_tasks:
+            return
+        self._closed = True
+        for checkpoint_id in list(self._entries):
+            self._entries[checkpoint_id].timer.cancel()
+            self._reject_on_stream(checkpoint_id, "shutdown")
+        unsubscribes, self._unsubscribes = self._unsubscribes, []
+        for unsubscribe in unsubscribes:
+            try:
+                unsubscribe()
+            except Exception:
+                log.exception("checkpoint manager could not unsubscribe")
+        await self._finish_handlers()
+
+    async def _finish_handlers(self) -> None:
+        # Handlers started by our resolutions get a grace period, then are cancelled.
+        if not self._handler_tasks:
+            return
+        _, late = await asyncio.wait(set(self._handler_tasks), timeout=self._handler_grace)
+        for task in late:
+            task.cancel()
+        if late:
+            log.warning("cancelled %d checkpoint handler(s) still running at shutdown", len(late))
+            await asyncio.wait(late)
+
+    def stats(self) -> dict[str, Any]:
+        stats: dict[str, Any] = dict(self._counts)
+        stats["pending"] = len(self._entries)
+        stats["handlers_running"] = len(self._handler_tasks)
+        stats["closed"] = self._closed
+        return stats
