@@ -134,6 +134,11 @@ impl Ring {
             + self.interner.heap_bytes()
     }
 
+    /// Absolute index of the oldest held record (records ever pushed before it).
+    pub fn first_absolute(&self) -> u64 {
+        self.base
+    }
+
     /// Sequence number of the newest record.
     pub fn last_seq(&self) -> Option<u64> {
         self.len().checked_sub(1).map(|i| self.seq_at(i))
@@ -162,7 +167,7 @@ impl Ring {
         Ok(())
     }
 
-    fn check_fits(&self, size: usize) -> Result<(), CoreError> {
+    pub fn check_fits(&self, size: usize) -> Result<(), CoreError> {
         if let Some(limit) = self.max_bytes.filter(|&limit| size > limit) {
             return Err(CoreError::TooLarge { size, limit, what: "ring's max_bytes" });
         }

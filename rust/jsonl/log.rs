@@ -66,16 +66,9 @@ impl MappedLog {
         Ok(Self { file, len, allocated: len, map: ptr::null_mut(), map_offset: 0, map_len: 0, page: page_size() })
     }
 
-    pub fn len(&self) -> u64 {
+    /// Bytes of data in the log.
+    pub fn data_len(&self) -> u64 {
         self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    pub fn file(&self) -> &File {
-        &self.file
     }
 
     /// Appends the concatenation of `parts`; on error nothing is appended.
@@ -218,7 +211,7 @@ mod tests {
             for _ in 0..3000 {
                 log.append(&[&line, b"\n"]).unwrap();
             }
-            assert_eq!(log.len(), 3_000_000);
+            assert_eq!(log.data_len(), 3_000_000);
             // While open, the file is allocated ahead and the data is already readable.
             let mut head = vec![0u8; 1000];
             open(&path).read_exact(&mut head).unwrap();

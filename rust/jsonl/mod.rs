@@ -69,6 +69,9 @@ pub struct StoreOptions {
     pub durability: Durability,
     pub max_event_bytes: usize,
     pub group_interval: Duration,
+    /// Event types to keep aside while opening (from the whole file, not only the newest), so a
+    /// caller can rebuild projections such as pending checkpoints without reading the file again.
+    pub collect_types: Vec<String>,
 }
 
 impl Default for StoreOptions {
@@ -79,6 +82,7 @@ impl Default for StoreOptions {
             durability: Durability::Flush,
             max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
             group_interval: Duration::from_millis(5),
+            collect_types: Vec::new(),
         }
     }
 }
@@ -100,6 +104,7 @@ pub struct Store {
     group: Option<GroupThread>,
     sync_file: Arc<File>,
     suffixes: Vec<u8>,
+    collected: Vec<(u64, Vec<u8>)>,
 }
 
 impl Store {
@@ -108,8 +113,14 @@ impl Store {
         validate(&options)?;
         let file = open_locked(path)?;
         let mut ring = Ring::new(options.retain.max(options.max_cache_size), None)?;
-        let outcome = scan(&file, |event| push_loaded(&mut ring, &event))
-            .map_err(|e| CoreError::io(format!("cannot read {}", path.display()), e))?;
+        let mut collected = Vec::new();
+        let outcome = scan(&file, |event| {
+            if options.collect_types.iter().any(|t| *t == *event.line.event_type) {
+                collected.push((event.seq, [event.json[0], event.json[1]].concat()));
+            }
+            push_loaded(&mut ring, &event)
+        })
+        .map_err(|e| CoreError::io(format!("cannot read {}", path.display()), e))?;
         let sync_file = Arc::new(file.try_clone().map_err(|e| CoreError::io("cannot duplicate the log handle", e))?);
         let mut log = MappedLog::new(file, outcome.data_end)?;
         if outcome.needs_newline {
@@ -130,6 +141,7 @@ impl Store {
             group,
             sync_file,
             suffixes: Vec::new(),
+            collected,
         })
     }
 
@@ -145,13 +157,18 @@ impl Store {
         &self.recovery
     }
 
+    /// The events of `collect_types` found while opening, in file order (taken once).
+    pub fn take_collected(&mut self) -> Vec<(u64, Vec<u8>)> {
+        std::mem::take(&mut self.collected)
+    }
+
     pub fn ring(&self) -> &Ring {
         &self.ring
     }
 
     /// Bytes of data in the file.
     pub fn file_len(&self) -> u64 {
-        self.log.len()
+        self.log.data_len()
     }
 
     /// The sequence number the next append gets.

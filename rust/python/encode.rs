@@ -1,0 +1,507 @@
+//! Python objects to compact JSON, in one pass, straight from the C API.
+//!
+//! Exact built-in types take a fast path that runs no Python code (so the GIL is never given up
+//! mid-encoding); subclasses of dict, list, tuple, str, int and float are accepted through the
+//! slower checks. Anything else is an error that names where in the event it was found.
+
+use std::borrow::Cow;
+use std::os::raw::c_char;
+
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::ffi;
+use pyo3::prelude::*;
+
+use crate::event::{new_event_id, now_ms, EventFields, MAX_DEPTH};
+use crate::json::write_string;
+
+extern "C" {
+    // Part of the limited API only from 3.10, but exported by every CPython 3.x since 3.3 with
+    // this signature; it returns the string's cached UTF-8 without making a bytes object.
+    fn PyUnicode_AsUTF8AndSize(unicode: *mut ffi::PyObject, size: *mut ffi::Py_ssize_t) -> *const c_char;
+}
+
+/// Where in the event an error was found, built while the error unwinds.
+enum Segment {
+    Key(String),
+    Index(usize),
+}
+
+pub struct EncodeError {
+    kind: ErrorKind,
+    message: String,
+    path: Vec<Segment>,
+}
+
+#[derive(Clone, Copy)]
+enum ErrorKind {
+    Type,
+    Value,
+}
+
+impl EncodeError {
+    fn type_error(message: impl Into<String>) -> Self {
+        Self { kind: ErrorKind::Type, message: message.into(), path: Vec::new() }
+    }
+
+    fn value_error(message: impl Into<String>) -> Self {
+        Self { kind: ErrorKind::Value, message: message.into(), path: Vec::new() }
+    }
+
+    fn at_key(mut self, key: &[u8]) -> Self {
+        self.path.push(Segment::Key(String::from_utf8_lossy(key).into_owned()));
+        self
+    }
+
+    fn at_index(mut self, index: usize) -> Self {
+        self.path.push(Segment::Index(index));
+        self
+    }
+
+    fn location(&self) -> String {
+        const SHOWN: usize = 12;
+        let mut text = String::new();
+        for (depth, segment) in self.path.iter().rev().enumerate() {
+            if depth == SHOWN {
+                text.push_str(&format!("... ({} levels)", self.path.len()));
+                break;
+            }
+            match segment {
+                Segment::Key(key) if text.is_empty() => text.push_str(key),
+                Segment::Key(key) => {
+                    text.push('.');
+                    text.push_str(key);
+                }
+                Segment::Index(index) => text.push_str(&format!("[{index}]")),
+            }
+        }
+        text
+    }
+
+    /// The Python exception; `event_index` names the event within a batch.
+    pub fn into_pyerr(self, event_index: Option<usize>) -> PyErr {
+        let mut message = self.message.clone();
+        let location = self.location();
+        if !location.is_empty() {
+            message = format!("{message} (at {location})");
+        }
+        if let Some(index) = event_index {
+            message = format!("event {index}: {message}");
+        }
+        match self.kind {
+            ErrorKind::Type => PyTypeError::new_err(message),
+            ErrorKind::Value => PyValueError::new_err(message),
+        }
+    }
+}
+
+type Result<T> = std::result::Result<T, EncodeError>;
+
+/// The indexed fields found while encoding, borrowed from the event's Python strings.
+#[derive(Default, Clone, Copy)]
+pub struct Captured<'a> {
+    pub event_type: Option<&'a str>,
+    pub stream_id: Option<&'a str>,
+    pub actor: Option<&'a str>,
+    pub correlation_id: Option<&'a str>,
+    pub timestamp: Option<i64>,
+    /// The id and timestamp this encoder generated (the caller adds them to returned dicts).
+    pub generated_id: Option<[u8; crate::event::EVENT_ID_LEN]>,
+    pub generated_timestamp: bool,
+}
+
+impl<'a> Captured<'a> {
+    pub fn fields(&self) -> EventFields<'a> {
+        EventFields {
+            event_type: self.event_type.unwrap_or(""),
+            stream_id: self.stream_id,
+            actor: self.actor,
+            correlation_id: self.correlation_id,
+            timestamp: self.timestamp.unwrap_or(0),
+        }
+    }
+
+    /// Copies of the borrowed strings, for when the event's objects may change under us.
+    pub fn to_owned_fields(&self) -> OwnedFields {
+        OwnedFields {
+            event_type: self.event_type.unwrap_or("").to_owned(),
+            stream_id: self.stream_id.map(str::to_owned),
+            actor: self.actor.map(str::to_owned),
+            correlation_id: self.correlation_id.map(str::to_owned),
+            timestamp: self.timestamp.unwrap_or(0),
+        }
+    }
+}
+
+#[derive(Clone, Default)]
+pub struct OwnedFields {
+    pub event_type: String,
+    pub stream_id: Option<String>,
+    pub actor: Option<String>,
+    pub correlation_id: Option<String>,
+    pub timestamp: i64,
+}
+
+impl OwnedFields {
+    pub fn fields(&self) -> EventFields<'_> {
+        EventFields {
+            event_type: &self.event_type,
+            stream_id: self.stream_id.as_deref(),
+            actor: self.actor.as_deref(),
+            correlation_id: self.correlation_id.as_deref(),
+            timestamp: self.timestamp,
+        }
+    }
+}
+
+/// Encodes one event into `out` as `{...` without the closing brace, filling `id` and
+/// `timestamp` when missing and leaving out any `seq` (the store assigns it).
+///
+/// # Safety
+/// `dict` must be a live dict (or subclass) and the GIL must be held; the returned borrows live
+/// as long as the dict's strings do.
+pub unsafe fn encode_event<'a>(dict: *mut ffi::PyObject, out: &mut Vec<u8>, limit: usize) -> Result<Captured<'a>> {
+    let limit = Budget { base: out.len(), limit };
+    let mut captured = Captured::default();
+    let mut has_id = false;
+    out.push(b'{');
+    let mut first = true;
+    let mut position: ffi::Py_ssize_t = 0;
+    let mut key: *mut ffi::PyObject = std::ptr::null_mut();
+    let mut value: *mut ffi::PyObject = std::ptr::null_mut();
+    while ffi::PyDict_Next(dict, &mut position, &mut key, &mut value) != 0 {
+        let name = key_utf8(key)?;
+        if name == b"seq" {
+            continue;
+        }
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        write_string(out, name);
+        out.push(b':');
+        capture(&mut captured, &mut has_id, name, value).map_err(|e| e.at_key(name))?;
+        encode_value(value, out, limit, 1).map_err(|e| e.at_key(name))?;
+    }
+    if captured.event_type.is_none() {
+        return Err(EncodeError::value_error("event has no 'type' (a non-empty string is required)"));
+    }
+    complete_defaults(&mut captured, has_id, out);
+    check_limit(out, limit)?;
+    Ok(captured)
+}
+
+/// Adds `id` and `timestamp` when the event lacks them.
+fn complete_defaults(captured: &mut Captured<'_>, has_id: bool, out: &mut Vec<u8>) {
+    let timestamp = *captured.timestamp.get_or_insert_with(|| {
+        captured.generated_timestamp = true;
+        now_ms()
+    });
+    if !has_id {
+        let id = new_event_id(timestamp);
+        out.extend_from_slice(b",\"id\":\"");
+        out.extend_from_slice(&id);
+        out.push(b'"');
+        captured.generated_id = Some(id);
+    }
+    if captured.generated_timestamp {
+        out.extend_from_slice(b",\"timestamp\":");
+        out.extend_from_slice(itoa::Buffer::new().format(timestamp).as_bytes());
+    }
+}
+
+/// Checks and keeps the top-level fields headers index.
+unsafe fn capture<'a>(captured: &mut Captured<'a>, has_id: &mut bool, name: &[u8], value: *mut ffi::PyObject) -> Result<()> {
+    match name {
+        b"type" => {
+            let text = str_of(value).ok_or_else(|| EncodeError::type_error(wrong_type("'type' must be a string", value)))?;
+            if text.is_empty() {
+                return Err(EncodeError::value_error("'type' must not be empty"));
+            }
+            captured.event_type = Some(text);
+        }
+        b"stream_id" => captured.stream_id = optional_str(value, "stream_id")?,
+        b"actor" => captured.actor = optional_str(value, "actor")?,
+        b"correlation_id" => captured.correlation_id = optional_str(value, "correlation_id")?,
+        b"id" => {
+            str_of(value).ok_or_else(|| EncodeError::type_error(wrong_type("'id' must be a string", value)))?;
+            *has_id = true;
+        }
+        b"timestamp" => captured.timestamp = Some(timestamp_ms(value)?),
+        _ => {}
+    }
+    Ok(())
+}
+
+unsafe fn optional_str<'a>(value: *mut ffi::PyObject, name: &str) -> Result<Option<&'a str>> {
+    if value == ffi::Py_None() {
+        return Ok(None);
+    }
+    match str_of(value) {
+        Some(text) => Ok(Some(text)),
+        None => Err(EncodeError::type_error(wrong_type(&format!("'{name}' must be a string or None"), value))),
+    }
+}
+
+unsafe fn timestamp_ms(value: *mut ffi::PyObject) -> Result<i64> {
+    let message = "'timestamp' must be epoch milliseconds (an int or a float)";
+    if ffi::PyBool_Check(value) != 0 {
+        return Err(EncodeError::type_error(wrong_type(message, value)));
+    }
+    if ffi::PyLong_Check(value) != 0 {
+        let mut overflow = 0;
+        let ms = ffi::PyLong_AsLongLongAndOverflow(value, &mut overflow);
+        if overflow != 0 {
+            return Err(EncodeError::value_error("'timestamp' is out of the 64-bit range"));
+        }
+        return Ok(ms);
+    }
+    if ffi::PyFloat_Check(value) != 0 {
+        let ms = ffi::PyFloat_AsDouble(value);
+        if !ms.is_finite() || ms.abs() >= 9.2e18 {
+            return Err(EncodeError::value_error("'timestamp' must be a finite number of milliseconds"));
+        }
+        return Ok(ms as i64);
+    }
+    Err(EncodeError::type_error(wrong_type(message, value)))
+}
+
+/// The size limit of the event being encoded, which starts at `base` in the buffer.
+#[derive(Clone, Copy)]
+struct Budget {
+    base: usize,
+    limit: usize,
+}
+
+fn check_limit(out: &[u8], budget: Budget) -> Result<()> {
+    // +1 for the closing brace the caller adds.
+    let size = out.len() - budget.base + 1;
+    if size > budget.limit {
+        return Err(EncodeError::value_error(format!(
+            "event is {size} bytes of JSON or more, over the max_event_bytes limit of {} bytes",
+            budget.limit
+        )));
+    }
+    Ok(())
+}
+
+/// A str's UTF-8 (cached inside the str object), or None if `value` is not a str.
+unsafe fn str_of<'a>(value: *mut ffi::PyObject) -> Option<&'a str> {
+    if ffi::PyUnicode_Check(value) == 0 {
+        return None;
+    }
+    utf8_of(value).ok()
+}
+
+unsafe fn utf8_of<'a>(value: *mut ffi::PyObject) -> Result<&'a str> {
+    let mut size: ffi::Py_ssize_t = 0;
+    let data = PyUnicode_AsUTF8AndSize(value, &mut size);
+    if data.is_null() {
+        ffi::PyErr_Clear();
+        return Err(EncodeError::value_error("string is not valid UTF-8 (it has a lone surrogate)"));
+    }
+    let bytes = std::slice::from_raw_parts(data.cast::<u8>(), size as usize);
+    // CPython's UTF-8 of a str is always valid UTF-8.
+    Ok(std::str::from_utf8_unchecked(bytes))
+}
+
+unsafe fn key_utf8<'a>(key: *mut ffi::PyObject) -> Result<&'a [u8]> {
+    if ffi::PyUnicode_Check(key) == 0 {
+        let shown = repr_of(key);
+        return Err(EncodeError::type_error(format!("keys must be strings, got {shown} of type {}", type_name(key))));
+    }
+    utf8_of(key).map(str::as_bytes)
+}
+
+unsafe fn encode_value(value: *mut ffi::PyObject, out: &mut Vec<u8>, limit: Budget, depth: usize) -> Result<()> {
+    let kind = ffi::Py_TYPE(value);
+    if kind == std::ptr::addr_of_mut!(ffi::PyUnicode_Type) {
+        write_string(out, utf8_of(value)?.as_bytes());
+        return check_limit(out, limit);
+    }
+    if kind == std::ptr::addr_of_mut!(ffi::PyLong_Type) {
+        return encode_int(value, out);
+    }
+    if value == ffi::Py_None() {
+        out.extend_from_slice(b"null");
+        return Ok(());
+    }
+    if value == ffi::Py_True() {
+        out.extend_from_slice(b"true");
+        return Ok(());
+    }
+    if value == ffi::Py_False() {
+        out.extend_from_slice(b"false");
+        return Ok(());
+    }
+    if kind == std::ptr::addr_of_mut!(ffi::PyFloat_Type) {
+        return encode_float(value, out);
+    }
+    if kind == std::ptr::addr_of_mut!(ffi::PyDict_Type) {
+        return encode_dict(value, out, limit, depth + 1);
+    }
+    if kind == std::ptr::addr_of_mut!(ffi::PyList_Type) || kind == std::ptr::addr_of_mut!(ffi::PyTuple_Type) {
+        return encode_sequence(value, out, limit, depth + 1);
+    }
+    encode_subclass(value, out, limit, depth)
+}
+
+/// Subclasses of the JSON types (str enums, int enums, OrderedDict, named tuples, ...).
+unsafe fn encode_subclass(value: *mut ffi::PyObject, out: &mut Vec<u8>, limit: Budget, depth: usize) -> Result<()> {
+    if ffi::PyUnicode_Check(value) != 0 {
+        write_string(out, utf8_of(value)?.as_bytes());
+        check_limit(out, limit)
+    } else if ffi::PyBool_Check(value) != 0 {
+        out.extend_from_slice(if ffi::PyObject_IsTrue(value) == 1 { b"true" } else { b"false" });
+        Ok(())
+    } else if ffi::PyLong_Check(value) != 0 {
+        encode_int(value, out)
+    } else if ffi::PyFloat_Check(value) != 0 {
+        encode_float(value, out)
+    } else if ffi::PyDict_Check(value) != 0 {
+        encode_dict(value, out, limit, depth + 1)
+    } else if ffi::PyList_Check(value) != 0 || ffi::PyTuple_Check(value) != 0 {
+        encode_sequence(value, out, limit, depth + 1)
+    } else {
+        Err(EncodeError::type_error(format!(
+            "value of type '{}' is not JSON serializable (use str, int, float, bool, None, dict, list or tuple)",
+            type_name(value)
+        )))
+    }
+}
+
+unsafe fn encode_int(value: *mut ffi::PyObject, out: &mut Vec<u8>) -> Result<()> {
+    let mut overflow = 0;
+    let signed = ffi::PyLong_AsLongLongAndOverflow(value, &mut overflow);
+    if overflow == 0 {
+        if signed == -1 && !ffi::PyErr_Occurred().is_null() {
+            ffi::PyErr_Clear();
+            return Err(EncodeError::value_error("integer could not be read"));
+        }
+        out.extend_from_slice(itoa::Buffer::new().format(signed).as_bytes());
+        return Ok(());
+    }
+    if overflow > 0 {
+        let unsigned = ffi::PyLong_AsUnsignedLongLong(value);
+        if ffi::PyErr_Occurred().is_null() {
+            out.extend_from_slice(itoa::Buffer::new().format(unsigned).as_bytes());
+            return Ok(());
+        }
+        ffi::PyErr_Clear();
+    }
+    Err(EncodeError::value_error("integer is out of the 64-bit range JSON events can hold"))
+}
+
+unsafe fn encode_float(value: *mut ffi::PyObject, out: &mut Vec<u8>) -> Result<()> {
+    let number = ffi::PyFloat_AsDouble(value);
+    if !number.is_finite() {
+        return Err(EncodeError::value_error(format!("{number} is not valid JSON (NaN and Infinity are not allowed)")));
+    }
+    out.extend_from_slice(ryu::Buffer::new().format_finite(number).as_bytes());
+    Ok(())
+}
+
+fn too_deep() -> EncodeError {
+    EncodeError::value_error(format!("nesting deeper than {MAX_DEPTH} levels (or a container that contains itself)"))
+}
+
+unsafe fn encode_dict(dict: *mut ffi::PyObject, out: &mut Vec<u8>, limit: Budget, depth: usize) -> Result<()> {
+    if depth > MAX_DEPTH {
+        return Err(too_deep());
+    }
+    out.push(b'{');
+    let mut first = true;
+    let mut position: ffi::Py_ssize_t = 0;
+    let mut key: *mut ffi::PyObject = std::ptr::null_mut();
+    let mut value: *mut ffi::PyObject = std::ptr::null_mut();
+    while ffi::PyDict_Next(dict, &mut position, &mut key, &mut value) != 0 {
+        let name = key_utf8(key)?;
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        write_string(out, name);
+        out.push(b':');
+        encode_value(value, out, limit, depth).map_err(|e| e.at_key(name))?;
+    }
+    out.push(b'}');
+    check_limit(out, limit)
+}
+
+unsafe fn encode_sequence(sequence: *mut ffi::PyObject, out: &mut Vec<u8>, limit: Budget, depth: usize) -> Result<()> {
+    if depth > MAX_DEPTH {
+        return Err(too_deep());
+    }
+    let is_list = ffi::PyList_Check(sequence) != 0;
+    out.push(b'[');
+    let mut index = 0;
+    loop {
+        // Re-read the size each time: nothing here runs Python code, but be exact anyway.
+        let size = if is_list { ffi::PyList_Size(sequence) } else { ffi::PyTuple_Size(sequence) };
+        if index as ffi::Py_ssize_t >= size {
+            break;
+        }
+        let item = if is_list {
+            ffi::PyList_GetItem(sequence, index as ffi::Py_ssize_t)
+        } else {
+            ffi::PyTuple_GetItem(sequence, index as ffi::Py_ssize_t)
+        };
+        if item.is_null() {
+            ffi::PyErr_Clear();
+            break;
+        }
+        if index > 0 {
+            out.push(b',');
+        }
+        encode_value(item, out, limit, depth).map_err(|e| e.at_index(index))?;
+        index += 1;
+    }
+    out.push(b']');
+    check_limit(out, limit)
+}
+
+unsafe fn type_name(value: *mut ffi::PyObject) -> String {
+    let py = Python::assume_attached();
+    let object = Bound::from_borrowed_ptr(py, value);
+    object.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "?".into())
+}
+
+unsafe fn repr_of(value: *mut ffi::PyObject) -> String {
+    let repr = ffi::PyObject_Repr(value);
+    if repr.is_null() {
+        ffi::PyErr_Clear();
+        return "?".into();
+    }
+    let text = utf8_of(repr).map(|s| s.chars().take(60).collect()).unwrap_or_else(|_| "?".into());
+    ffi::Py_DecRef(repr);
+    text
+}
+
+fn wrong_type(message: &str, value: *mut ffi::PyObject) -> String {
+    // SAFETY: callers hold the GIL and a live `value`.
+    format!("{message}, got {}", unsafe { type_name(value) })
+}
+
+/// Turns any mapping into a dict we own (a dict or subclass is used as is).
+pub fn as_dict<'py>(event: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    // SAFETY: checking the type of a live object with the GIL held.
+    if unsafe { ffi::PyDict_Check(event.as_ptr()) } != 0 {
+        return Ok(event.clone());
+    }
+    let py = event.py();
+    let mapping = py.import("collections.abc")?.getattr("Mapping")?;
+    if !event.is_instance(&mapping)? {
+        let name = event.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "?".into());
+        return Err(PyTypeError::new_err(format!("event must be a mapping (a dict), got {name}")));
+    }
+    let dict = pyo3::types::PyDict::new(py);
+    dict.update(event.cast::<pyo3::types::PyMapping>()?)?;
+    Ok(dict.into_any())
+}
+
+/// A JSON string's text for filters: the same string the encoder would have indexed.
+pub fn query_text(value: &Bound<'_, PyAny>, name: &str) -> PyResult<Cow<'static, str>> {
+    value
+        .extract::<String>()
+        .map(Cow::Owned)
+        .map_err(|_| PyTypeError::new_err(format!("{name} must be a string")))
+}

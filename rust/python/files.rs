@@ -1,0 +1,126 @@
+//! Reading store files without opening them for writing: no lock, nothing changed on disk.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::PathBuf;
+
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
+
+use super::view::Copied;
+use super::{build_query, StoreError};
+use crate::jsonl::{fields_of, scan, ScanOutcome};
+use crate::query::Query;
+use crate::ring::Ring;
+
+fn open(path: &PathBuf) -> PyResult<File> {
+    File::open(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => pyo3::exceptions::PyFileNotFoundError::new_err(format!("no such file: {}", path.display())),
+        _ => StoreError::new_err(format!("cannot open {}: {e}", path.display())),
+    })
+}
+
+fn read_error(path: &std::path::Path, e: std::io::Error) -> PyErr {
+    StoreError::new_err(format!("cannot read {}: {e}", path.display()))
+}
+
+/// Events of a store file matching the filters, read with the GIL released.
+#[pyfunction]
+#[pyo3(signature = (path, *, stream_id=None, r#type=None, actor=None, correlation_id=None, since=None, until=None, after_seq=None, limit=None, newest_first=false))]
+#[allow(clippy::too_many_arguments)]
+pub fn read_events<'py>(
+    py: Python<'py>,
+    path: PathBuf,
+    stream_id: Option<&Bound<'py, PyAny>>,
+    r#type: Option<&Bound<'py, PyAny>>,
+    actor: Option<&Bound<'py, PyAny>>,
+    correlation_id: Option<&Bound<'py, PyAny>>,
+    since: Option<&Bound<'py, PyAny>>,
+    until: Option<&Bound<'py, PyAny>>,
+    after_seq: Option<&Bound<'py, PyAny>>,
+    limit: Option<&Bound<'py, PyAny>>,
+    newest_first: bool,
+) -> PyResult<Bound<'py, PyList>> {
+    let query = build_query(stream_id, r#type, actor, correlation_id, since, until, after_seq, limit, newest_first)?;
+    let file = open(&path)?;
+    let copied = py.detach(|| matching(file, &query)).map_err(|e| read_error(&path, e))?;
+    copied.into_list(py)
+}
+
+/// Keeps matches in a ring: bounded by `limit` when the newest are wanted, so memory stays flat
+/// however large the file is.
+fn matching(file: File, query: &Query) -> std::io::Result<Copied> {
+    let keep = if query.newest_first { query.limit.unwrap_or(usize::MAX) } else { usize::MAX };
+    let mut ring = match Ring::new(keep.clamp(1, u32::MAX as usize - 1), None) {
+        Ok(ring) => ring,
+        Err(_) => return Ok(Copied::default()),
+    };
+    let single = Query { limit: None, newest_first: false, ..query.clone() };
+    let mut probe = match Ring::new(1, None) {
+        Ok(ring) => ring,
+        Err(_) => return Ok(Copied::default()),
+    };
+    let oldest_limit = if query.newest_first { usize::MAX } else { query.limit.unwrap_or(usize::MAX) };
+    scan(file, |event| {
+        if ring.len() >= oldest_limit {
+            return true;
+        }
+        // Evaluate the filter on this line's header alone, with the same code queries use.
+        let fields = fields_of(event.line);
+        if probe.push(event.seq, &fields, &event.json).is_err() || probe.select(&single, 1).is_empty() {
+            return true;
+        }
+        ring.push(event.seq, &fields, &event.json).is_ok()
+    })?;
+    let order: Vec<usize> = if query.newest_first { (0..ring.len()).rev().collect() } else { (0..ring.len()).collect() };
+    Ok(Copied::from_ring(&ring, order))
+}
+
+#[derive(Default)]
+struct FileSummary {
+    outcome: ScanOutcome,
+    streams: BTreeMap<String, u64>,
+    types: BTreeMap<String, u64>,
+    first_timestamp: Option<i64>,
+    last_timestamp: Option<i64>,
+    file_bytes: u64,
+}
+
+/// What a store file holds: events, streams, types with counts, first/last time, damage.
+#[pyfunction]
+pub fn file_stats<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, PyDict>> {
+    let file = open(&path)?;
+    let summary = py.detach(|| summarize(file)).map_err(|e| read_error(&path, e))?;
+    let report = &summary.outcome.report;
+    let dict = PyDict::new(py);
+    dict.set_item("path", path)?;
+    dict.set_item("file_bytes", summary.file_bytes)?;
+    dict.set_item("events", report.lines)?;
+    dict.set_item("streams", summary.streams.len())?;
+    dict.set_item("types", summary.types)?;
+    dict.set_item("first_timestamp", summary.first_timestamp)?;
+    dict.set_item("last_timestamp", summary.last_timestamp)?;
+    dict.set_item("last_seq", report.last_seq)?;
+    dict.set_item("corrupt_lines", report.corrupt_lines)?;
+    dict.set_item("duplicate_lines", report.duplicate_lines)?;
+    dict.set_item("torn_tail_bytes", report.truncated_bytes)?;
+    dict.set_item("padding_bytes", report.padding_bytes)?;
+    dict.set_item("unterminated_last_line", report.repaired_tail)?;
+    Ok(dict)
+}
+
+fn summarize(file: File) -> std::io::Result<FileSummary> {
+    let mut summary = FileSummary { file_bytes: file.metadata()?.len(), ..FileSummary::default() };
+    let outcome = scan(file, |event| {
+        let line = event.line;
+        *summary.types.entry(line.event_type.to_string()).or_default() += 1;
+        if let Some(stream) = &line.stream_id {
+            *summary.streams.entry(stream.to_string()).or_default() += 1;
+        }
+        summary.first_timestamp = Some(summary.first_timestamp.map_or(line.timestamp, |t| t.min(line.timestamp)));
+        summary.last_timestamp = Some(summary.last_timestamp.map_or(line.timestamp, |t| t.max(line.timestamp)));
+        true
+    })?;
+    summary.outcome = outcome;
+    Ok(summary)
+}

@@ -1,0 +1,216 @@
+//! `EventRing`: the in-memory bounded event history, for Python.
+
+use std::sync::Mutex;
+
+use pyo3::prelude::*;
+use pyo3::types::PyList;
+
+use super::encode::{as_dict, encode_event, Captured};
+use super::view::{self, EventIterator, RingHolder, Source};
+use super::{lock, to_pyerr, with_scratch};
+use crate::event::{EventFields, DEFAULT_MAX_EVENT_BYTES};
+use crate::ring::Ring;
+
+struct RingState {
+    ring: Ring,
+    next_seq: u64,
+}
+
+/// A bounded ring of events: fixed capacity in events and, optionally, in bytes of JSON.
+#[pyclass(frozen, module = "opencode_addons._core", sequence)]
+pub struct EventRing {
+    state: Mutex<RingState>,
+    max_event_bytes: usize,
+}
+
+impl RingHolder for EventRing {
+    fn with_ring<R>(&self, _py: Python<'_>, f: impl FnOnce(&Ring) -> R) -> PyResult<R> {
+        let state = lock(&self.state, || {});
+        Ok(f(&state.ring))
+    }
+}
+
+/// One encoded event: where its JSON is in the batch buffer, and its header fields.
+pub(crate) struct Encoded<'a> {
+    pub(crate) end: usize,
+    pub(crate) captured: Captured<'a>,
+}
+
+/// Encodes `events` back to back into `buffer` (each closed with `}`), or fails naming the event.
+pub(crate) fn encode_batch<'a>(
+    events: &'a [Bound<'_, PyAny>],
+    buffer: &mut Vec<u8>,
+    limit: usize,
+    close: bool,
+) -> PyResult<Vec<Encoded<'a>>> {
+    let mut encoded = Vec::with_capacity(events.len());
+    for (index, event) in events.iter().enumerate() {
+        // SAFETY: `event` is a live dict (as_dict made sure) and the GIL is held; the borrowed
+        // strings live as long as `events`.
+        let captured = unsafe { encode_event(event.as_ptr(), buffer, limit) }
+            .map_err(|e| e.into_pyerr((events.len() > 1).then_some(index)))?;
+        if close {
+            buffer.push(b'}');
+        }
+        encoded.push(Encoded { end: buffer.len(), captured });
+    }
+    Ok(encoded)
+}
+
+/// The batch's events as dicts we own, converting other mappings.
+pub(crate) fn collect_dicts<'py>(events: &Bound<'py, PyAny>) -> PyResult<Vec<Bound<'py, PyAny>>> {
+    let mut dicts = Vec::new();
+    for (index, item) in events.try_iter()?.enumerate() {
+        let item = item?;
+        dicts.push(as_dict(&item).map_err(|e| {
+            pyo3::exceptions::PyTypeError::new_err(format!("event {index}: {}", e.value(events.py())))
+        })?);
+    }
+    Ok(dicts)
+}
+
+impl EventRing {
+    fn push_encoded(&self, buffer: &[u8], encoded: &[Encoded<'_>]) -> PyResult<u64> {
+        let mut owned = Vec::new();
+        let mut state = lock(&self.state, || {
+            // We are about to wait with the GIL released: stop borrowing Python strings.
+            owned = encoded.iter().map(|e| e.captured.to_owned_fields()).collect();
+        });
+        let fields: Vec<EventFields<'_>> = if owned.is_empty() {
+            encoded.iter().map(|e| e.captured.fields()).collect()
+        } else {
+            owned.iter().map(|o| o.fields()).collect()
+        };
+        let mut start = 0;
+        let mut spans = Vec::with_capacity(encoded.len());
+        for e in encoded {
+            state.ring.check_fits(e.end - start).map_err(to_pyerr)?;
+            spans.push((start, e.end));
+            start = e.end;
+        }
+        let first = state.next_seq;
+        for ((begin, end), fields) in spans.into_iter().zip(&fields) {
+            let seq = state.next_seq;
+            state.ring.push(seq, fields, &[&buffer[begin..end]]).map_err(to_pyerr)?;
+            state.next_seq += 1;
+        }
+        Ok(first)
+    }
+}
+
+#[pymethods]
+impl EventRing {
+    #[new]
+    #[pyo3(signature = (capacity=100_000, *, max_bytes=None, max_event_bytes=DEFAULT_MAX_EVENT_BYTES as i64))]
+    fn new(capacity: i64, max_bytes: Option<i64>, max_event_bytes: i64) -> PyResult<Self> {
+        let capacity = positive(capacity, "capacity")?;
+        let max_bytes = max_bytes.map(|b| positive(b, "max_bytes")).transpose()?;
+        let max_event_bytes = positive(max_event_bytes, "max_event_bytes")?;
+        let ring = Ring::new(capacity, max_bytes).map_err(to_pyerr)?;
+        Ok(Self { state: Mutex::new(RingState { ring, next_seq: 1 }), max_event_bytes })
+    }
+
+    /// Appends one event; returns its sequence number.
+    fn append(&self, event: &Bound<'_, PyAny>) -> PyResult<u64> {
+        let events = [as_dict(event)?];
+        with_scratch(|buffer| {
+            let encoded = encode_batch(&events, buffer, self.max_event_bytes, true)?;
+            self.push_encoded(buffer, &encoded)
+        })
+    }
+
+    /// Appends a batch in one call; all or nothing. Returns how many were appended.
+    fn extend(&self, events: &Bound<'_, PyAny>) -> PyResult<usize> {
+        let dicts = collect_dicts(events)?;
+        with_scratch(|buffer| {
+            let encoded = encode_batch(&dicts, buffer, self.max_event_bytes, true)?;
+            self.push_encoded(buffer, &encoded)?;
+            Ok(encoded.len())
+        })
+    }
+
+    fn __len__(&self, py: Python<'_>) -> PyResult<usize> {
+        self.with_ring(py, Ring::len)
+    }
+
+    fn __getitem__<'py>(&self, py: Python<'py>, key: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        view::get_item(self, py, usize::MAX, key)
+    }
+
+    fn __iter__(slf: Bound<'_, Self>) -> PyResult<EventIterator> {
+        EventIterator::start(slf.py(), Source::Ring(slf.unbind()), usize::MAX)
+    }
+
+    #[getter]
+    fn capacity(&self, py: Python<'_>) -> PyResult<usize> {
+        self.with_ring(py, Ring::capacity)
+    }
+
+    #[getter]
+    fn max_bytes(&self, py: Python<'_>) -> PyResult<Option<usize>> {
+        self.with_ring(py, Ring::max_bytes)
+    }
+
+    #[getter]
+    fn max_event_bytes(&self) -> usize {
+        self.max_event_bytes
+    }
+
+    /// Exact bytes of event JSON held.
+    #[getter]
+    fn nbytes(&self, py: Python<'_>) -> PyResult<usize> {
+        self.with_ring(py, Ring::nbytes)
+    }
+
+    /// Events evicted so far.
+    #[getter]
+    fn evicted(&self, py: Python<'_>) -> PyResult<u64> {
+        self.with_ring(py, Ring::evicted)
+    }
+
+    /// Bytes of memory the ring has reserved (blocks, headers, indexes, interned strings).
+    #[getter]
+    fn memory_bytes(&self, py: Python<'_>) -> PyResult<usize> {
+        self.with_ring(py, Ring::heap_bytes)
+    }
+
+    fn clear(&self) {
+        lock(&self.state, || {}).ring.clear();
+    }
+
+    fn to_list<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        view::to_list(self, py, usize::MAX)
+    }
+
+    #[pyo3(signature = (*, stream_id=None, r#type=None, actor=None, correlation_id=None, since=None, until=None, after_seq=None, limit=None, newest_first=false))]
+    #[allow(clippy::too_many_arguments)]
+    fn query<'py>(
+        &self,
+        py: Python<'py>,
+        stream_id: Option<&Bound<'py, PyAny>>,
+        r#type: Option<&Bound<'py, PyAny>>,
+        actor: Option<&Bound<'py, PyAny>>,
+        correlation_id: Option<&Bound<'py, PyAny>>,
+        since: Option<&Bound<'py, PyAny>>,
+        until: Option<&Bound<'py, PyAny>>,
+        after_seq: Option<&Bound<'py, PyAny>>,
+        limit: Option<&Bound<'py, PyAny>>,
+        newest_first: bool,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let q = super::build_query(stream_id, r#type, actor, correlation_id, since, until, after_seq, limit, newest_first)?;
+        view::query(self, py, usize::MAX, &q)
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        self.with_ring(py, |ring| {
+            format!("<EventRing {} of {} events, {} bytes, {} evicted>", ring.len(), ring.capacity(), ring.nbytes(), ring.evicted())
+        })
+    }
+}
+
+pub(crate) fn positive(value: i64, name: &str) -> PyResult<usize> {
+    if value < 1 {
+        return Err(pyo3::exceptions::PyValueError::new_err(format!("{name} must be at least 1, got {value}")));
+    }
+    usize::try_from(value).map_err(|_| pyo3::exceptions::PyValueError::new_err(format!("{name} is too large")))
+}

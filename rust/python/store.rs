@@ -1,0 +1,335 @@
+//! `JsonlStore`: the durable JSONL event file with its bounded cache, for Python.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
+
+use super::decode::record_to_dict;
+use super::encode::{as_dict, OwnedFields};
+use super::ring::{collect_dicts, encode_batch, positive};
+use super::view::{self, EventIterator, EventView, RingHolder, Source};
+use super::{lock, to_pyerr, with_scratch, StoreClosedError, StoreWriteError};
+use crate::event::{EventFields, DEFAULT_MAX_EVENT_BYTES};
+use crate::jsonl::{sync_now, Durability, RecoveryReport, Store, StoreOptions, SyncNeed};
+use crate::ring::Ring;
+
+/// An append-only JSONL event file with a bounded in-memory cache of the newest events.
+#[pyclass(frozen, module = "opencode_addons._core", sequence)]
+pub struct JsonlStore {
+    store: Mutex<Option<Store>>,
+    path: PathBuf,
+    durability: Durability,
+    max_cache_size: usize,
+    history_size: usize,
+    max_event_bytes: usize,
+    recovery: RecoveryReport,
+}
+
+impl RingHolder for JsonlStore {
+    fn with_ring<R>(&self, _py: Python<'_>, f: impl FnOnce(&Ring) -> R) -> PyResult<R> {
+        let guard = lock(&self.store, || {});
+        match guard.as_ref() {
+            Some(store) => Ok(f(store.ring())),
+            None => Err(closed(&self.path)),
+        }
+    }
+}
+
+fn closed(path: &std::path::Path) -> PyErr {
+    StoreClosedError::new_err(format!("the store {} is closed", path.display()))
+}
+
+fn recovery_dict<'py>(py: Python<'py>, report: &RecoveryReport) -> PyResult<Bound<'py, PyDict>> {
+    let dict = PyDict::new(py);
+    dict.set_item("lines", report.lines)?;
+    dict.set_item("corrupt_lines", report.corrupt_lines)?;
+    dict.set_item("duplicate_lines", report.duplicate_lines)?;
+    dict.set_item("truncated_bytes", report.truncated_bytes)?;
+    dict.set_item("padding_bytes", report.padding_bytes)?;
+    dict.set_item("repaired_tail", report.repaired_tail)?;
+    dict.set_item("last_seq", report.last_seq)?;
+    Ok(dict)
+}
+
+impl JsonlStore {
+    /// Writes a batch; returns the first seq. Only Rust work happens under the lock.
+    fn write(&self, py: Python<'_>, events: &[Bound<'_, PyAny>]) -> PyResult<u64> {
+        let (first, need) = with_scratch(|buffer| -> PyResult<(u64, SyncNeed)> {
+            let encoded = encode_batch(events, buffer, self.max_event_bytes, false)?;
+            let mut owned: Vec<OwnedFields> = Vec::new();
+            let mut guard = lock(&self.store, || {
+                owned = encoded.iter().map(|e| e.captured.to_owned_fields()).collect();
+            });
+            let store = guard.as_mut().ok_or_else(|| closed(&self.path))?;
+            let fields: Vec<EventFields<'_>> = if owned.is_empty() {
+                encoded.iter().map(|e| e.captured.fields()).collect()
+            } else {
+                owned.iter().map(OwnedFields::fields).collect()
+            };
+            let mut start = 0;
+            let mut batch = Vec::with_capacity(encoded.len());
+            for (e, f) in encoded.iter().zip(fields) {
+                batch.push((&buffer[start..e.end], f));
+                start = e.end;
+            }
+            let first = store.append_many(&batch).map_err(to_pyerr)?;
+            Ok((first, store.sync_need()))
+        })?;
+        if let SyncNeed::Fsync(file) = need {
+            py.detach(|| file.sync_data()).map_err(|e| {
+                StoreWriteError::new_err(format!("the events were written but fsync failed: {e}"))
+            })?;
+        }
+        Ok(first)
+    }
+
+    /// The caller's event as stored: a copy with id, timestamp and seq filled in.
+    fn stored_copy<'py>(&self, event: &Bound<'py, PyAny>, seq: u64) -> PyResult<Bound<'py, PyAny>> {
+        let py = event.py();
+        let copy = event.cast::<PyDict>()?.copy()?;
+        let missing = |key: &str| -> PyResult<bool> { Ok(!copy.contains(key)?) };
+        if missing("id")? || missing("timestamp")? {
+            // Read the generated values back from the record rather than keeping them around.
+            let record = self.with_ring(py, |ring| {
+                let index = ring.position_after_seq(seq.saturating_sub(1));
+                ring.get(index).filter(|r| r.seq == seq).map(|r| r.json.to_vec())
+            })?;
+            if let Some(json) = record {
+                let full = record_to_dict(py, &json, seq)?.cast_into::<PyDict>()?;
+                for key in ["id", "timestamp"] {
+                    if missing(key)? {
+                        if let Some(value) = full.get_item(key)? {
+                            copy.set_item(key, value)?;
+                        }
+                    }
+                }
+            }
+        }
+        copy.set_item(pyo3::intern!(py, "seq"), seq)?;
+        Ok(copy.into_any())
+    }
+}
+
+#[pymethods]
+impl JsonlStore {
+    #[new]
+    #[pyo3(signature = (path, *, max_cache_size=50_000, durability="flush", max_event_bytes=DEFAULT_MAX_EVENT_BYTES as i64, history_size=None, collect_types=None, group_interval_ms=5.0))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        path: PathBuf,
+        max_cache_size: i64,
+        durability: &str,
+        max_event_bytes: i64,
+        history_size: Option<i64>,
+        collect_types: Option<Vec<String>>,
+        group_interval_ms: f64,
+    ) -> PyResult<Self> {
+        let max_cache_size = positive(max_cache_size, "max_cache_size")?;
+        let history_size = history_size.map(|h| positive(h, "history_size")).transpose()?.unwrap_or(max_cache_size);
+        if !(group_interval_ms.is_finite() && group_interval_ms > 0.0 && group_interval_ms <= 60_000.0) {
+            return Err(pyo3::exceptions::PyValueError::new_err("group_interval_ms must be between 0 and 60000"));
+        }
+        let options = StoreOptions {
+            max_cache_size,
+            retain: history_size,
+            durability: Durability::parse(durability).map_err(to_pyerr)?,
+            max_event_bytes: positive(max_event_bytes, "max_event_bytes")?,
+            group_interval: Duration::from_secs_f64(group_interval_ms / 1000.0),
+            collect_types: collect_types.unwrap_or_default(),
+        };
+        let opened_path = path.clone();
+        let durability = options.durability;
+        let max_event_bytes = options.max_event_bytes;
+        let store = py.detach(move || Store::open(&opened_path, options)).map_err(to_pyerr)?;
+        let recovery = store.recovery().clone();
+        Ok(Self {
+            store: Mutex::new(Some(store)),
+            path,
+            durability,
+            max_cache_size,
+            history_size,
+            max_event_bytes,
+            recovery,
+        })
+    }
+
+    /// Appends one event; returns it as stored (with id, timestamp and seq).
+    fn append<'py>(&self, event: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        let dict = as_dict(event)?;
+        let seq = self.write(event.py(), std::slice::from_ref(&dict))?;
+        self.stored_copy(&dict, seq)
+    }
+
+    /// Appends a batch atomically (every line or none); returns the stored events.
+    fn extend<'py>(&self, py: Python<'py>, events: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyList>> {
+        let dicts = collect_dicts(events)?;
+        if dicts.is_empty() {
+            return Ok(PyList::empty(py));
+        }
+        let first = self.write(py, &dicts)?;
+        let stored = PyList::empty(py);
+        for (offset, dict) in dicts.iter().enumerate() {
+            stored.append(self.stored_copy(dict, first + offset as u64)?)?;
+        }
+        Ok(stored)
+    }
+
+    /// Everything appended so far is on disk when this returns.
+    fn sync(&self, py: Python<'_>) -> PyResult<()> {
+        let handles = {
+            let guard = lock(&self.store, || {});
+            guard.as_ref().ok_or_else(|| closed(&self.path))?.sync_handles()
+        };
+        py.detach(move || sync_now(&handles.0, handles.1)).map_err(to_pyerr)
+    }
+
+    /// Trims the file, syncs (fsync and group modes) and releases the lock. Idempotent.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        let taken = lock(&self.store, || {}).take();
+        if let Some(mut store) = taken {
+            py.detach(move || store.close()).map_err(to_pyerr)?;
+        }
+        Ok(())
+    }
+
+    #[getter]
+    fn closed(&self) -> bool {
+        lock(&self.store, || {}).is_none()
+    }
+
+    fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, pyo3::types::PyTuple>) -> PyResult<bool> {
+        self.close(py)?;
+        Ok(false)
+    }
+
+    fn __len__(&self, py: Python<'_>) -> PyResult<usize> {
+        self.with_ring(py, |ring| view::view_len(ring, self.max_cache_size))
+    }
+
+    fn __getitem__<'py>(&self, py: Python<'py>, key: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        view::get_item(self, py, self.max_cache_size, key)
+    }
+
+    fn __iter__(slf: Bound<'_, Self>) -> PyResult<EventIterator> {
+        let window = slf.get().max_cache_size;
+        EventIterator::start(slf.py(), Source::Store(slf.unbind()), window)
+    }
+
+    /// The newest `history_size` events: a live, read-only view sharing the cache's records.
+    #[getter]
+    fn history(slf: Bound<'_, Self>) -> EventView {
+        let window = slf.get().history_size;
+        EventView::new(Source::Store(slf.unbind()), window)
+    }
+
+    fn to_list<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        view::to_list(self, py, self.max_cache_size)
+    }
+
+    #[pyo3(signature = (*, stream_id=None, r#type=None, actor=None, correlation_id=None, since=None, until=None, after_seq=None, limit=None, newest_first=false))]
+    #[allow(clippy::too_many_arguments)]
+    fn query<'py>(
+        &self,
+        py: Python<'py>,
+        stream_id: Option<&Bound<'py, PyAny>>,
+        r#type: Option<&Bound<'py, PyAny>>,
+        actor: Option<&Bound<'py, PyAny>>,
+        correlation_id: Option<&Bound<'py, PyAny>>,
+        since: Option<&Bound<'py, PyAny>>,
+        until: Option<&Bound<'py, PyAny>>,
+        after_seq: Option<&Bound<'py, PyAny>>,
+        limit: Option<&Bound<'py, PyAny>>,
+        newest_first: bool,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let q = super::build_query(stream_id, r#type, actor, correlation_id, since, until, after_seq, limit, newest_first)?;
+        view::query(self, py, self.max_cache_size, &q)
+    }
+
+    /// Events of `collect_types` found in the whole file when it was opened (taken once).
+    fn collected<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let records = {
+            let mut guard = lock(&self.store, || {});
+            guard.as_mut().ok_or_else(|| closed(&self.path))?.take_collected()
+        };
+        let list = PyList::empty(py);
+        for (seq, json) in records {
+            list.append(record_to_dict(py, &json, seq)?)?;
+        }
+        Ok(list)
+    }
+
+    /// What opening the file found: lines, corrupt_lines, duplicate_lines, truncated_bytes,
+    /// padding_bytes, repaired_tail, last_seq.
+    #[getter]
+    fn recovery<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        recovery_dict(py, &self.recovery)
+    }
+
+    #[getter]
+    fn path(&self) -> PathBuf {
+        self.path.clone()
+    }
+
+    #[getter]
+    fn durability(&self) -> &'static str {
+        self.durability.name()
+    }
+
+    #[getter]
+    fn max_cache_size(&self) -> usize {
+        self.max_cache_size
+    }
+
+    #[getter]
+    fn history_size(&self) -> usize {
+        self.history_size
+    }
+
+    #[getter]
+    fn max_event_bytes(&self) -> usize {
+        self.max_event_bytes
+    }
+
+    /// Counts and sizes: events (cache), history_events, nbytes, memory_bytes, evicted,
+    /// file_bytes, next_seq, durability, distinct_strings.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let (numbers, file_bytes, next_seq) = {
+            let guard = lock(&self.store, || {});
+            let store = guard.as_ref().ok_or_else(|| closed(&self.path))?;
+            let ring = store.ring();
+            let numbers = [
+                ("events", view::view_len(ring, self.max_cache_size) as u64),
+                ("history_events", view::view_len(ring, self.history_size) as u64),
+                ("nbytes", ring.nbytes() as u64),
+                ("memory_bytes", ring.heap_bytes() as u64),
+                ("evicted", ring.evicted()),
+                ("distinct_strings", ring.distinct_strings() as u64),
+            ];
+            (numbers, store.file_len(), store.next_seq())
+        };
+        let dict = PyDict::new(py);
+        for (key, value) in numbers {
+            dict.set_item(key, value)?;
+        }
+        dict.set_item("file_bytes", file_bytes)?;
+        dict.set_item("next_seq", next_seq)?;
+        dict.set_item("durability", self.durability.name())?;
+        dict.set_item("max_cache_size", self.max_cache_size)?;
+        dict.set_item("history_size", self.history_size)?;
+        Ok(dict)
+    }
+
+    fn __repr__(&self) -> String {
+        let state = if self.closed() { "closed" } else { self.durability.name() };
+        format!("<JsonlStore {} ({state})>", self.path.display())
+    }
+}

@@ -1,0 +1,248 @@
+//! Read access shared by EventRing, JsonlStore and their views: length, indexing, iteration and
+//! queries over the newest `window` records of a ring.
+//!
+//! Matching records are copied out under the lock and decoded after it is released, so building
+//! Python objects (which can run arbitrary code through the garbage collector) never happens while
+//! a lock is held.
+
+use pyo3::exceptions::{PyIndexError, PyTypeError};
+use pyo3::prelude::*;
+use pyo3::types::{PyList, PySlice};
+
+use super::decode::record_to_dict;
+use super::ring::EventRing;
+use super::store::JsonlStore;
+use crate::query::Query;
+use crate::ring::Ring;
+
+/// Something that owns a ring.
+pub(crate) trait RingHolder {
+    fn with_ring<R>(&self, py: Python<'_>, f: impl FnOnce(&Ring) -> R) -> PyResult<R>;
+}
+
+/// Records copied out of a ring: their bytes back to back, with sequence numbers.
+#[derive(Default)]
+pub(crate) struct Copied {
+    bytes: Vec<u8>,
+    records: Vec<(usize, usize, u64)>,
+}
+
+impl Copied {
+    pub(crate) fn push(&mut self, json: &[u8], seq: u64) {
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(json);
+        self.records.push((start, self.bytes.len(), seq));
+    }
+
+    pub(crate) fn from_ring(ring: &Ring, indexes: impl IntoIterator<Item = usize>) -> Self {
+        let mut copied = Self::default();
+        for index in indexes {
+            if let Some(record) = ring.get(index) {
+                copied.push(record.json, record.seq);
+            }
+        }
+        copied
+    }
+
+    pub(crate) fn into_list<'py>(self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let list = PyList::empty(py);
+        for &(start, end, seq) in &self.records {
+            list.append(record_to_dict(py, &self.bytes[start..end], seq)?)?;
+        }
+        Ok(list)
+    }
+
+    fn into_single<'py>(self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        match self.records.first() {
+            Some(&(start, end, seq)) => Ok(Some(record_to_dict(py, &self.bytes[start..end], seq)?)),
+            None => Ok(None),
+        }
+    }
+}
+
+/// Index of the first record of the window.
+fn window_start(ring: &Ring, window: usize) -> usize {
+    ring.len().saturating_sub(window)
+}
+
+pub(crate) fn view_len(ring: &Ring, window: usize) -> usize {
+    ring.len().min(window)
+}
+
+pub(crate) fn query<'py, H: RingHolder>(
+    holder: &H,
+    py: Python<'py>,
+    window: usize,
+    query: &Query,
+) -> PyResult<Bound<'py, PyList>> {
+    let copied = holder.with_ring(py, |ring| Copied::from_ring(ring, ring.select(query, window)))?;
+    copied.into_list(py)
+}
+
+pub(crate) fn to_list<'py, H: RingHolder>(holder: &H, py: Python<'py>, window: usize) -> PyResult<Bound<'py, PyList>> {
+    let copied = holder.with_ring(py, |ring| Copied::from_ring(ring, window_start(ring, window)..ring.len()))?;
+    copied.into_list(py)
+}
+
+/// `view[i]` (negative counts from the newest) or `view[a:b:c]` (a list).
+pub(crate) fn get_item<'py, H: RingHolder>(
+    holder: &H,
+    py: Python<'py>,
+    window: usize,
+    key: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    if let Ok(slice) = key.cast::<PySlice>() {
+        let copied = holder.with_ring(py, |ring| -> PyResult<Copied> {
+            let length = view_len(ring, window);
+            let bounds = slice.indices(length as isize)?;
+            let start = window_start(ring, window) as isize;
+            let picks = (0..bounds.slicelength).map(|k| (start + bounds.start + k as isize * bounds.step) as usize);
+            Ok(Copied::from_ring(ring, picks))
+        })??;
+        return Ok(copied.into_list(py)?.into_any());
+    }
+    let index: isize = key
+        .extract()
+        .map_err(|_| PyTypeError::new_err("event indexes must be integers or slices"))?;
+    let copied = holder.with_ring(py, |ring| {
+        let length = view_len(ring, window) as isize;
+        let position = if index < 0 { index + length } else { index };
+        if position < 0 || position >= length {
+            return Copied::default();
+        }
+        Copied::from_ring(ring, [window_start(ring, window) + position as usize])
+    })?;
+    copied.into_single(py)?.ok_or_else(|| PyIndexError::new_err(format!("event index {index} out of range")))
+}
+
+/// Which object an iterator or view reads from.
+pub(crate) enum Source {
+    Ring(Py<EventRing>),
+    Store(Py<JsonlStore>),
+}
+
+impl Source {
+    fn clone_ref(&self, py: Python<'_>) -> Self {
+        match self {
+            Source::Ring(ring) => Source::Ring(ring.clone_ref(py)),
+            Source::Store(store) => Source::Store(store.clone_ref(py)),
+        }
+    }
+
+    fn with_ring<R>(&self, py: Python<'_>, f: impl FnOnce(&Ring) -> R) -> PyResult<R> {
+        match self {
+            Source::Ring(ring) => ring.get().with_ring(py, f),
+            Source::Store(store) => store.get().with_ring(py, f),
+        }
+    }
+}
+
+impl RingHolder for Source {
+    fn with_ring<R>(&self, py: Python<'_>, f: impl FnOnce(&Ring) -> R) -> PyResult<R> {
+        Source::with_ring(self, py, f)
+    }
+}
+
+/// A read-only, live sequence view of the newest events (no copy of the events is made).
+#[pyclass(frozen, module = "opencode_addons._core", sequence)]
+pub struct EventView {
+    source: Source,
+    window: usize,
+}
+
+impl EventView {
+    pub(crate) fn new(source: Source, window: usize) -> Self {
+        Self { source, window }
+    }
+}
+
+#[pymethods]
+impl EventView {
+    fn __len__(&self, py: Python<'_>) -> PyResult<usize> {
+        self.source.with_ring(py, |ring| view_len(ring, self.window))
+    }
+
+    fn __getitem__<'py>(&self, py: Python<'py>, key: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        get_item(&self.source, py, self.window, key)
+    }
+
+    fn __iter__(&self, py: Python<'_>) -> PyResult<EventIterator> {
+        EventIterator::start(py, self.source.clone_ref(py), self.window)
+    }
+
+    /// How many events the view holds at most.
+    #[getter]
+    fn window(&self) -> usize {
+        self.window
+    }
+
+    fn to_list<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        to_list(&self.source, py, self.window)
+    }
+
+    #[pyo3(signature = (*, stream_id=None, r#type=None, actor=None, correlation_id=None, since=None, until=None, after_seq=None, limit=None, newest_first=false))]
+    #[allow(clippy::too_many_arguments)]
+    fn query<'py>(
+        &self,
+        py: Python<'py>,
+        stream_id: Option<&Bound<'py, PyAny>>,
+        r#type: Option<&Bound<'py, PyAny>>,
+        actor: Option<&Bound<'py, PyAny>>,
+        correlation_id: Option<&Bound<'py, PyAny>>,
+        since: Option<&Bound<'py, PyAny>>,
+        until: Option<&Bound<'py, PyAny>>,
+        after_seq: Option<&Bound<'py, PyAny>>,
+        limit: Option<&Bound<'py, PyAny>>,
+        newest_first: bool,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let q = super::build_query(stream_id, r#type, actor, correlation_id, since, until, after_seq, limit, newest_first)?;
+        query(&self.source, py, self.window, &q)
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        let length = self.__len__(py)?;
+        Ok(format!("<EventView of {length} events (window {})>", self.window))
+    }
+}
+
+/// Iterates oldest-first over the events held when iteration started; events evicted meanwhile
+/// are skipped, events appended meanwhile are not included.
+#[pyclass(module = "opencode_addons._core")]
+pub struct EventIterator {
+    source: Source,
+    window: usize,
+    next_absolute: u64,
+    end_absolute: u64,
+}
+
+impl EventIterator {
+    pub(crate) fn start(py: Python<'_>, source: Source, window: usize) -> PyResult<Self> {
+        let (first, end) = source.with_ring(py, |ring| {
+            let end = ring.first_absolute() + ring.len() as u64;
+            (end - view_len(ring, window) as u64, end)
+        })?;
+        Ok(Self { source, window, next_absolute: first, end_absolute: end })
+    }
+}
+
+#[pymethods]
+impl EventIterator {
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let (window, wanted, end) = (self.window, self.next_absolute, self.end_absolute);
+        let (copied, taken) = self.source.with_ring(py, |ring| {
+            let base = ring.first_absolute();
+            let oldest_in_window = base + window_start(ring, window) as u64;
+            let at = wanted.max(oldest_in_window);
+            if at >= end || at >= base + ring.len() as u64 {
+                return (Copied::default(), end);
+            }
+            (Copied::from_ring(ring, [(at - base) as usize]), at + 1)
+        })?;
+        self.next_absolute = taken;
+        copied.into_single(py)
+    }
+}
