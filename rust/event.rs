@@ -30,7 +30,11 @@ pub enum CoreError {
     /// The event or an argument is not acceptable; nothing was changed.
     Invalid(String),
     /// The event's JSON is larger than a configured limit; nothing was changed.
-    TooLarge { size: usize, limit: usize, what: &'static str },
+    TooLarge {
+        size: usize,
+        limit: usize,
+        what: &'static str,
+    },
     /// Another writer holds the file's lock.
     Locked(PathBuf),
     /// The operating system refused a read or write.
@@ -41,7 +45,10 @@ pub enum CoreError {
 
 impl CoreError {
     pub fn io(context: impl Into<String>, source: io::Error) -> Self {
-        CoreError::Io { context: context.into(), source }
+        CoreError::Io {
+            context: context.into(),
+            source,
+        }
     }
 }
 
@@ -50,7 +57,10 @@ impl fmt::Display for CoreError {
         match self {
             CoreError::Invalid(message) => f.write_str(message),
             CoreError::TooLarge { size, limit, what } => {
-                write!(f, "event is {size} bytes of JSON, over the {what} of {limit} bytes")
+                write!(
+                    f,
+                    "event is {size} bytes of JSON, over the {what} of {limit} bytes"
+                )
             }
             CoreError::Locked(path) => write!(
                 f,
@@ -85,7 +95,9 @@ fn seed() -> u64 {
     if got != bytes.len() as isize {
         // No kernel randomness: time and thread-local address still differ per thread/process.
         let local = 0u8;
-        value = (now_ms() as u64) ^ ((&local as *const u8 as u64) << 16) ^ u64::from(std::process::id());
+        value = (now_ms() as u64)
+            ^ ((&local as *const u8 as u64) << 16)
+            ^ u64::from(std::process::id());
     }
     value | 1
 }
@@ -134,7 +146,9 @@ mod tests {
         let (ms, rest) = text.split_at(9);
         assert_eq!(i64::from_str_radix(ms, 36).unwrap(), 1_700_000_000_000);
         assert_eq!(&rest[..1], "_");
-        assert!(rest[1..].bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        assert!(rest[1..]
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
     }
 
     #[test]
@@ -146,8 +160,15 @@ mod tests {
 
     #[test]
     fn errors_say_what_was_wrong() {
-        let err = CoreError::TooLarge { size: 10, limit: 5, what: "max_event_bytes limit" };
-        assert_eq!(err.to_string(), "event is 10 bytes of JSON, over the max_event_bytes limit of 5 bytes");
+        let err = CoreError::TooLarge {
+            size: 10,
+            limit: 5,
+            what: "max_event_bytes limit",
+        };
+        assert_eq!(
+            err.to_string(),
+            "event is 10 bytes of JSON, over the max_event_bytes limit of 5 bytes"
+        );
         let err = CoreError::Locked(PathBuf::from("/x/y.jsonl"));
         assert!(err.to_string().starts_with("/x/y.jsonl is locked"));
     }

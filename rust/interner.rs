@@ -97,6 +97,12 @@ impl Interner {
         id
     }
 
+    /// Adds one use of an id that is held (`resolve(id)` is Some).
+    #[inline]
+    pub fn add_use(&mut self, id: u32) {
+        self.uses[id as usize] += 1;
+    }
+
     /// Drops one use of `id`; the string is forgotten when no record uses it any more.
     /// Returns true when the id was freed.
     pub fn release(&mut self, id: u32) -> bool {

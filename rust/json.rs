@@ -28,17 +28,80 @@ static ESCAPE: [u8; 256] = {
 
 const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
 
+/// Index of the first byte at or after `from` that needs escaping (or `text.len()`).
+#[inline]
+fn next_escape(text: &[u8], from: usize) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: SSE2 is part of the x86_64 baseline.
+        unsafe { next_escape_sse2(text, from) }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        next_escape_swar(text, from)
+    }
+}
+
+/// Sixteen bytes at a time with SSE2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sse2")]
+unsafe fn next_escape_sse2(text: &[u8], mut from: usize) -> usize {
+    use std::arch::x86_64::*;
+    let quote = _mm_set1_epi8(b'"' as i8);
+    let backslash = _mm_set1_epi8(b'\\' as i8);
+    let below_space = _mm_set1_epi8(0x1f);
+    while from + 16 <= text.len() {
+        let chunk = _mm_loadu_si128(text.as_ptr().add(from).cast());
+        // Unsigned `byte <= 0x1f` is `max(byte, 0x1f) == 0x1f`.
+        let control = _mm_cmpeq_epi8(_mm_max_epu8(chunk, below_space), below_space);
+        let special = _mm_or_si128(
+            _mm_cmpeq_epi8(chunk, quote),
+            _mm_cmpeq_epi8(chunk, backslash),
+        );
+        let mask = _mm_movemask_epi8(_mm_or_si128(control, special)) as u32;
+        if mask != 0 {
+            return from + mask.trailing_zeros() as usize;
+        }
+        from += 16;
+    }
+    next_escape_swar(text, from)
+}
+
+#[inline]
+fn next_escape_swar(text: &[u8], mut from: usize) -> usize {
+    // Eight bytes at a time: most strings have nothing to escape, so skip them quickly.
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    while from + 8 <= text.len() {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(&text[from..from + 8]);
+        let w = u64::from_le_bytes(word);
+        let control = w.wrapping_sub(ONES * 0x20) & !w;
+        let quote =
+            (w ^ (ONES * u64::from(b'"'))).wrapping_sub(ONES) & !(w ^ (ONES * u64::from(b'"')));
+        let slash =
+            (w ^ (ONES * u64::from(b'\\'))).wrapping_sub(ONES) & !(w ^ (ONES * u64::from(b'\\')));
+        if (control | quote | slash) & HIGHS != 0 {
+            break;
+        }
+        from += 8;
+    }
+    while from < text.len() && ESCAPE[text[from] as usize] == 0 {
+        from += 1;
+    }
+    from
+}
+
 /// Appends `text` as a quoted JSON string (UTF-8 kept as is, control characters escaped).
 #[inline]
 pub fn write_string(out: &mut Vec<u8>, text: &[u8]) {
     out.reserve(text.len() + 2);
     out.push(b'"');
     let mut start = 0;
-    for (i, &byte) in text.iter().enumerate() {
+    let mut i = next_escape(text, 0);
+    while i < text.len() {
+        let byte = text[i];
         let kind = ESCAPE[byte as usize];
-        if kind == 0 {
-            continue;
-        }
         out.extend_from_slice(&text[start..i]);
         start = i + 1;
         if kind == 1 {
@@ -57,6 +120,7 @@ pub fn write_string(out: &mut Vec<u8>, text: &[u8]) {
             out.push(HEX_DIGITS[(byte >> 4) as usize]);
             out.push(HEX_DIGITS[(byte & 0xf) as usize]);
         }
+        i = next_escape(text, i + 1);
     }
     out.extend_from_slice(&text[start..]);
     out.push(b'"');
@@ -114,16 +178,23 @@ impl<'a> Cursor<'a> {
         let start = self.pos;
         let mut escaped = false;
         loop {
-            let Some(&byte) = self.bytes.get(self.pos) else { return Err("unterminated string") };
+            let Some(&byte) = self.bytes.get(self.pos) else {
+                return Err("unterminated string");
+            };
             match byte {
                 b'"' => break,
                 b'\\' => {
                     escaped = true;
                     self.pos += 1;
                     match self.peek() {
-                        Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => self.pos += 1,
+                        Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => {
+                            self.pos += 1
+                        }
                         Some(b'u') => {
-                            let digits = self.bytes.get(self.pos + 1..self.pos + 5).ok_or("bad \\u escape")?;
+                            let digits = self
+                                .bytes
+                                .get(self.pos + 1..self.pos + 5)
+                                .ok_or("bad \\u escape")?;
                             if !digits.iter().all(u8::is_ascii_hexdigit) {
                                 return Err("bad \\u escape");
                             }
@@ -288,7 +359,11 @@ fn unescape_unicode(raw: &[u8], at: usize, out: &mut Vec<u8>) -> Result<usize, S
     let first = hex4(raw, at)?;
     let mut next = at + 4;
     let code = if (0xd800..0xdc00).contains(&first) {
-        let low = if raw.get(next..next + 2) == Some(b"\\u") { hex4(raw, next + 2).ok() } else { None };
+        let low = if raw.get(next..next + 2) == Some(b"\\u") {
+            hex4(raw, next + 2).ok()
+        } else {
+            None
+        };
         match low {
             Some(low) if (0xdc00..0xe000).contains(&low) => {
                 next += 6;
@@ -396,7 +471,11 @@ fn scan_members<'a>(cursor: &mut Cursor<'a>, found: &mut Found<'a>) -> Result<()
 }
 
 /// Keeps the value of a top-level key headers need; returns whether it was `seq`.
-fn record_field<'a>(key: RawString<'a>, value: &'a [u8], found: &mut Found<'a>) -> Result<bool, ScanError> {
+fn record_field<'a>(
+    key: RawString<'a>,
+    value: &'a [u8],
+    found: &mut Found<'a>,
+) -> Result<bool, ScanError> {
     if key.escaped {
         return Ok(false);
     }
@@ -409,7 +488,9 @@ fn record_field<'a>(key: RawString<'a>, value: &'a [u8], found: &mut Found<'a>) 
         b"correlation_id" => found.correlation_id = string_value(value),
         b"timestamp" => found.timestamp = number_as_ms(value),
         b"seq" => {
-            found.seq = std::str::from_utf8(value).ok().and_then(|t| t.parse::<u64>().ok());
+            found.seq = std::str::from_utf8(value)
+                .ok()
+                .and_then(|t| t.parse::<u64>().ok());
             return Ok(true);
         }
         _ => {}
@@ -429,7 +510,9 @@ fn string_value(value: &[u8]) -> Option<Cow<'_, str>> {
 }
 
 fn number_as_ms(value: &[u8]) -> i64 {
-    let Ok(text) = std::str::from_utf8(value) else { return 0 };
+    let Ok(text) = std::str::from_utf8(value) else {
+        return 0;
+    };
     if let Ok(integer) = text.parse::<i64>() {
         return integer;
     }
@@ -453,8 +536,52 @@ mod tests {
     fn escapes_quotes_backslashes_and_controls() {
         assert_eq!(escaped("plain"), "\"plain\"");
         assert_eq!(escaped("a\"b\\c"), "\"a\\\"b\\\\c\"");
-        assert_eq!(escaped("\n\r\t\u{8}\u{c}\u{1}\u{1f}"), "\"\\n\\r\\t\\b\\f\\u0001\\u001f\"");
+        assert_eq!(
+            escaped("\n\r\t\u{8}\u{c}\u{1}\u{1f}"),
+            "\"\\n\\r\\t\\b\\f\\u0001\\u001f\""
+        );
         assert_eq!(escaped("é✓😀"), "\"é✓😀\"");
+    }
+
+    #[test]
+    fn escapes_at_every_position_of_long_strings() {
+        for special in ['"', '\\', '\n', '\u{1}', '\u{1f}'] {
+            for at in 0..20 {
+                let mut text: String = "abcdefghijklmnopqrst".into();
+                text.replace_range(at..at + 1, &special.to_string());
+                let expected = serde_like_escape(&text);
+                assert_eq!(escaped(&text), expected, "{special:?} at {at}");
+            }
+        }
+        for length in 0..70 {
+            let mut text = "é".repeat(length / 2) + &"a".repeat(length - length / 2);
+            assert_eq!(escaped(&text), serde_like_escape(&text));
+            text.push('\u{7}');
+            text.push_str("zzzzzzzzzzzzzzzzzzzzzzzz\"");
+            assert_eq!(escaped(&text), serde_like_escape(&text));
+        }
+        // Bytes >= 0x80 (UTF-8) and 0x20..0x7f are never escaped.
+        assert_eq!(escaped("ééééé ~~~~ é"), "\"ééééé ~~~~ é\"");
+    }
+
+    /// A slow reference escaper for the tests.
+    fn serde_like_escape(text: &str) -> String {
+        let mut out = String::from("\"");
+        for c in text.chars() {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                '\t' => out.push_str("\\t"),
+                '\u{8}' => out.push_str("\\b"),
+                '\u{c}' => out.push_str("\\f"),
+                c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+                c => out.push(c),
+            }
+        }
+        out.push('"');
+        out
     }
 
     #[test]
@@ -483,7 +610,8 @@ mod tests {
 
     #[test]
     fn scans_a_reference_line_in_any_key_order() {
-        let line = br#" { "payload" : {} , "timestamp": 1.5e3, "type" : "x\u002ey", "stream_id": null } "#;
+        let line =
+            br#" { "payload" : {} , "timestamp": 1.5e3, "type" : "x\u002ey", "stream_id": null } "#;
         let scanned = scan_event_line(line).unwrap();
         assert_eq!(scanned.event_type, "x.y");
         assert_eq!(scanned.stream_id, None);
@@ -520,14 +648,27 @@ mod tests {
             b"{\"type\":\"a\"\0}",
         ];
         for case in cases {
-            assert!(scan_event_line(case).is_err(), "{:?}", String::from_utf8_lossy(case));
+            assert!(
+                scan_event_line(case).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(case)
+            );
         }
     }
 
     #[test]
     fn nesting_is_limited() {
-        let deep = |n: usize| format!("{{\"type\":\"t\",\"p\":{}{}}}", "[".repeat(n), "]".repeat(n));
+        let deep = |n: usize| {
+            format!(
+                "{{\"type\":\"t\",\"p\":{}{}}}",
+                "[".repeat(n),
+                "]".repeat(n)
+            )
+        };
         assert!(scan_event_line(deep(MAX_DEPTH - 1).as_bytes()).is_ok());
-        assert_eq!(scan_event_line(deep(MAX_DEPTH).as_bytes()), Err("nesting too deep"));
+        assert_eq!(
+            scan_event_line(deep(MAX_DEPTH).as_bytes()),
+            Err("nesting too deep")
+        );
     }
 }

@@ -42,7 +42,10 @@ impl Resolved {
         let types = match &query.types {
             None => None,
             Some(names) => {
-                let ids: Vec<u32> = names.iter().filter_map(|name| ring.interned(name)).collect();
+                let ids: Vec<u32> = names
+                    .iter()
+                    .filter_map(|name| ring.interned(name))
+                    .collect();
                 if ids.is_empty() {
                     return None;
                 }
@@ -61,11 +64,15 @@ impl Resolved {
 
     #[inline]
     fn matches(&self, header: HeaderView) -> bool {
-        let same = |wanted: Option<u32>, got: u32| wanted.is_none_or(|id| id == got && id != ABSENT);
+        let same =
+            |wanted: Option<u32>, got: u32| wanted.is_none_or(|id| id == got && id != ABSENT);
         same(self.stream, header.stream_id)
             && same(self.actor, header.actor_id)
             && same(self.correlation, header.correlation_id)
-            && self.types.as_ref().is_none_or(|ids| ids.contains(&header.type_id))
+            && self
+                .types
+                .as_ref()
+                .is_none_or(|ids| ids.contains(&header.type_id))
             && header.timestamp >= self.since
             && header.timestamp <= self.until
     }
@@ -78,13 +85,17 @@ impl Ring {
         if limit == 0 {
             return Vec::new();
         }
-        let Some(resolved) = Resolved::new(self, query) else { return Vec::new() };
+        let Some(resolved) = Resolved::new(self, query) else {
+            return Vec::new();
+        };
         let mut lowest = self.len().saturating_sub(window);
         if let Some(seq) = query.after_seq {
             lowest = lowest.max(self.position_after_seq(seq));
         }
         match resolved.stream {
-            Some(stream) => self.select_in_stream(&resolved, stream, lowest, limit, query.newest_first),
+            Some(stream) => {
+                self.select_in_stream(&resolved, stream, lowest, limit, query.newest_first)
+            }
             None if query.newest_first => (lowest..self.len())
                 .rev()
                 .filter(|&i| resolved.matches(self.header_fields(i)))
@@ -175,20 +186,42 @@ mod tests {
     #[test]
     fn newest_first_keeps_the_newest() {
         let ring = sample();
-        let q = Query { stream_id: Some("s1".into()), limit: Some(2), newest_first: true, ..Query::default() };
+        let q = Query {
+            stream_id: Some("s1".into()),
+            limit: Some(2),
+            newest_first: true,
+            ..Query::default()
+        };
         assert_eq!(seqs(&ring, &ring.select(&q, usize::MAX)), [6, 4]);
-        let q = Query { types: Some(vec!["a".into()]), limit: Some(2), newest_first: true, ..Query::default() };
+        let q = Query {
+            types: Some(vec!["a".into()]),
+            limit: Some(2),
+            newest_first: true,
+            ..Query::default()
+        };
         assert_eq!(seqs(&ring, &ring.select(&q, usize::MAX)), [5, 3]);
     }
 
     #[test]
     fn actor_time_and_seq_bounds() {
         let ring = sample();
-        let q = Query { actor: Some("user".into()), since: Some(20), until: Some(50), ..Query::default() };
+        let q = Query {
+            actor: Some("user".into()),
+            since: Some(20),
+            until: Some(50),
+            ..Query::default()
+        };
         assert_eq!(seqs(&ring, &ring.select(&q, usize::MAX)), [4, 5]);
-        let q = Query { after_seq: Some(4), ..Query::default() };
+        let q = Query {
+            after_seq: Some(4),
+            ..Query::default()
+        };
         assert_eq!(seqs(&ring, &ring.select(&q, usize::MAX)), [5, 6]);
-        let q = Query { correlation_id: Some("run".into()), stream_id: Some("s2".into()), ..Query::default() };
+        let q = Query {
+            correlation_id: Some("run".into()),
+            stream_id: Some("s2".into()),
+            ..Query::default()
+        };
         assert_eq!(seqs(&ring, &ring.select(&q, usize::MAX)), [2, 5]);
     }
 
@@ -196,21 +229,39 @@ mod tests {
     fn unknown_strings_match_nothing() {
         let ring = sample();
         for q in [
-            Query { stream_id: Some("nope".into()), ..Query::default() },
-            Query { types: Some(vec![]), ..Query::default() },
-            Query { types: Some(vec!["zzz".into()]), ..Query::default() },
-            Query { limit: Some(0), ..Query::default() },
+            Query {
+                stream_id: Some("nope".into()),
+                ..Query::default()
+            },
+            Query {
+                types: Some(vec![]),
+                ..Query::default()
+            },
+            Query {
+                types: Some(vec!["zzz".into()]),
+                ..Query::default()
+            },
+            Query {
+                limit: Some(0),
+                ..Query::default()
+            },
         ] {
             assert!(ring.select(&q, usize::MAX).is_empty(), "{q:?}");
         }
-        let q = Query { types: Some(vec!["zzz".into(), "c".into()]), ..Query::default() };
+        let q = Query {
+            types: Some(vec!["zzz".into(), "c".into()]),
+            ..Query::default()
+        };
         assert_eq!(seqs(&ring, &ring.select(&q, usize::MAX)), [4]);
     }
 
     #[test]
     fn window_restricts_to_the_newest() {
         let ring = sample();
-        let q = Query { stream_id: Some("s1".into()), ..Query::default() };
+        let q = Query {
+            stream_id: Some("s1".into()),
+            ..Query::default()
+        };
         assert_eq!(seqs(&ring, &ring.select(&q, 3)), [4, 6]);
         let q = Query::default();
         assert_eq!(seqs(&ring, &ring.select(&q, 2)), [5, 6]);
@@ -239,8 +290,9 @@ mod tests {
                 ..Query::default()
             };
             let got = seqs(&ring, &ring.select(&q, usize::MAX));
-            let mut expected: Vec<u64> =
-                (451..=500).filter(|s| s % 7 == 3 && (s % 3 == 0 || s % 3 == 2)).collect();
+            let mut expected: Vec<u64> = (451..=500)
+                .filter(|s| s % 7 == 3 && (s % 3 == 0 || s % 3 == 2))
+                .collect();
             if newest_first {
                 expected.reverse();
             }

@@ -65,6 +65,9 @@ pub struct Ring {
     pub(crate) interner: Interner,
     /// By interned id: absolute index of the newest record of that stream.
     stream_heads: Vec<u64>,
+    /// The ids the previous record used per field: consecutive events usually share their
+    /// actor, correlation id and stream, and a comparison is cheaper than a hash lookup.
+    recent: [u32; 4],
 }
 
 impl Ring {
@@ -94,6 +97,7 @@ impl Ring {
             evicted: 0,
             interner: Interner::new(),
             stream_heads: Vec::new(),
+            recent: [ABSENT; 4],
         })
     }
 
@@ -145,11 +149,18 @@ impl Ring {
     }
 
     /// Appends a record made of `parts` (concatenated), evicting the oldest as needed.
-    pub fn push(&mut self, seq: u64, fields: &EventFields<'_>, parts: &[&[u8]]) -> Result<(), CoreError> {
+    pub fn push(
+        &mut self,
+        seq: u64,
+        fields: &EventFields<'_>,
+        parts: &[&[u8]],
+    ) -> Result<(), CoreError> {
         let size: usize = parts.iter().map(|p| p.len()).sum();
         self.check_fits(size)?;
         while self.headers.len() >= self.capacity
-            || self.max_bytes.is_some_and(|limit| self.nbytes + size > limit)
+            || self
+                .max_bytes
+                .is_some_and(|limit| self.nbytes + size > limit)
         {
             self.evict_oldest();
         }
@@ -169,28 +180,57 @@ impl Ring {
 
     pub fn check_fits(&self, size: usize) -> Result<(), CoreError> {
         if let Some(limit) = self.max_bytes.filter(|&limit| size > limit) {
-            return Err(CoreError::TooLarge { size, limit, what: "ring's max_bytes" });
+            return Err(CoreError::TooLarge {
+                size,
+                limit,
+                what: "ring's max_bytes",
+            });
         }
         if size >= u32::MAX as usize {
-            return Err(CoreError::TooLarge { size, limit: u32::MAX as usize - 1, what: "record size limit" });
+            return Err(CoreError::TooLarge {
+                size,
+                limit: u32::MAX as usize - 1,
+                what: "record size limit",
+            });
         }
         Ok(())
     }
 
-    fn make_header(&mut self, fields: &EventFields<'_>, seq_offset: u32, block: u32, offset: u32) -> Header {
+    fn make_header(
+        &mut self,
+        fields: &EventFields<'_>,
+        seq_offset: u32,
+        block: u32,
+        offset: u32,
+    ) -> Header {
         let absolute = self.base + self.headers.len() as u64;
-        let stream_id = self.interner.acquire(fields.stream_id);
+        let stream_id = self.acquire(1, fields.stream_id);
         Header {
             timestamp: fields.timestamp,
             seq_offset,
             block,
             offset,
-            type_id: self.interner.acquire(Some(fields.event_type)),
+            type_id: self.acquire(0, Some(fields.event_type)),
             stream_id,
-            actor_id: self.interner.acquire(fields.actor),
-            correlation_id: self.interner.acquire(fields.correlation_id),
+            actor_id: self.acquire(2, fields.actor),
+            correlation_id: self.acquire(3, fields.correlation_id),
             prev_in_stream: self.link_stream(stream_id, absolute),
         }
+    }
+
+    /// Interns `value` for field slot `slot`, trying the previous record's id first.
+    #[inline]
+    fn acquire(&mut self, slot: usize, value: Option<&str>) -> u32 {
+        let recent = self.recent[slot];
+        let id = match value {
+            Some(text) if recent != ABSENT && self.interner.resolve(recent) == Some(text) => {
+                self.interner.add_use(recent);
+                recent
+            }
+            _ => self.interner.acquire(value),
+        };
+        self.recent[slot] = id;
+        id
     }
 
     fn link_stream(&mut self, stream_id: u32, absolute: u64) -> u32 {
@@ -199,7 +239,8 @@ impl Ring {
         }
         let slot = stream_id as usize;
         if self.stream_heads.len() <= slot {
-            self.stream_heads.resize(self.interner.id_bound().max(slot + 1), NO_RECORD);
+            self.stream_heads
+                .resize(self.interner.id_bound().max(slot + 1), NO_RECORD);
         }
         let previous = std::mem::replace(&mut self.stream_heads[slot], absolute);
         if previous == NO_RECORD || previous < self.base {
@@ -210,7 +251,9 @@ impl Ring {
 
     /// Chooses the block and offset for a record of `size` bytes, opening a block if needed.
     fn place(&mut self, seq: u64, size: usize) -> (u32, u32) {
-        let tail_number = self.first_block.wrapping_add(self.blocks.len().max(1) as u32 - 1);
+        let tail_number = self
+            .first_block
+            .wrapping_add(self.blocks.len().max(1) as u32 - 1);
         if let Some(tail) = self.blocks.back_mut() {
             if tail.data.is_empty() {
                 tail.base_seq = seq;
@@ -225,8 +268,15 @@ impl Ring {
             Some(buffer) if buffer.capacity() >= size => buffer,
             _ => Vec::with_capacity(size.max(BLOCK_SIZE)),
         };
-        self.blocks.push_back(Block { data, base_seq: seq, live: 0 });
-        (self.first_block.wrapping_add(self.blocks.len() as u32 - 1), 0)
+        self.blocks.push_back(Block {
+            data,
+            base_seq: seq,
+            live: 0,
+        });
+        (
+            self.first_block.wrapping_add(self.blocks.len() as u32 - 1),
+            0,
+        )
     }
 
     #[inline]
@@ -249,11 +299,18 @@ impl Ring {
             return;
         }
         let size = self.record_len(0);
-        let Some(header) = self.headers.pop_front() else { return };
+        let Some(header) = self.headers.pop_front() else {
+            return;
+        };
         self.nbytes -= size;
         self.base += 1;
         self.evicted += 1;
-        for id in [header.type_id, header.stream_id, header.actor_id, header.correlation_id] {
+        for id in [
+            header.type_id,
+            header.stream_id,
+            header.actor_id,
+            header.correlation_id,
+        ] {
             self.release_id(id);
         }
         let index = self.block_index(header.block);
@@ -298,6 +355,7 @@ impl Ring {
         self.nbytes = 0;
         self.interner.clear();
         self.stream_heads.clear();
+        self.recent = [ABSENT; 4];
     }
 
     fn seq_at(&self, index: usize) -> u64 {
@@ -311,7 +369,11 @@ impl Ring {
         let block = &self.blocks[self.block_index(header.block)];
         let start = header.offset as usize;
         let json = &block.data[start..start + self.record_len(index)];
-        Some(Record { seq: block.base_seq + u64::from(header.seq_offset), timestamp: header.timestamp, json })
+        Some(Record {
+            seq: block.base_seq + u64::from(header.seq_offset),
+            timestamp: header.timestamp,
+            json,
+        })
     }
 
     /// Index of the oldest held record with a sequence number greater than `seq`.
@@ -386,11 +448,18 @@ mod tests {
     use super::*;
 
     fn fields<'a>(event_type: &'a str, stream: &'a str) -> EventFields<'a> {
-        EventFields { event_type, stream_id: Some(stream), actor: Some("system"), correlation_id: None, timestamp: 7 }
+        EventFields {
+            event_type,
+            stream_id: Some(stream),
+            actor: Some("system"),
+            correlation_id: None,
+            timestamp: 7,
+        }
     }
 
     fn push(ring: &mut Ring, seq: u64, stream: &str, body: &str) {
-        ring.push(seq, &fields("t", stream), &[body.as_bytes()]).unwrap();
+        ring.push(seq, &fields("t", stream), &[body.as_bytes()])
+            .unwrap();
     }
 
     #[test]
@@ -422,14 +491,22 @@ mod tests {
         assert_eq!(ring.nbytes(), 20);
         assert_eq!(ring.get(0).unwrap().seq, 3);
         let err = ring.push(9, &fields("t", "s"), &[&[b'x'; 26]]).unwrap_err();
-        assert!(matches!(err, CoreError::TooLarge { size: 26, limit: 25, .. }));
+        assert!(matches!(
+            err,
+            CoreError::TooLarge {
+                size: 26,
+                limit: 25,
+                ..
+            }
+        ));
         assert_eq!(ring.len(), 2, "a rejected record changes nothing");
     }
 
     #[test]
     fn records_concatenate_parts() {
         let mut ring = Ring::new(2, None).unwrap();
-        ring.push(1, &fields("t", "s"), &[b"{\"a\":1", b"}"]).unwrap();
+        ring.push(1, &fields("t", "s"), &[b"{\"a\":1", b"}"])
+            .unwrap();
         assert_eq!(ring.get(0).unwrap().json, b"{\"a\":1}");
     }
 
@@ -446,7 +523,11 @@ mod tests {
             push(&mut ring, seq, "s", &body);
         }
         assert_eq!(ring.len(), 4);
-        assert!(ring.block_count() <= 2, "old blocks are released, got {}", ring.block_count());
+        assert!(
+            ring.block_count() <= 2,
+            "old blocks are released, got {}",
+            ring.block_count()
+        );
         assert_eq!(ring.nbytes(), 4000);
     }
 

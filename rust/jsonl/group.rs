@@ -32,7 +32,9 @@ pub struct GroupThread {
 impl GroupSync {
     fn lock(&self) -> MutexGuard<'_, Progress> {
         // A poisoned lock only means another thread panicked mid-update of plain counters.
-        self.progress.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.progress
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Records that everything up to `seq` has been written to the page cache.
@@ -52,7 +54,10 @@ impl GroupSync {
             if progress.exited {
                 return Err("the store was closed before the sync finished".into());
             }
-            progress = self.done.wait(progress).unwrap_or_else(|poisoned| poisoned.into_inner());
+            progress = self
+                .done
+                .wait(progress)
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
         }
         Ok(())
     }
@@ -66,7 +71,10 @@ impl GroupThread {
     pub fn start(file: File, interval: Duration, already_synced: u64) -> std::io::Result<Self> {
         let shared = Arc::new(GroupSync {
             written: AtomicU64::new(already_synced),
-            progress: Mutex::new(Progress { synced: already_synced, ..Progress::default() }),
+            progress: Mutex::new(Progress {
+                synced: already_synced,
+                ..Progress::default()
+            }),
             wake: Condvar::new(),
             done: Condvar::new(),
         });
@@ -74,7 +82,10 @@ impl GroupThread {
         let handle = std::thread::Builder::new()
             .name("opencode-addons-group-sync".into())
             .spawn(move || run(&worker, &file, interval))?;
-        Ok(Self { shared, handle: Some(handle) })
+        Ok(Self {
+            shared,
+            handle: Some(handle),
+        })
     }
 
     pub fn shared(&self) -> &Arc<GroupSync> {
@@ -101,7 +112,10 @@ fn run(shared: &GroupSync, file: &File, interval: Duration) {
         let stopping = {
             let mut progress = shared.lock();
             if !progress.stop && !progress.urgent {
-                progress = shared.wake.wait_timeout(progress, interval).map_or_else(|p| p.into_inner().0, |r| r.0);
+                progress = shared
+                    .wake
+                    .wait_timeout(progress, interval)
+                    .map_or_else(|p| p.into_inner().0, |r| r.0);
             }
             progress.urgent = false;
             progress.stop

@@ -115,13 +115,20 @@ impl Store {
         let mut ring = Ring::new(options.retain.max(options.max_cache_size), None)?;
         let mut collected = Vec::new();
         let outcome = scan(&file, |event| {
-            if options.collect_types.iter().any(|t| *t == *event.line.event_type) {
+            if options
+                .collect_types
+                .iter()
+                .any(|t| *t == *event.line.event_type)
+            {
                 collected.push((event.seq, [event.json[0], event.json[1]].concat()));
             }
             push_loaded(&mut ring, &event)
         })
         .map_err(|e| CoreError::io(format!("cannot read {}", path.display()), e))?;
-        let sync_file = Arc::new(file.try_clone().map_err(|e| CoreError::io("cannot duplicate the log handle", e))?);
+        let sync_file = Arc::new(
+            file.try_clone()
+                .map_err(|e| CoreError::io("cannot duplicate the log handle", e))?,
+        );
         let mut log = MappedLog::new(file, outcome.data_end)?;
         if outcome.needs_newline {
             log.append(&[b"\n"])?;
@@ -204,7 +211,8 @@ impl Store {
         self.log.append(&parts)?;
         for (offset, (body, fields)) in events.iter().enumerate() {
             // Cannot fail: sizes were checked above and the cache has no byte limit.
-            self.ring.push(first + offset as u64, fields, &[body, b"}"])?;
+            self.ring
+                .push(first + offset as u64, fields, &[body, b"}"])?;
         }
         self.next_seq = first + events.len() as u64;
         if let Some(group) = &self.group {
@@ -216,7 +224,11 @@ impl Store {
     fn check_size(&self, size: usize) -> Result<(), CoreError> {
         let limit = self.options.max_event_bytes;
         if size > limit {
-            return Err(CoreError::TooLarge { size, limit, what: "max_event_bytes limit" });
+            return Err(CoreError::TooLarge {
+                size,
+                limit,
+                what: "max_event_bytes limit",
+            });
         }
         Ok(())
     }
@@ -231,7 +243,10 @@ impl Store {
 
     /// The file handle a full `sync` fsyncs, and (in group mode) the group to wait on.
     pub fn sync_handles(&self) -> (Arc<File>, Option<(Arc<GroupSync>, u64)>) {
-        let group = self.group.as_ref().map(|g| (Arc::clone(g.shared()), self.next_seq - 1));
+        let group = self
+            .group
+            .as_ref()
+            .map(|g| (Arc::clone(g.shared()), self.next_seq - 1));
         (Arc::clone(&self.sync_file), group)
     }
 
@@ -247,7 +262,10 @@ impl Store {
         if let Some(mut group) = self.group.take() {
             group.stop();
         }
-        let sync = matches!(self.options.durability, Durability::Fsync | Durability::Group);
+        let sync = matches!(
+            self.options.durability,
+            Durability::Fsync | Durability::Group
+        );
         self.log.trim(sync)
     }
 }
@@ -255,14 +273,20 @@ impl Store {
 /// fsyncs `file`, or waits for the group thread to cover `seq`.
 pub fn sync_now(file: &File, group: Option<(Arc<GroupSync>, u64)>) -> Result<(), CoreError> {
     match group {
-        Some((group, seq)) => group.wait(seq).map_err(|message| CoreError::io(message, std::io::Error::other("fsync"))),
-        None => file.sync_data().map_err(|e| CoreError::io("cannot fsync the log", e)),
+        Some((group, seq)) => group
+            .wait(seq)
+            .map_err(|message| CoreError::io(message, std::io::Error::other("fsync"))),
+        None => file
+            .sync_data()
+            .map_err(|e| CoreError::io("cannot fsync the log", e)),
     }
 }
 
 fn validate(options: &StoreOptions) -> Result<(), CoreError> {
     if options.max_cache_size == 0 {
-        return Err(CoreError::Invalid("max_cache_size must be at least 1".into()));
+        return Err(CoreError::Invalid(
+            "max_cache_size must be at least 1".into(),
+        ));
     }
     if options.max_event_bytes < 2 || options.max_event_bytes >= u32::MAX as usize {
         return Err(CoreError::Invalid(format!(
@@ -276,8 +300,9 @@ fn validate(options: &StoreOptions) -> Result<(), CoreError> {
 
 fn open_locked(path: &Path) -> Result<File, CoreError> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)
-            .map_err(|e| CoreError::io(format!("cannot create directory {}", parent.display()), e))?;
+        std::fs::create_dir_all(parent).map_err(|e| {
+            CoreError::io(format!("cannot create directory {}", parent.display()), e)
+        })?;
     }
     let file = OpenOptions::new()
         .read(true)
@@ -294,8 +319,11 @@ fn open_locked(path: &Path) -> Result<File, CoreError> {
 }
 
 fn start_group(file: &File, interval: Duration, synced: u64) -> Result<GroupThread, CoreError> {
-    let handle = file.try_clone().map_err(|e| CoreError::io("cannot duplicate the log handle", e))?;
-    GroupThread::start(handle, interval, synced).map_err(|e| CoreError::io("cannot start the group-commit thread", e))
+    let handle = file
+        .try_clone()
+        .map_err(|e| CoreError::io("cannot duplicate the log handle", e))?;
+    GroupThread::start(handle, interval, synced)
+        .map_err(|e| CoreError::io("cannot start the group-commit thread", e))
 }
 
 /// Pushes a recovered line into a ring; false if it cannot be held (counted as corrupt).
@@ -331,11 +359,21 @@ mod tests {
     }
 
     fn fields(event_type: &str) -> EventFields<'_> {
-        EventFields { event_type, stream_id: Some("s"), actor: Some("system"), correlation_id: None, timestamp: 5 }
+        EventFields {
+            event_type,
+            stream_id: Some("s"),
+            actor: Some("system"),
+            correlation_id: None,
+            timestamp: 5,
+        }
     }
 
     fn options(cache: usize) -> StoreOptions {
-        StoreOptions { max_cache_size: cache, retain: cache, ..StoreOptions::default() }
+        StoreOptions {
+            max_cache_size: cache,
+            retain: cache,
+            ..StoreOptions::default()
+        }
     }
 
     #[test]
@@ -349,7 +387,10 @@ mod tests {
             store.close().unwrap();
         }
         let text = std::fs::read_to_string(&path).unwrap();
-        assert_eq!(text, "{\"type\":\"a\",\"seq\":1}\n{\"type\":\"b\",\"seq\":2}\n");
+        assert_eq!(
+            text,
+            "{\"type\":\"a\",\"seq\":1}\n{\"type\":\"b\",\"seq\":2}\n"
+        );
         let mut store = Store::open(&path, options(10)).unwrap();
         assert_eq!(store.recovery().lines, 2);
         assert_eq!(store.append(br#"{"type":"c""#, &fields("c")).unwrap(), 3);
@@ -382,9 +423,14 @@ mod tests {
     #[test]
     fn too_large_event_changes_nothing() {
         let path = temp_path("large");
-        let opts = StoreOptions { max_event_bytes: 16, ..options(3) };
+        let opts = StoreOptions {
+            max_event_bytes: 16,
+            ..options(3)
+        };
         let mut store = Store::open(&path, opts).unwrap();
-        let err = store.append(br#"{"type":"aaaaaaaaaaaaaaaa""#, &fields("a")).unwrap_err();
+        let err = store
+            .append(br#"{"type":"aaaaaaaaaaaaaaaa""#, &fields("a"))
+            .unwrap_err();
         assert!(matches!(err, CoreError::TooLarge { .. }));
         assert_eq!(store.file_len(), 0);
         assert!(store.ring().is_empty());
@@ -397,11 +443,17 @@ mod tests {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, "{\"type\":\"a\",\"seq\":1}\n{\"type\":\"b\",\"se").unwrap();
         let mut store = Store::open(&path, options(5)).unwrap();
-        assert_eq!(store.recovery().truncated_bytes, "{\"type\":\"b\",\"se".len() as u64);
+        assert_eq!(
+            store.recovery().truncated_bytes,
+            "{\"type\":\"b\",\"se".len() as u64
+        );
         store.append(br#"{"type":"c""#, &fields("c")).unwrap();
         drop(store);
         let text = std::fs::read_to_string(&path).unwrap();
-        assert_eq!(text, "{\"type\":\"a\",\"seq\":1}\n{\"type\":\"c\",\"seq\":2}\n");
+        assert_eq!(
+            text,
+            "{\"type\":\"a\",\"seq\":1}\n{\"type\":\"c\",\"seq\":2}\n"
+        );
     }
 
     #[test]
@@ -421,7 +473,10 @@ mod tests {
     fn batches_get_consecutive_seqs() {
         let path = temp_path("batch");
         let mut store = Store::open(&path, options(5)).unwrap();
-        let bodies: Vec<(&[u8], EventFields)> = vec![(br#"{"type":"a""#, fields("a")), (br#"{"type":"b""#, fields("b"))];
+        let bodies: Vec<(&[u8], EventFields)> = vec![
+            (br#"{"type":"a""#, fields("a")),
+            (br#"{"type":"b""#, fields("b")),
+        ];
         assert_eq!(store.append_many(&bodies).unwrap(), 1);
         assert_eq!(store.append_many(&bodies).unwrap(), 3);
         assert_eq!(store.ring().len(), 4);
@@ -435,12 +490,19 @@ mod tests {
     fn every_durability_mode_writes_and_syncs() {
         for mode in ["none", "flush", "fsync", "group"] {
             let path = temp_path(mode);
-            let opts = StoreOptions { durability: Durability::parse(mode).unwrap(), ..options(5) };
+            let opts = StoreOptions {
+                durability: Durability::parse(mode).unwrap(),
+                ..options(5)
+            };
             let mut store = Store::open(&path, opts).unwrap();
             store.append(br#"{"type":"a""#, &fields("a")).unwrap();
             store.sync().unwrap();
             store.close().unwrap();
-            assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"type\":\"a\",\"seq\":1}\n", "{mode}");
+            assert_eq!(
+                std::fs::read_to_string(&path).unwrap(),
+                "{\"type\":\"a\",\"seq\":1}\n",
+                "{mode}"
+            );
         }
         assert!(Durability::parse("always").is_err());
     }

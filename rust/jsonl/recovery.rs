@@ -74,7 +74,12 @@ impl<F: FnMut(LineEvent<'_, '_>) -> bool> Scanner<F> {
             Some(at) => [&body[..at], &b"}"[..]],
             None => [body, &b""[..]],
         };
-        let event = LineEvent { seq, line: &scanned, json, offset: offset + body_start as u64 };
+        let event = LineEvent {
+            seq,
+            line: &scanned,
+            json,
+            offset: offset + body_start as u64,
+        };
         if !(self.on_event)(event) {
             self.report.corrupt_lines += 1;
             return false;
@@ -90,8 +95,15 @@ impl<F: FnMut(LineEvent<'_, '_>) -> bool> Scanner<F> {
 /// Reads `reader` to the end, calling `on_event` for each valid event in file order.
 /// `on_event` returns false to reject an event (it is then counted as corrupt).
 /// Damaged data never makes this fail; only a read error does.
-pub fn scan<R: Read>(mut reader: R, on_event: impl FnMut(LineEvent<'_, '_>) -> bool) -> io::Result<ScanOutcome> {
-    let mut scanner = Scanner { report: RecoveryReport::default(), have_seq: false, on_event };
+pub fn scan<R: Read>(
+    mut reader: R,
+    on_event: impl FnMut(LineEvent<'_, '_>) -> bool,
+) -> io::Result<ScanOutcome> {
+    let mut scanner = Scanner {
+        report: RecoveryReport::default(),
+        have_seq: false,
+        on_event,
+    };
     let mut buffer: Vec<u8> = Vec::with_capacity(CHUNK);
     let mut buffer_offset = 0u64;
     let mut data_end = 0u64;
@@ -119,7 +131,11 @@ pub fn scan<R: Read>(mut reader: R, on_event: impl FnMut(LineEvent<'_, '_>) -> b
         buffer_offset += start as u64;
     }
     let needs_newline = scan_tail(&mut scanner, &buffer, buffer_offset, &mut data_end);
-    Ok(ScanOutcome { report: scanner.report, data_end, needs_newline })
+    Ok(ScanOutcome {
+        report: scanner.report,
+        data_end,
+        needs_newline,
+    })
 }
 
 /// The bytes after the last newline: a zero tail, a torn line, or a valid line missing its newline.
@@ -143,7 +159,10 @@ fn scan_tail<F: FnMut(LineEvent<'_, '_>) -> bool>(
     }
     // A torn write is not a corrupt line: it is cut and reported as truncated bytes.
     scanner.report.corrupt_lines = corrupt_before;
-    let leading_nuls = content.iter().position(|&b| b != 0).unwrap_or(content.len());
+    let leading_nuls = content
+        .iter()
+        .position(|&b| b != 0)
+        .unwrap_or(content.len());
     scanner.report.padding_bytes += leading_nuls as u64;
     scanner.report.truncated_bytes = (content.len() - leading_nuls) as u64;
     false
@@ -157,7 +176,11 @@ mod tests {
         let mut events = Vec::new();
         let outcome = scan(data, |event| {
             let json = [event.json[0], event.json[1]].concat();
-            events.push((event.seq, event.line.event_type.to_string(), String::from_utf8(json).unwrap()));
+            events.push((
+                event.seq,
+                event.line.event_type.to_string(),
+                String::from_utf8(json).unwrap(),
+            ));
             true
         })
         .unwrap();
@@ -184,7 +207,10 @@ mod tests {
         let data = format!("{A}\n{B}\n{{\"type\":\"c\",\"pay");
         let (outcome, events) = collect(data.as_bytes());
         assert_eq!(events.len(), 2);
-        assert_eq!(outcome.report.truncated_bytes, "{\"type\":\"c\",\"pay".len() as u64);
+        assert_eq!(
+            outcome.report.truncated_bytes,
+            "{\"type\":\"c\",\"pay".len() as u64
+        );
         assert_eq!(outcome.report.corrupt_lines, 0);
         assert_eq!(outcome.data_end, (A.len() + B.len() + 2) as u64);
     }
@@ -257,12 +283,18 @@ mod tests {
         assert_eq!(outcome.report.last_seq, 2);
         let mixed = format!("{data}{{\"type\":\"c\",\"seq\":10}}\n{{\"type\":\"d\"}}\n");
         let (_, events) = collect(mixed.as_bytes());
-        assert_eq!(events.iter().map(|e| e.0).collect::<Vec<_>>(), [1, 2, 10, 11]);
+        assert_eq!(
+            events.iter().map(|e| e.0).collect::<Vec<_>>(),
+            [1, 2, 10, 11]
+        );
     }
 
     #[test]
     fn lines_longer_than_a_chunk_are_read_whole() {
-        let big = format!("{{\"type\":\"big\",\"p\":\"{}\",\"seq\":1}}", "z".repeat(CHUNK + 100));
+        let big = format!(
+            "{{\"type\":\"big\",\"p\":\"{}\",\"seq\":1}}",
+            "z".repeat(CHUNK + 100)
+        );
         let data = format!("{big}\n{B}\n");
         let (outcome, events) = collect(data.as_bytes());
         assert_eq!(outcome.report.lines, 2);

@@ -13,16 +13,86 @@ use pyo3::types::{PyBool, PyDict};
 use crate::event::MAX_DEPTH;
 use crate::json::{unescape, Cursor};
 
+/// Keys repeat across events (type, payload, stream_id, ...): reuse one interned str per key
+/// instead of building a new one for every dict.
+const KEY_SLOTS: usize = 512;
+const CACHED_KEY_LEN: usize = 48;
+
+/// A cached key: its UTF-8 and an owned reference to the interned str.
+type CachedKey = (Box<[u8]>, *mut ffi::PyObject);
+
+struct KeyCache {
+    slots: Vec<Option<CachedKey>>,
+}
+
+thread_local! {
+    // Holds strong references; they are released when replaced (with the GIL held) and
+    // deliberately leaked at thread exit, when the interpreter may already be gone.
+    static KEYS: std::cell::RefCell<KeyCache> = std::cell::RefCell::new(KeyCache { slots: vec![None; KEY_SLOTS] });
+}
+
+fn cached_key<'py>(py: Python<'py>, raw: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+    use std::hash::BuildHasher;
+    let slot = (crate::interner::FastHash::default().hash_one(raw) as usize) % KEY_SLOTS;
+    let hit = KEYS.with(|keys| {
+        let keys = keys.borrow();
+        match &keys.slots[slot] {
+            // SAFETY: the cache owns a reference, so the object is alive; we take a new one.
+            Some((bytes, object)) if **bytes == *raw => {
+                Some(unsafe { Bound::from_borrowed_ptr(py, *object) })
+            }
+            _ => None,
+        }
+    });
+    if let Some(key) = hit {
+        return Ok(key);
+    }
+    let key = new_str(py, raw)?;
+    let mut object = key.clone().into_ptr();
+    // SAFETY: `object` is a str we own a reference to; interning may swap it for an equal one.
+    unsafe { ffi::PyUnicode_InternInPlace(&mut object) };
+    KEYS.with(|keys| {
+        if let Ok(mut keys) = keys.try_borrow_mut() {
+            if let Some((_, old)) = keys.slots[slot].replace((raw.into(), object)) {
+                // SAFETY: the GIL is held and the cache owned this reference.
+                unsafe { ffi::Py_DecRef(old) };
+            }
+        } else {
+            // SAFETY: we own this reference and could not store it.
+            unsafe { ffi::Py_DecRef(object) };
+        }
+    });
+    Ok(key)
+}
+
+fn new_str<'py>(py: Python<'py>, text: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+    // SAFETY: a pointer/length pair into a live slice; CPython validates the UTF-8.
+    let object = unsafe {
+        ffi::PyUnicode_FromStringAndSize(
+            text.as_ptr().cast::<c_char>(),
+            text.len() as ffi::Py_ssize_t,
+        )
+    };
+    // SAFETY: a new reference or NULL with an exception set.
+    unsafe { Bound::from_owned_ptr_or_err(py, object) }
+}
+
 fn damaged(what: &str) -> PyErr {
     PyValueError::new_err(format!("stored event is damaged: {what}"))
 }
 
 /// Decodes one record into a dict and sets its `seq`.
 pub fn record_to_dict<'py>(py: Python<'py>, json: &[u8], seq: u64) -> PyResult<Bound<'py, PyAny>> {
-    let mut decoder = Decoder { py, cursor: Cursor::new(json), scratch: Vec::new() };
+    let mut decoder = Decoder {
+        py,
+        cursor: Cursor::new(json),
+        scratch: Vec::new(),
+    };
     decoder.cursor.skip_ws();
     let value = decoder.value(MAX_DEPTH + 1)?;
-    let dict = value.cast_into::<PyDict>().map_err(|_| damaged("not an object"))?;
+    let dict = value
+        .cast_into::<PyDict>()
+        .map_err(|_| damaged("not an object"))?;
     dict.set_item(pyo3::intern!(py, "seq"), seq)?;
     Ok(dict.into_any())
 }
@@ -45,7 +115,9 @@ impl<'py> Decoder<'py, '_> {
             Some(b'[') => self.array(depth),
             Some(b'"') => self.string(),
             Some(b't') => self.literal(b"true", || Ok(PyBool::new(py, true).to_owned().into_any())),
-            Some(b'f') => self.literal(b"false", || Ok(PyBool::new(py, false).to_owned().into_any())),
+            Some(b'f') => self.literal(b"false", || {
+                Ok(PyBool::new(py, false).to_owned().into_any())
+            }),
             Some(b'n') => self.literal(b"null", || Ok(py.None().into_bound(py))),
             Some(_) => self.number(),
             None => Err(damaged("unexpected end")),
@@ -71,7 +143,7 @@ impl<'py> Decoder<'py, '_> {
         }
         loop {
             self.cursor.skip_ws();
-            let key = self.string()?;
+            let key = self.key()?;
             self.cursor.skip_ws();
             self.cursor.expect(b':', "expected ':'").map_err(damaged)?;
             let value = self.value(depth - 1)?;
@@ -113,6 +185,16 @@ impl<'py> Decoder<'py, '_> {
         }
     }
 
+    fn key(&mut self) -> PyResult<Bound<'py, PyAny>> {
+        let start = self.cursor.pos;
+        let raw = self.cursor.string().map_err(damaged)?;
+        if raw.escaped || raw.raw.len() > CACHED_KEY_LEN {
+            self.cursor.pos = start;
+            return self.string();
+        }
+        cached_key(self.py, raw.raw)
+    }
+
     fn string(&mut self) -> PyResult<Bound<'py, PyAny>> {
         let raw = self.cursor.string().map_err(damaged)?;
         let text: &[u8] = if raw.escaped {
@@ -122,10 +204,7 @@ impl<'py> Decoder<'py, '_> {
         } else {
             raw.raw
         };
-        // SAFETY: a pointer/length pair into a live slice; CPython validates the UTF-8.
-        let object = unsafe { ffi::PyUnicode_FromStringAndSize(text.as_ptr().cast::<c_char>(), text.len() as ffi::Py_ssize_t) };
-        // SAFETY: a new reference or NULL with an exception set.
-        unsafe { Bound::from_owned_ptr_or_err(self.py, object) }
+        new_str(self.py, text)
     }
 
     fn number(&mut self) -> PyResult<Bound<'py, PyAny>> {

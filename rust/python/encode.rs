@@ -17,7 +17,10 @@ use crate::json::write_string;
 extern "C" {
     // Part of the limited API only from 3.10, but exported by every CPython 3.x since 3.3 with
     // this signature; it returns the string's cached UTF-8 without making a bytes object.
-    fn PyUnicode_AsUTF8AndSize(unicode: *mut ffi::PyObject, size: *mut ffi::Py_ssize_t) -> *const c_char;
+    fn PyUnicode_AsUTF8AndSize(
+        unicode: *mut ffi::PyObject,
+        size: *mut ffi::Py_ssize_t,
+    ) -> *const c_char;
 }
 
 /// Where in the event an error was found, built while the error unwinds.
@@ -40,15 +43,24 @@ enum ErrorKind {
 
 impl EncodeError {
     fn type_error(message: impl Into<String>) -> Self {
-        Self { kind: ErrorKind::Type, message: message.into(), path: Vec::new() }
+        Self {
+            kind: ErrorKind::Type,
+            message: message.into(),
+            path: Vec::new(),
+        }
     }
 
     fn value_error(message: impl Into<String>) -> Self {
-        Self { kind: ErrorKind::Value, message: message.into(), path: Vec::new() }
+        Self {
+            kind: ErrorKind::Value,
+            message: message.into(),
+            path: Vec::new(),
+        }
     }
 
     fn at_key(mut self, key: &[u8]) -> Self {
-        self.path.push(Segment::Key(String::from_utf8_lossy(key).into_owned()));
+        self.path
+            .push(Segment::Key(String::from_utf8_lossy(key).into_owned()));
         self
     }
 
@@ -121,7 +133,7 @@ impl<'a> Captured<'a> {
     }
 
     /// Copies of the borrowed strings, for when the event's objects may change under us.
-    pub fn to_owned_fields(&self) -> OwnedFields {
+    pub fn owned_fields(&self) -> OwnedFields {
         OwnedFields {
             event_type: self.event_type.unwrap_or("").to_owned(),
             stream_id: self.stream_id.map(str::to_owned),
@@ -159,8 +171,15 @@ impl OwnedFields {
 /// # Safety
 /// `dict` must be a live dict (or subclass) and the GIL must be held; the returned borrows live
 /// as long as the dict's strings do.
-pub unsafe fn encode_event<'a>(dict: *mut ffi::PyObject, out: &mut Vec<u8>, limit: usize) -> Result<Captured<'a>> {
-    let limit = Budget { base: out.len(), limit };
+pub unsafe fn encode_event<'a>(
+    dict: *mut ffi::PyObject,
+    out: &mut Vec<u8>,
+    limit: usize,
+) -> Result<Captured<'a>> {
+    let limit = Budget {
+        base: out.len(),
+        limit,
+    };
     let mut captured = Captured::default();
     let mut has_id = false;
     out.push(b'{');
@@ -183,7 +202,9 @@ pub unsafe fn encode_event<'a>(dict: *mut ffi::PyObject, out: &mut Vec<u8>, limi
         encode_value(value, out, limit, 1).map_err(|e| e.at_key(name))?;
     }
     if captured.event_type.is_none() {
-        return Err(EncodeError::value_error("event has no 'type' (a non-empty string is required)"));
+        return Err(EncodeError::value_error(
+            "event has no 'type' (a non-empty string is required)",
+        ));
     }
     complete_defaults(&mut captured, has_id, out);
     check_limit(out, limit)?;
@@ -210,10 +231,17 @@ fn complete_defaults(captured: &mut Captured<'_>, has_id: bool, out: &mut Vec<u8
 }
 
 /// Checks and keeps the top-level fields headers index.
-unsafe fn capture<'a>(captured: &mut Captured<'a>, has_id: &mut bool, name: &[u8], value: *mut ffi::PyObject) -> Result<()> {
+unsafe fn capture<'a>(
+    captured: &mut Captured<'a>,
+    has_id: &mut bool,
+    name: &[u8],
+    value: *mut ffi::PyObject,
+) -> Result<()> {
     match name {
         b"type" => {
-            let text = str_of(value).ok_or_else(|| EncodeError::type_error(wrong_type("'type' must be a string", value)))?;
+            let text = str_of(value).ok_or_else(|| {
+                EncodeError::type_error(wrong_type("'type' must be a string", value))
+            })?;
             if text.is_empty() {
                 return Err(EncodeError::value_error("'type' must not be empty"));
             }
@@ -223,7 +251,9 @@ unsafe fn capture<'a>(captured: &mut Captured<'a>, has_id: &mut bool, name: &[u8
         b"actor" => captured.actor = optional_str(value, "actor")?,
         b"correlation_id" => captured.correlation_id = optional_str(value, "correlation_id")?,
         b"id" => {
-            str_of(value).ok_or_else(|| EncodeError::type_error(wrong_type("'id' must be a string", value)))?;
+            str_of(value).ok_or_else(|| {
+                EncodeError::type_error(wrong_type("'id' must be a string", value))
+            })?;
             *has_id = true;
         }
         b"timestamp" => captured.timestamp = Some(timestamp_ms(value)?),
@@ -238,7 +268,10 @@ unsafe fn optional_str<'a>(value: *mut ffi::PyObject, name: &str) -> Result<Opti
     }
     match str_of(value) {
         Some(text) => Ok(Some(text)),
-        None => Err(EncodeError::type_error(wrong_type(&format!("'{name}' must be a string or None"), value))),
+        None => Err(EncodeError::type_error(wrong_type(
+            &format!("'{name}' must be a string or None"),
+            value,
+        ))),
     }
 }
 
@@ -251,14 +284,18 @@ unsafe fn timestamp_ms(value: *mut ffi::PyObject) -> Result<i64> {
         let mut overflow = 0;
         let ms = ffi::PyLong_AsLongLongAndOverflow(value, &mut overflow);
         if overflow != 0 {
-            return Err(EncodeError::value_error("'timestamp' is out of the 64-bit range"));
+            return Err(EncodeError::value_error(
+                "'timestamp' is out of the 64-bit range",
+            ));
         }
         return Ok(ms);
     }
     if ffi::PyFloat_Check(value) != 0 {
         let ms = ffi::PyFloat_AsDouble(value);
         if !ms.is_finite() || ms.abs() >= 9.2e18 {
-            return Err(EncodeError::value_error("'timestamp' must be a finite number of milliseconds"));
+            return Err(EncodeError::value_error(
+                "'timestamp' must be a finite number of milliseconds",
+            ));
         }
         return Ok(ms as i64);
     }
@@ -297,7 +334,9 @@ unsafe fn utf8_of<'a>(value: *mut ffi::PyObject) -> Result<&'a str> {
     let data = PyUnicode_AsUTF8AndSize(value, &mut size);
     if data.is_null() {
         ffi::PyErr_Clear();
-        return Err(EncodeError::value_error("string is not valid UTF-8 (it has a lone surrogate)"));
+        return Err(EncodeError::value_error(
+            "string is not valid UTF-8 (it has a lone surrogate)",
+        ));
     }
     let bytes = std::slice::from_raw_parts(data.cast::<u8>(), size as usize);
     // CPython's UTF-8 of a str is always valid UTF-8.
@@ -307,12 +346,20 @@ unsafe fn utf8_of<'a>(value: *mut ffi::PyObject) -> Result<&'a str> {
 unsafe fn key_utf8<'a>(key: *mut ffi::PyObject) -> Result<&'a [u8]> {
     if ffi::PyUnicode_Check(key) == 0 {
         let shown = repr_of(key);
-        return Err(EncodeError::type_error(format!("keys must be strings, got {shown} of type {}", type_name(key))));
+        return Err(EncodeError::type_error(format!(
+            "keys must be strings, got {shown} of type {}",
+            type_name(key)
+        )));
     }
     utf8_of(key).map(str::as_bytes)
 }
 
-unsafe fn encode_value(value: *mut ffi::PyObject, out: &mut Vec<u8>, limit: Budget, depth: usize) -> Result<()> {
+unsafe fn encode_value(
+    value: *mut ffi::PyObject,
+    out: &mut Vec<u8>,
+    limit: Budget,
+    depth: usize,
+) -> Result<()> {
     let kind = ffi::Py_TYPE(value);
     if kind == std::ptr::addr_of_mut!(ffi::PyUnicode_Type) {
         write_string(out, utf8_of(value)?.as_bytes());
@@ -339,19 +386,30 @@ unsafe fn encode_value(value: *mut ffi::PyObject, out: &mut Vec<u8>, limit: Budg
     if kind == std::ptr::addr_of_mut!(ffi::PyDict_Type) {
         return encode_dict(value, out, limit, depth + 1);
     }
-    if kind == std::ptr::addr_of_mut!(ffi::PyList_Type) || kind == std::ptr::addr_of_mut!(ffi::PyTuple_Type) {
+    if kind == std::ptr::addr_of_mut!(ffi::PyList_Type)
+        || kind == std::ptr::addr_of_mut!(ffi::PyTuple_Type)
+    {
         return encode_sequence(value, out, limit, depth + 1);
     }
     encode_subclass(value, out, limit, depth)
 }
 
 /// Subclasses of the JSON types (str enums, int enums, OrderedDict, named tuples, ...).
-unsafe fn encode_subclass(value: *mut ffi::PyObject, out: &mut Vec<u8>, limit: Budget, depth: usize) -> Result<()> {
+unsafe fn encode_subclass(
+    value: *mut ffi::PyObject,
+    out: &mut Vec<u8>,
+    limit: Budget,
+    depth: usize,
+) -> Result<()> {
     if ffi::PyUnicode_Check(value) != 0 {
         write_string(out, utf8_of(value)?.as_bytes());
         check_limit(out, limit)
     } else if ffi::PyBool_Check(value) != 0 {
-        out.extend_from_slice(if ffi::PyObject_IsTrue(value) == 1 { b"true" } else { b"false" });
+        out.extend_from_slice(if ffi::PyObject_IsTrue(value) == 1 {
+            b"true"
+        } else {
+            b"false"
+        });
         Ok(())
     } else if ffi::PyLong_Check(value) != 0 {
         encode_int(value, out)
@@ -388,23 +446,34 @@ unsafe fn encode_int(value: *mut ffi::PyObject, out: &mut Vec<u8>) -> Result<()>
         }
         ffi::PyErr_Clear();
     }
-    Err(EncodeError::value_error("integer is out of the 64-bit range JSON events can hold"))
+    Err(EncodeError::value_error(
+        "integer is out of the 64-bit range JSON events can hold",
+    ))
 }
 
 unsafe fn encode_float(value: *mut ffi::PyObject, out: &mut Vec<u8>) -> Result<()> {
     let number = ffi::PyFloat_AsDouble(value);
     if !number.is_finite() {
-        return Err(EncodeError::value_error(format!("{number} is not valid JSON (NaN and Infinity are not allowed)")));
+        return Err(EncodeError::value_error(format!(
+            "{number} is not valid JSON (NaN and Infinity are not allowed)"
+        )));
     }
     out.extend_from_slice(ryu::Buffer::new().format_finite(number).as_bytes());
     Ok(())
 }
 
 fn too_deep() -> EncodeError {
-    EncodeError::value_error(format!("nesting deeper than {MAX_DEPTH} levels (or a container that contains itself)"))
+    EncodeError::value_error(format!(
+        "nesting deeper than {MAX_DEPTH} levels (or a container that contains itself)"
+    ))
 }
 
-unsafe fn encode_dict(dict: *mut ffi::PyObject, out: &mut Vec<u8>, limit: Budget, depth: usize) -> Result<()> {
+unsafe fn encode_dict(
+    dict: *mut ffi::PyObject,
+    out: &mut Vec<u8>,
+    limit: Budget,
+    depth: usize,
+) -> Result<()> {
     if depth > MAX_DEPTH {
         return Err(too_deep());
     }
@@ -427,7 +496,12 @@ unsafe fn encode_dict(dict: *mut ffi::PyObject, out: &mut Vec<u8>, limit: Budget
     check_limit(out, limit)
 }
 
-unsafe fn encode_sequence(sequence: *mut ffi::PyObject, out: &mut Vec<u8>, limit: Budget, depth: usize) -> Result<()> {
+unsafe fn encode_sequence(
+    sequence: *mut ffi::PyObject,
+    out: &mut Vec<u8>,
+    limit: Budget,
+    depth: usize,
+) -> Result<()> {
     if depth > MAX_DEPTH {
         return Err(too_deep());
     }
@@ -436,7 +510,11 @@ unsafe fn encode_sequence(sequence: *mut ffi::PyObject, out: &mut Vec<u8>, limit
     let mut index = 0;
     loop {
         // Re-read the size each time: nothing here runs Python code, but be exact anyway.
-        let size = if is_list { ffi::PyList_Size(sequence) } else { ffi::PyTuple_Size(sequence) };
+        let size = if is_list {
+            ffi::PyList_Size(sequence)
+        } else {
+            ffi::PyTuple_Size(sequence)
+        };
         if index as ffi::Py_ssize_t >= size {
             break;
         }
@@ -462,7 +540,11 @@ unsafe fn encode_sequence(sequence: *mut ffi::PyObject, out: &mut Vec<u8>, limit
 unsafe fn type_name(value: *mut ffi::PyObject) -> String {
     let py = Python::assume_attached();
     let object = Bound::from_borrowed_ptr(py, value);
-    object.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "?".into())
+    object
+        .get_type()
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_else(|_| "?".into())
 }
 
 unsafe fn repr_of(value: *mut ffi::PyObject) -> String {
@@ -471,7 +553,9 @@ unsafe fn repr_of(value: *mut ffi::PyObject) -> String {
         ffi::PyErr_Clear();
         return "?".into();
     }
-    let text = utf8_of(repr).map(|s| s.chars().take(60).collect()).unwrap_or_else(|_| "?".into());
+    let text = utf8_of(repr)
+        .map(|s| s.chars().take(60).collect())
+        .unwrap_or_else(|_| "?".into());
     ffi::Py_DecRef(repr);
     text
 }
@@ -490,8 +574,14 @@ pub fn as_dict<'py>(event: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
     let py = event.py();
     let mapping = py.import("collections.abc")?.getattr("Mapping")?;
     if !event.is_instance(&mapping)? {
-        let name = event.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "?".into());
-        return Err(PyTypeError::new_err(format!("event must be a mapping (a dict), got {name}")));
+        let name = event
+            .get_type()
+            .name()
+            .map(|n| n.to_string())
+            .unwrap_or_else(|_| "?".into());
+        return Err(PyTypeError::new_err(format!(
+            "event must be a mapping (a dict), got {name}"
+        )));
     }
     let dict = pyo3::types::PyDict::new(py);
     dict.update(event.cast::<pyo3::types::PyMapping>()?)?;

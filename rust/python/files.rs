@@ -15,7 +15,10 @@ use crate::ring::Ring;
 
 fn open(path: &PathBuf) -> PyResult<File> {
     File::open(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => pyo3::exceptions::PyFileNotFoundError::new_err(format!("no such file: {}", path.display())),
+        std::io::ErrorKind::NotFound => pyo3::exceptions::PyFileNotFoundError::new_err(format!(
+            "no such file: {}",
+            path.display()
+        )),
         _ => StoreError::new_err(format!("cannot open {}: {e}", path.display())),
     })
 }
@@ -41,38 +44,68 @@ pub fn read_events<'py>(
     limit: Option<&Bound<'py, PyAny>>,
     newest_first: bool,
 ) -> PyResult<Bound<'py, PyList>> {
-    let query = build_query(stream_id, r#type, actor, correlation_id, since, until, after_seq, limit, newest_first)?;
+    let query = build_query(
+        stream_id,
+        r#type,
+        actor,
+        correlation_id,
+        since,
+        until,
+        after_seq,
+        limit,
+        newest_first,
+    )?;
     let file = open(&path)?;
-    let copied = py.detach(|| matching(file, &query)).map_err(|e| read_error(&path, e))?;
+    let copied = py
+        .detach(|| matching(file, &query))
+        .map_err(|e| read_error(&path, e))?;
     copied.into_list(py)
 }
 
 /// Keeps matches in a ring: bounded by `limit` when the newest are wanted, so memory stays flat
 /// however large the file is.
 fn matching(file: File, query: &Query) -> std::io::Result<Copied> {
-    let keep = if query.newest_first { query.limit.unwrap_or(usize::MAX) } else { usize::MAX };
+    let keep = if query.newest_first {
+        query.limit.unwrap_or(usize::MAX)
+    } else {
+        usize::MAX
+    };
     let mut ring = match Ring::new(keep.clamp(1, u32::MAX as usize - 1), None) {
         Ok(ring) => ring,
         Err(_) => return Ok(Copied::default()),
     };
-    let single = Query { limit: None, newest_first: false, ..query.clone() };
+    let single = Query {
+        limit: None,
+        newest_first: false,
+        ..query.clone()
+    };
     let mut probe = match Ring::new(1, None) {
         Ok(ring) => ring,
         Err(_) => return Ok(Copied::default()),
     };
-    let oldest_limit = if query.newest_first { usize::MAX } else { query.limit.unwrap_or(usize::MAX) };
+    let oldest_limit = if query.newest_first {
+        usize::MAX
+    } else {
+        query.limit.unwrap_or(usize::MAX)
+    };
     scan(file, |event| {
         if ring.len() >= oldest_limit {
             return true;
         }
         // Evaluate the filter on this line's header alone, with the same code queries use.
         let fields = fields_of(event.line);
-        if probe.push(event.seq, &fields, &event.json).is_err() || probe.select(&single, 1).is_empty() {
+        if probe.push(event.seq, &fields, &event.json).is_err()
+            || probe.select(&single, 1).is_empty()
+        {
             return true;
         }
         ring.push(event.seq, &fields, &event.json).is_ok()
     })?;
-    let order: Vec<usize> = if query.newest_first { (0..ring.len()).rev().collect() } else { (0..ring.len()).collect() };
+    let order: Vec<usize> = if query.newest_first {
+        (0..ring.len()).rev().collect()
+    } else {
+        (0..ring.len()).collect()
+    };
     Ok(Copied::from_ring(&ring, order))
 }
 
@@ -90,7 +123,9 @@ struct FileSummary {
 #[pyfunction]
 pub fn file_stats<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, PyDict>> {
     let file = open(&path)?;
-    let summary = py.detach(|| summarize(file)).map_err(|e| read_error(&path, e))?;
+    let summary = py
+        .detach(|| summarize(file))
+        .map_err(|e| read_error(&path, e))?;
     let report = &summary.outcome.report;
     let dict = PyDict::new(py);
     dict.set_item("path", path)?;
@@ -110,15 +145,29 @@ pub fn file_stats<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, Py
 }
 
 fn summarize(file: File) -> std::io::Result<FileSummary> {
-    let mut summary = FileSummary { file_bytes: file.metadata()?.len(), ..FileSummary::default() };
+    let mut summary = FileSummary {
+        file_bytes: file.metadata()?.len(),
+        ..FileSummary::default()
+    };
     let outcome = scan(file, |event| {
         let line = event.line;
-        *summary.types.entry(line.event_type.to_string()).or_default() += 1;
+        *summary
+            .types
+            .entry(line.event_type.to_string())
+            .or_default() += 1;
         if let Some(stream) = &line.stream_id {
             *summary.streams.entry(stream.to_string()).or_default() += 1;
         }
-        summary.first_timestamp = Some(summary.first_timestamp.map_or(line.timestamp, |t| t.min(line.timestamp)));
-        summary.last_timestamp = Some(summary.last_timestamp.map_or(line.timestamp, |t| t.max(line.timestamp)));
+        summary.first_timestamp = Some(
+            summary
+                .first_timestamp
+                .map_or(line.timestamp, |t| t.min(line.timestamp)),
+        );
+        summary.last_timestamp = Some(
+            summary
+                .last_timestamp
+                .map_or(line.timestamp, |t| t.max(line.timestamp)),
+        );
         true
     })?;
     summary.outcome = outcome;

@@ -58,7 +58,10 @@ pub(crate) fn to_pyerr(error: CoreError) -> PyErr {
 
 /// Locks `mutex`; if another thread holds it, `before_blocking` runs and the wait happens with
 /// the GIL released.
-pub(crate) fn lock<'a, T>(mutex: &'a Mutex<T>, before_blocking: impl FnOnce()) -> MutexGuard<'a, T> {
+pub(crate) fn lock<'a, T>(
+    mutex: &'a Mutex<T>,
+    before_blocking: impl FnOnce(),
+) -> MutexGuard<'a, T> {
     match mutex.try_lock() {
         Ok(guard) => guard,
         Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
@@ -67,7 +70,9 @@ pub(crate) fn lock<'a, T>(mutex: &'a Mutex<T>, before_blocking: impl FnOnce()) -
             // SAFETY: no Python object is touched between saving and restoring the thread state.
             unsafe {
                 let state = pyo3::ffi::PyEval_SaveThread();
-                let guard = mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                let guard = mutex
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
                 pyo3::ffi::PyEval_RestoreThread(state);
                 guard
             }
@@ -81,7 +86,11 @@ thread_local! {
 
 /// Runs `f` with this thread's reusable encoding buffer (a fresh one if it is in use).
 pub(crate) fn with_scratch<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
-    let mut buffer = SCRATCH.with(|cell| cell.try_borrow_mut().map(|mut b| std::mem::take(&mut *b)).unwrap_or_default());
+    let mut buffer = SCRATCH.with(|cell| {
+        cell.try_borrow_mut()
+            .map(|mut b| std::mem::take(&mut *b))
+            .unwrap_or_default()
+    });
     buffer.clear();
     let result = f(&mut buffer);
     if buffer.capacity() <= 4 << 20 {
@@ -108,16 +117,31 @@ pub(crate) fn build_query(
     newest_first: bool,
 ) -> PyResult<Query> {
     let text = |value: Option<&Bound<'_, PyAny>>, name: &str| -> PyResult<Option<String>> {
-        value.filter(|v| !v.is_none()).map(|v| encode::query_text(v, name).map(|t| t.into_owned())).transpose()
+        value
+            .filter(|v| !v.is_none())
+            .map(|v| encode::query_text(v, name).map(|t| t.into_owned()))
+            .transpose()
     };
     Ok(Query {
         stream_id: text(stream_id, "stream_id")?,
-        types: event_type.filter(|v| !v.is_none()).map(type_filter).transpose()?,
+        types: event_type
+            .filter(|v| !v.is_none())
+            .map(type_filter)
+            .transpose()?,
         actor: text(actor, "actor")?,
         correlation_id: text(correlation_id, "correlation_id")?,
-        since: since.filter(|v| !v.is_none()).map(|v| time_bound(v, "since", true)).transpose()?,
-        until: until.filter(|v| !v.is_none()).map(|v| time_bound(v, "until", false)).transpose()?,
-        after_seq: after_seq.filter(|v| !v.is_none()).map(|v| non_negative(v, "after_seq")).transpose()?,
+        since: since
+            .filter(|v| !v.is_none())
+            .map(|v| time_bound(v, "since", true))
+            .transpose()?,
+        until: until
+            .filter(|v| !v.is_none())
+            .map(|v| time_bound(v, "until", false))
+            .transpose()?,
+        after_seq: after_seq
+            .filter(|v| !v.is_none())
+            .map(|v| non_negative(v, "after_seq"))
+            .transpose()?,
         limit: limit
             .filter(|v| !v.is_none())
             .map(|v| non_negative(v, "limit").map(|n| usize::try_from(n).unwrap_or(usize::MAX)))
@@ -131,14 +155,18 @@ fn type_filter(value: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
         return Ok(vec![one]);
     }
     if value.is_instance_of::<pyo3::types::PyBytes>() {
-        return Err(PyTypeError::new_err("type must be a string or an iterable of strings, got bytes"));
+        return Err(PyTypeError::new_err(
+            "type must be a string or an iterable of strings, got bytes",
+        ));
     }
     let items = value
         .try_iter()
         .map_err(|_| PyTypeError::new_err("type must be a string or an iterable of strings"))?;
     items
         .map(|item| {
-            item?.extract::<String>().map_err(|_| PyTypeError::new_err("type must contain only strings"))
+            item?
+                .extract::<String>()
+                .map_err(|_| PyTypeError::new_err("type must contain only strings"))
         })
         .collect()
 }
@@ -148,7 +176,11 @@ fn is_bool(value: &Bound<'_, PyAny>) -> bool {
 }
 
 fn time_bound(value: &Bound<'_, PyAny>, name: &str, lower: bool) -> PyResult<i64> {
-    let wrong = || PyTypeError::new_err(format!("{name} must be epoch milliseconds (an int or a float)"));
+    let wrong = || {
+        PyTypeError::new_err(format!(
+            "{name} must be epoch milliseconds (an int or a float)"
+        ))
+    };
     if is_bool(value) {
         return Err(wrong());
     }
@@ -160,15 +192,22 @@ fn time_bound(value: &Bound<'_, PyAny>, name: &str, lower: bool) -> PyResult<i64
         return Err(PyValueError::new_err(format!("{name} must not be NaN")));
     }
     // Inclusive bounds on integer timestamps: round inward.
-    Ok(if lower { ms.ceil() as i64 } else { ms.floor() as i64 })
+    Ok(if lower {
+        ms.ceil() as i64
+    } else {
+        ms.floor() as i64
+    })
 }
 
 fn non_negative(value: &Bound<'_, PyAny>, name: &str) -> PyResult<u64> {
     if is_bool(value) {
         return Err(PyTypeError::new_err(format!("{name} must be an int")));
     }
-    let number: i128 = value.extract().map_err(|_| PyTypeError::new_err(format!("{name} must be an int")))?;
-    u64::try_from(number).map_err(|_| PyValueError::new_err(format!("{name} must be >= 0, got {number}")))
+    let number: i128 = value
+        .extract()
+        .map_err(|_| PyTypeError::new_err(format!("{name} must be an int")))?;
+    u64::try_from(number)
+        .map_err(|_| PyValueError::new_err(format!("{name} must be >= 0, got {number}")))
 }
 
 #[pymodule]
@@ -184,7 +223,10 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("StoreLockedError", py.get_type::<StoreLockedError>())?;
     m.add("StoreWriteError", py.get_type::<StoreWriteError>())?;
     m.add("StoreClosedError", py.get_type::<StoreClosedError>())?;
-    m.add("DEFAULT_MAX_EVENT_BYTES", crate::event::DEFAULT_MAX_EVENT_BYTES)?;
+    m.add(
+        "DEFAULT_MAX_EVENT_BYTES",
+        crate::event::DEFAULT_MAX_EVENT_BYTES,
+    )?;
     m.add("MAX_DEPTH", crate::event::MAX_DEPTH)?;
     Ok(())
 }

@@ -5,7 +5,7 @@ use std::sync::Mutex;
 use pyo3::prelude::*;
 use pyo3::types::PyList;
 
-use super::encode::{as_dict, encode_event, Captured};
+use super::encode::{as_dict, encode_event, Captured, OwnedFields};
 use super::view::{self, EventIterator, RingHolder, Source};
 use super::{lock, to_pyerr, with_scratch};
 use crate::event::{EventFields, DEFAULT_MAX_EVENT_BYTES};
@@ -52,7 +52,10 @@ pub(crate) fn encode_batch<'a>(
         if close {
             buffer.push(b'}');
         }
-        encoded.push(Encoded { end: buffer.len(), captured });
+        encoded.push(Encoded {
+            end: buffer.len(),
+            captured,
+        });
     }
     Ok(encoded)
 }
@@ -63,7 +66,10 @@ pub(crate) fn collect_dicts<'py>(events: &Bound<'py, PyAny>) -> PyResult<Vec<Bou
     for (index, item) in events.try_iter()?.enumerate() {
         let item = item?;
         dicts.push(as_dict(&item).map_err(|e| {
-            pyo3::exceptions::PyTypeError::new_err(format!("event {index}: {}", e.value(events.py())))
+            pyo3::exceptions::PyTypeError::new_err(format!(
+                "event {index}: {}",
+                e.value(events.py())
+            ))
         })?);
     }
     Ok(dicts)
@@ -74,7 +80,7 @@ impl EventRing {
         let mut owned = Vec::new();
         let mut state = lock(&self.state, || {
             // We are about to wait with the GIL released: stop borrowing Python strings.
-            owned = encoded.iter().map(|e| e.captured.to_owned_fields()).collect();
+            owned = encoded.iter().map(|e| e.captured.owned_fields()).collect();
         });
         let fields: Vec<EventFields<'_>> = if owned.is_empty() {
             encoded.iter().map(|e| e.captured.fields()).collect()
@@ -91,7 +97,10 @@ impl EventRing {
         let first = state.next_seq;
         for ((begin, end), fields) in spans.into_iter().zip(&fields) {
             let seq = state.next_seq;
-            state.ring.push(seq, fields, &[&buffer[begin..end]]).map_err(to_pyerr)?;
+            state
+                .ring
+                .push(seq, fields, &[&buffer[begin..end]])
+                .map_err(to_pyerr)?;
             state.next_seq += 1;
         }
         Ok(first)
@@ -107,15 +116,29 @@ impl EventRing {
         let max_bytes = max_bytes.map(|b| positive(b, "max_bytes")).transpose()?;
         let max_event_bytes = positive(max_event_bytes, "max_event_bytes")?;
         let ring = Ring::new(capacity, max_bytes).map_err(to_pyerr)?;
-        Ok(Self { state: Mutex::new(RingState { ring, next_seq: 1 }), max_event_bytes })
+        Ok(Self {
+            state: Mutex::new(RingState { ring, next_seq: 1 }),
+            max_event_bytes,
+        })
     }
 
     /// Appends one event; returns its sequence number.
     fn append(&self, event: &Bound<'_, PyAny>) -> PyResult<u64> {
-        let events = [as_dict(event)?];
+        let dict = as_dict(event)?;
         with_scratch(|buffer| {
-            let encoded = encode_batch(&events, buffer, self.max_event_bytes, true)?;
-            self.push_encoded(buffer, &encoded)
+            // SAFETY: `dict` is a live dict and the GIL is held for the whole encoding.
+            let captured = unsafe { encode_event(dict.as_ptr(), buffer, self.max_event_bytes) }
+                .map_err(|e| e.into_pyerr(None))?;
+            buffer.push(b'}');
+            let mut owned = None;
+            let mut state = lock(&self.state, || owned = Some(captured.owned_fields()));
+            let fields = owned
+                .as_ref()
+                .map_or_else(|| captured.fields(), OwnedFields::fields);
+            let seq = state.next_seq;
+            state.ring.push(seq, &fields, &[buffer]).map_err(to_pyerr)?;
+            state.next_seq += 1;
+            Ok(seq)
         })
     }
 
@@ -133,7 +156,11 @@ impl EventRing {
         self.with_ring(py, Ring::len)
     }
 
-    fn __getitem__<'py>(&self, py: Python<'py>, key: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    fn __getitem__<'py>(
+        &self,
+        py: Python<'py>,
+        key: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         view::get_item(self, py, usize::MAX, key)
     }
 
@@ -197,20 +224,39 @@ impl EventRing {
         limit: Option<&Bound<'py, PyAny>>,
         newest_first: bool,
     ) -> PyResult<Bound<'py, PyList>> {
-        let q = super::build_query(stream_id, r#type, actor, correlation_id, since, until, after_seq, limit, newest_first)?;
+        let q = super::build_query(
+            stream_id,
+            r#type,
+            actor,
+            correlation_id,
+            since,
+            until,
+            after_seq,
+            limit,
+            newest_first,
+        )?;
         view::query(self, py, usize::MAX, &q)
     }
 
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
         self.with_ring(py, |ring| {
-            format!("<EventRing {} of {} events, {} bytes, {} evicted>", ring.len(), ring.capacity(), ring.nbytes(), ring.evicted())
+            format!(
+                "<EventRing {} of {} events, {} bytes, {} evicted>",
+                ring.len(),
+                ring.capacity(),
+                ring.nbytes(),
+                ring.evicted()
+            )
         })
     }
 }
 
 pub(crate) fn positive(value: i64, name: &str) -> PyResult<usize> {
     if value < 1 {
-        return Err(pyo3::exceptions::PyValueError::new_err(format!("{name} must be at least 1, got {value}")));
+        return Err(pyo3::exceptions::PyValueError::new_err(format!(
+            "{name} must be at least 1, got {value}"
+        )));
     }
-    usize::try_from(value).map_err(|_| pyo3::exceptions::PyValueError::new_err(format!("{name} is too large")))
+    usize::try_from(value)
+        .map_err(|_| pyo3::exceptions::PyValueError::new_err(format!("{name} is too large")))
 }

@@ -8,7 +8,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
 use super::decode::record_to_dict;
-use super::encode::{as_dict, OwnedFields};
+use super::encode::{as_dict, encode_event, Captured, OwnedFields};
 use super::ring::{collect_dicts, encode_batch, positive};
 use super::view::{self, EventIterator, EventView, RingHolder, Source};
 use super::{lock, to_pyerr, with_scratch, StoreClosedError, StoreWriteError};
@@ -56,61 +56,84 @@ fn recovery_dict<'py>(py: Python<'py>, report: &RecoveryReport) -> PyResult<Boun
 
 impl JsonlStore {
     /// Writes a batch; returns the first seq. Only Rust work happens under the lock.
-    fn write(&self, py: Python<'_>, events: &[Bound<'_, PyAny>]) -> PyResult<u64> {
-        let (first, need) = with_scratch(|buffer| -> PyResult<(u64, SyncNeed)> {
-            let encoded = encode_batch(events, buffer, self.max_event_bytes, false)?;
-            let mut owned: Vec<OwnedFields> = Vec::new();
-            let mut guard = lock(&self.store, || {
-                owned = encoded.iter().map(|e| e.captured.to_owned_fields()).collect();
-            });
-            let store = guard.as_mut().ok_or_else(|| closed(&self.path))?;
-            let fields: Vec<EventFields<'_>> = if owned.is_empty() {
-                encoded.iter().map(|e| e.captured.fields()).collect()
-            } else {
-                owned.iter().map(OwnedFields::fields).collect()
-            };
-            let mut start = 0;
-            let mut batch = Vec::with_capacity(encoded.len());
-            for (e, f) in encoded.iter().zip(fields) {
-                batch.push((&buffer[start..e.end], f));
-                start = e.end;
-            }
-            let first = store.append_many(&batch).map_err(to_pyerr)?;
-            Ok((first, store.sync_need()))
-        })?;
+    fn write(
+        &self,
+        py: Python<'_>,
+        events: &[Bound<'_, PyAny>],
+    ) -> PyResult<(u64, Vec<Generated>)> {
+        let (first, generated, need) =
+            with_scratch(|buffer| -> PyResult<(u64, Vec<Generated>, SyncNeed)> {
+                let encoded = encode_batch(events, buffer, self.max_event_bytes, false)?;
+                let mut owned: Vec<OwnedFields> = Vec::new();
+                let mut guard = lock(&self.store, || {
+                    owned = encoded.iter().map(|e| e.captured.owned_fields()).collect();
+                });
+                let store = guard.as_mut().ok_or_else(|| closed(&self.path))?;
+                let fields: Vec<EventFields<'_>> = if owned.is_empty() {
+                    encoded.iter().map(|e| e.captured.fields()).collect()
+                } else {
+                    owned.iter().map(OwnedFields::fields).collect()
+                };
+                let mut start = 0;
+                let mut batch = Vec::with_capacity(encoded.len());
+                for (e, f) in encoded.iter().zip(fields) {
+                    batch.push((&buffer[start..e.end], f));
+                    start = e.end;
+                }
+                let first = store.append_many(&batch).map_err(to_pyerr)?;
+                let generated = encoded.iter().map(|e| Generated::of(&e.captured)).collect();
+                Ok((first, generated, store.sync_need()))
+            })?;
+        self.wait_durable(py, need)?;
+        Ok((first, generated))
+    }
+
+    fn wait_durable(&self, py: Python<'_>, need: SyncNeed) -> PyResult<()> {
         if let SyncNeed::Fsync(file) = need {
             py.detach(|| file.sync_data()).map_err(|e| {
                 StoreWriteError::new_err(format!("the events were written but fsync failed: {e}"))
             })?;
         }
-        Ok(first)
+        Ok(())
     }
+}
 
-    /// The caller's event as stored: a copy with id, timestamp and seq filled in.
-    fn stored_copy<'py>(&self, event: &Bound<'py, PyAny>, seq: u64) -> PyResult<Bound<'py, PyAny>> {
-        let py = event.py();
-        let copy = event.cast::<PyDict>()?.copy()?;
-        let missing = |key: &str| -> PyResult<bool> { Ok(!copy.contains(key)?) };
-        if missing("id")? || missing("timestamp")? {
-            // Read the generated values back from the record rather than keeping them around.
-            let record = self.with_ring(py, |ring| {
-                let index = ring.position_after_seq(seq.saturating_sub(1));
-                ring.get(index).filter(|r| r.seq == seq).map(|r| r.json.to_vec())
-            })?;
-            if let Some(json) = record {
-                let full = record_to_dict(py, &json, seq)?.cast_into::<PyDict>()?;
-                for key in ["id", "timestamp"] {
-                    if missing(key)? {
-                        if let Some(value) = full.get_item(key)? {
-                            copy.set_item(key, value)?;
-                        }
-                    }
-                }
-            }
+#[derive(Clone, Copy)]
+struct Generated {
+    id: Option<[u8; crate::event::EVENT_ID_LEN]>,
+    timestamp: Option<i64>,
+}
+
+impl Generated {
+    fn of(captured: &Captured<'_>) -> Self {
+        Self {
+            id: captured.generated_id,
+            timestamp: captured
+                .generated_timestamp
+                .then_some(captured.timestamp.unwrap_or(0)),
         }
-        copy.set_item(pyo3::intern!(py, "seq"), seq)?;
-        Ok(copy.into_any())
     }
+}
+
+/// The caller's event as stored: a shallow copy with id, timestamp and seq filled in.
+fn stored_copy<'py>(
+    event: &Bound<'py, PyAny>,
+    seq: u64,
+    generated: Generated,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = event.py();
+    let copy = event.cast::<PyDict>()?.copy()?;
+    if let Some(id) = generated.id {
+        // SAFETY: generated ids are ASCII.
+        copy.set_item(pyo3::intern!(py, "id"), unsafe {
+            std::str::from_utf8_unchecked(&id)
+        })?;
+    }
+    if let Some(timestamp) = generated.timestamp {
+        copy.set_item(pyo3::intern!(py, "timestamp"), timestamp)?;
+    }
+    copy.set_item(pyo3::intern!(py, "seq"), seq)?;
+    Ok(copy.into_any())
 }
 
 #[pymethods]
@@ -129,9 +152,17 @@ impl JsonlStore {
         group_interval_ms: f64,
     ) -> PyResult<Self> {
         let max_cache_size = positive(max_cache_size, "max_cache_size")?;
-        let history_size = history_size.map(|h| positive(h, "history_size")).transpose()?.unwrap_or(max_cache_size);
-        if !(group_interval_ms.is_finite() && group_interval_ms > 0.0 && group_interval_ms <= 60_000.0) {
-            return Err(pyo3::exceptions::PyValueError::new_err("group_interval_ms must be between 0 and 60000"));
+        let history_size = history_size
+            .map(|h| positive(h, "history_size"))
+            .transpose()?
+            .unwrap_or(max_cache_size);
+        if !(group_interval_ms.is_finite()
+            && group_interval_ms > 0.0
+            && group_interval_ms <= 60_000.0)
+        {
+            return Err(pyo3::exceptions::PyValueError::new_err(
+                "group_interval_ms must be between 0 and 60000",
+            ));
         }
         let options = StoreOptions {
             max_cache_size,
@@ -144,7 +175,9 @@ impl JsonlStore {
         let opened_path = path.clone();
         let durability = options.durability;
         let max_event_bytes = options.max_event_bytes;
-        let store = py.detach(move || Store::open(&opened_path, options)).map_err(to_pyerr)?;
+        let store = py
+            .detach(move || Store::open(&opened_path, options))
+            .map_err(to_pyerr)?;
         let recovery = store.recovery().clone();
         Ok(Self {
             store: Mutex::new(Some(store)),
@@ -159,21 +192,40 @@ impl JsonlStore {
 
     /// Appends one event; returns it as stored (with id, timestamp and seq).
     fn append<'py>(&self, event: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        let py = event.py();
         let dict = as_dict(event)?;
-        let seq = self.write(event.py(), std::slice::from_ref(&dict))?;
-        self.stored_copy(&dict, seq)
+        let (seq, generated, need) =
+            with_scratch(|buffer| -> PyResult<(u64, Generated, SyncNeed)> {
+                // SAFETY: `dict` is a live dict and the GIL is held for the whole encoding.
+                let captured = unsafe { encode_event(dict.as_ptr(), buffer, self.max_event_bytes) }
+                    .map_err(|e| e.into_pyerr(None))?;
+                let mut owned = None;
+                let mut guard = lock(&self.store, || owned = Some(captured.owned_fields()));
+                let store = guard.as_mut().ok_or_else(|| closed(&self.path))?;
+                let fields = owned
+                    .as_ref()
+                    .map_or_else(|| captured.fields(), OwnedFields::fields);
+                let seq = store.append(buffer, &fields).map_err(to_pyerr)?;
+                Ok((seq, Generated::of(&captured), store.sync_need()))
+            })?;
+        self.wait_durable(py, need)?;
+        stored_copy(&dict, seq, generated)
     }
 
     /// Appends a batch atomically (every line or none); returns the stored events.
-    fn extend<'py>(&self, py: Python<'py>, events: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyList>> {
+    fn extend<'py>(
+        &self,
+        py: Python<'py>,
+        events: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyList>> {
         let dicts = collect_dicts(events)?;
         if dicts.is_empty() {
             return Ok(PyList::empty(py));
         }
-        let first = self.write(py, &dicts)?;
+        let (first, generated) = self.write(py, &dicts)?;
         let stored = PyList::empty(py);
-        for (offset, dict) in dicts.iter().enumerate() {
-            stored.append(self.stored_copy(dict, first + offset as u64)?)?;
+        for (offset, (dict, made)) in dicts.iter().zip(generated).enumerate() {
+            stored.append(stored_copy(dict, first + offset as u64, made)?)?;
         }
         Ok(stored)
     }
@@ -182,9 +234,13 @@ impl JsonlStore {
     fn sync(&self, py: Python<'_>) -> PyResult<()> {
         let handles = {
             let guard = lock(&self.store, || {});
-            guard.as_ref().ok_or_else(|| closed(&self.path))?.sync_handles()
+            guard
+                .as_ref()
+                .ok_or_else(|| closed(&self.path))?
+                .sync_handles()
         };
-        py.detach(move || sync_now(&handles.0, handles.1)).map_err(to_pyerr)
+        py.detach(move || sync_now(&handles.0, handles.1))
+            .map_err(to_pyerr)
     }
 
     /// Trims the file, syncs (fsync and group modes) and releases the lock. Idempotent.
@@ -215,7 +271,11 @@ impl JsonlStore {
         self.with_ring(py, |ring| view::view_len(ring, self.max_cache_size))
     }
 
-    fn __getitem__<'py>(&self, py: Python<'py>, key: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    fn __getitem__<'py>(
+        &self,
+        py: Python<'py>,
+        key: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         view::get_item(self, py, self.max_cache_size, key)
     }
 
@@ -250,7 +310,17 @@ impl JsonlStore {
         limit: Option<&Bound<'py, PyAny>>,
         newest_first: bool,
     ) -> PyResult<Bound<'py, PyList>> {
-        let q = super::build_query(stream_id, r#type, actor, correlation_id, since, until, after_seq, limit, newest_first)?;
+        let q = super::build_query(
+            stream_id,
+            r#type,
+            actor,
+            correlation_id,
+            since,
+            until,
+            after_seq,
+            limit,
+            newest_first,
+        )?;
         view::query(self, py, self.max_cache_size, &q)
     }
 
@@ -258,7 +328,10 @@ impl JsonlStore {
     fn collected<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let records = {
             let mut guard = lock(&self.store, || {});
-            guard.as_mut().ok_or_else(|| closed(&self.path))?.take_collected()
+            guard
+                .as_mut()
+                .ok_or_else(|| closed(&self.path))?
+                .take_collected()
         };
         let list = PyList::empty(py);
         for (seq, json) in records {
@@ -308,7 +381,10 @@ impl JsonlStore {
             let ring = store.ring();
             let numbers = [
                 ("events", view::view_len(ring, self.max_cache_size) as u64),
-                ("history_events", view::view_len(ring, self.history_size) as u64),
+                (
+                    "history_events",
+                    view::view_len(ring, self.history_size) as u64,
+                ),
                 ("nbytes", ring.nbytes() as u64),
                 ("memory_bytes", ring.heap_bytes() as u64),
                 ("evicted", ring.evicted()),
@@ -329,7 +405,11 @@ impl JsonlStore {
     }
 
     fn __repr__(&self) -> String {
-        let state = if self.closed() { "closed" } else { self.durability.name() };
+        let state = if self.closed() {
+            "closed"
+        } else {
+            self.durability.name()
+        };
         format!("<JsonlStore {} ({state})>", self.path.display())
     }
 }

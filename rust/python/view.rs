@@ -75,12 +75,20 @@ pub(crate) fn query<'py, H: RingHolder>(
     window: usize,
     query: &Query,
 ) -> PyResult<Bound<'py, PyList>> {
-    let copied = holder.with_ring(py, |ring| Copied::from_ring(ring, ring.select(query, window)))?;
+    let copied = holder.with_ring(py, |ring| {
+        Copied::from_ring(ring, ring.select(query, window))
+    })?;
     copied.into_list(py)
 }
 
-pub(crate) fn to_list<'py, H: RingHolder>(holder: &H, py: Python<'py>, window: usize) -> PyResult<Bound<'py, PyList>> {
-    let copied = holder.with_ring(py, |ring| Copied::from_ring(ring, window_start(ring, window)..ring.len()))?;
+pub(crate) fn to_list<'py, H: RingHolder>(
+    holder: &H,
+    py: Python<'py>,
+    window: usize,
+) -> PyResult<Bound<'py, PyList>> {
+    let copied = holder.with_ring(py, |ring| {
+        Copied::from_ring(ring, window_start(ring, window)..ring.len())
+    })?;
     copied.into_list(py)
 }
 
@@ -96,7 +104,8 @@ pub(crate) fn get_item<'py, H: RingHolder>(
             let length = view_len(ring, window);
             let bounds = slice.indices(length as isize)?;
             let start = window_start(ring, window) as isize;
-            let picks = (0..bounds.slicelength).map(|k| (start + bounds.start + k as isize * bounds.step) as usize);
+            let picks = (0..bounds.slicelength)
+                .map(|k| (start + bounds.start + k as isize * bounds.step) as usize);
             Ok(Copied::from_ring(ring, picks))
         })??;
         return Ok(copied.into_list(py)?.into_any());
@@ -112,7 +121,9 @@ pub(crate) fn get_item<'py, H: RingHolder>(
         }
         Copied::from_ring(ring, [window_start(ring, window) + position as usize])
     })?;
-    copied.into_single(py)?.ok_or_else(|| PyIndexError::new_err(format!("event index {index} out of range")))
+    copied
+        .into_single(py)?
+        .ok_or_else(|| PyIndexError::new_err(format!("event index {index} out of range")))
 }
 
 /// Which object an iterator or view reads from.
@@ -159,10 +170,15 @@ impl EventView {
 #[pymethods]
 impl EventView {
     fn __len__(&self, py: Python<'_>) -> PyResult<usize> {
-        self.source.with_ring(py, |ring| view_len(ring, self.window))
+        self.source
+            .with_ring(py, |ring| view_len(ring, self.window))
     }
 
-    fn __getitem__<'py>(&self, py: Python<'py>, key: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    fn __getitem__<'py>(
+        &self,
+        py: Python<'py>,
+        key: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         get_item(&self.source, py, self.window, key)
     }
 
@@ -195,13 +211,26 @@ impl EventView {
         limit: Option<&Bound<'py, PyAny>>,
         newest_first: bool,
     ) -> PyResult<Bound<'py, PyList>> {
-        let q = super::build_query(stream_id, r#type, actor, correlation_id, since, until, after_seq, limit, newest_first)?;
+        let q = super::build_query(
+            stream_id,
+            r#type,
+            actor,
+            correlation_id,
+            since,
+            until,
+            after_seq,
+            limit,
+            newest_first,
+        )?;
         query(&self.source, py, self.window, &q)
     }
 
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
         let length = self.__len__(py)?;
-        Ok(format!("<EventView of {length} events (window {})>", self.window))
+        Ok(format!(
+            "<EventView of {length} events (window {})>",
+            self.window
+        ))
     }
 }
 
@@ -221,7 +250,12 @@ impl EventIterator {
             let end = ring.first_absolute() + ring.len() as u64;
             (end - view_len(ring, window) as u64, end)
         })?;
-        Ok(Self { source, window, next_absolute: first, end_absolute: end })
+        Ok(Self {
+            source,
+            window,
+            next_absolute: first,
+            end_absolute: end,
+        })
     }
 }
 
