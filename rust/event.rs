@@ -14,14 +14,15 @@ pub const MAX_DEPTH: usize = 128;
 pub const EVENT_ID_LEN: usize = 26;
 
 /// The fields of an event that headers index, borrowed from wherever the event came from.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct EventFields<'a> {
     pub event_type: &'a str,
     pub stream_id: Option<&'a str>,
     pub actor: Option<&'a str>,
     pub correlation_id: Option<&'a str>,
-    /// Epoch milliseconds (the event's `timestamp`, truncated toward zero).
-    pub timestamp: i64,
+    /// Epoch milliseconds (the event's `timestamp`; floats keep their fraction, so inclusive
+    /// bounds compare exactly).
+    pub timestamp: f64,
 }
 
 /// Errors of the core; the Python bindings map each kind to its exception.

@@ -383,14 +383,14 @@ fn unescape_unicode(raw: &[u8], at: usize, out: &mut Vec<u8>) -> Result<usize, S
 }
 
 /// What the scanner found in one valid line.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ScannedLine<'a> {
     pub event_type: Cow<'a, str>,
     pub stream_id: Option<Cow<'a, str>>,
     pub actor: Option<Cow<'a, str>>,
     pub correlation_id: Option<Cow<'a, str>>,
     /// `timestamp` in epoch ms (0 when missing or not a number).
-    pub timestamp: i64,
+    pub timestamp: f64,
     /// `seq`, when it is a non-negative integer.
     pub seq: Option<u64>,
     /// Where `,"seq":N` starts when it is the object's last member (the writer's own layout).
@@ -435,7 +435,7 @@ struct Found<'a> {
     stream_id: Option<Cow<'a, str>>,
     actor: Option<Cow<'a, str>>,
     correlation_id: Option<Cow<'a, str>>,
-    timestamp: i64,
+    timestamp: f64,
     seq: Option<u64>,
     trailing_seq_at: Option<usize>,
 }
@@ -509,16 +509,13 @@ fn string_value(value: &[u8]) -> Option<Cow<'_, str>> {
     String::from_utf8(out).ok().map(Cow::Owned)
 }
 
-fn number_as_ms(value: &[u8]) -> i64 {
-    let Ok(text) = std::str::from_utf8(value) else {
-        return 0;
-    };
-    if let Ok(integer) = text.parse::<i64>() {
-        return integer;
-    }
-    match text.parse::<f64>() {
-        Ok(float) if float.is_finite() => float as i64,
-        _ => 0,
+fn number_as_ms(value: &[u8]) -> f64 {
+    match std::str::from_utf8(value)
+        .ok()
+        .and_then(|text| text.parse::<f64>().ok())
+    {
+        Some(ms) if ms.is_finite() => ms,
+        _ => 0.0,
     }
 }
 
@@ -602,7 +599,7 @@ mod tests {
         assert_eq!(scanned.stream_id.as_deref(), Some("s"));
         assert_eq!(scanned.actor.as_deref(), Some("system"));
         assert_eq!(scanned.correlation_id.as_deref(), Some("c"));
-        assert_eq!(scanned.timestamp, 1_700_000_000_123);
+        assert_eq!(scanned.timestamp, 1_700_000_000_123.0);
         assert_eq!(scanned.seq, Some(42));
         let at = scanned.trailing_seq_at.unwrap();
         assert_eq!(&line[at..], b",\"seq\":42}");
@@ -615,7 +612,7 @@ mod tests {
         let scanned = scan_event_line(line).unwrap();
         assert_eq!(scanned.event_type, "x.y");
         assert_eq!(scanned.stream_id, None);
-        assert_eq!(scanned.timestamp, 1500);
+        assert_eq!(scanned.timestamp, 1500.0);
         assert_eq!(scanned.seq, None);
         assert_eq!(scanned.trailing_seq_at, None);
     }

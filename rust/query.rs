@@ -11,8 +11,8 @@ pub struct Query {
     pub types: Option<Vec<String>>,
     pub actor: Option<String>,
     pub correlation_id: Option<String>,
-    pub since: Option<i64>,
-    pub until: Option<i64>,
+    pub since: Option<f64>,
+    pub until: Option<f64>,
     /// Only records with a sequence number greater than this.
     pub after_seq: Option<u64>,
     pub limit: Option<usize>,
@@ -26,8 +26,8 @@ struct Resolved {
     types: Option<Vec<u32>>,
     actor: Option<u32>,
     correlation: Option<u32>,
-    since: i64,
-    until: i64,
+    since: f64,
+    until: f64,
 }
 
 impl Resolved {
@@ -57,8 +57,8 @@ impl Resolved {
             types,
             actor: id(&query.actor)?,
             correlation: id(&query.correlation_id)?,
-            since: query.since.unwrap_or(i64::MIN),
-            until: query.until.unwrap_or(i64::MAX),
+            since: query.since.unwrap_or(f64::NEG_INFINITY),
+            until: query.until.unwrap_or(f64::INFINITY),
         })
     }
 
@@ -149,7 +149,7 @@ mod tests {
                 stream_id: Some(stream),
                 actor: Some(actor),
                 correlation_id: Some("run"),
-                timestamp: *ts,
+                timestamp: *ts as f64,
             };
             ring.push(seq as u64 + 1, &fields, &[b"{}"]).unwrap();
         }
@@ -207,8 +207,8 @@ mod tests {
         let ring = sample();
         let q = Query {
             actor: Some("user".into()),
-            since: Some(20),
-            until: Some(50),
+            since: Some(20.0),
+            until: Some(50.0),
             ..Query::default()
         };
         assert_eq!(seqs(&ring, &ring.select(&q, usize::MAX)), [4, 5]);
@@ -278,7 +278,7 @@ mod tests {
                 stream_id: Some(&stream),
                 actor: None,
                 correlation_id: None,
-                timestamp: seq as i64,
+                timestamp: seq as f64,
             };
             ring.push(seq, &fields, &[b"{}"]).unwrap();
         }

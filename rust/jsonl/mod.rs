@@ -364,7 +364,7 @@ mod tests {
             stream_id: Some("s"),
             actor: Some("system"),
             correlation_id: None,
-            timestamp: 5,
+            timestamp: 5.0,
         }
     }
 

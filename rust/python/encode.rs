@@ -115,10 +115,10 @@ pub struct Captured<'a> {
     pub stream_id: Option<&'a str>,
     pub actor: Option<&'a str>,
     pub correlation_id: Option<&'a str>,
-    pub timestamp: Option<i64>,
+    pub timestamp: Option<f64>,
     /// The id and timestamp this encoder generated (the caller adds them to returned dicts).
     pub generated_id: Option<[u8; crate::event::EVENT_ID_LEN]>,
-    pub generated_timestamp: bool,
+    pub generated_timestamp: Option<i64>,
 }
 
 impl<'a> Captured<'a> {
@@ -128,7 +128,7 @@ impl<'a> Captured<'a> {
             stream_id: self.stream_id,
             actor: self.actor,
             correlation_id: self.correlation_id,
-            timestamp: self.timestamp.unwrap_or(0),
+            timestamp: self.timestamp.unwrap_or(0.0),
         }
     }
 
@@ -139,7 +139,7 @@ impl<'a> Captured<'a> {
             stream_id: self.stream_id.map(str::to_owned),
             actor: self.actor.map(str::to_owned),
             correlation_id: self.correlation_id.map(str::to_owned),
-            timestamp: self.timestamp.unwrap_or(0),
+            timestamp: self.timestamp.unwrap_or(0.0),
         }
     }
 }
@@ -150,7 +150,7 @@ pub struct OwnedFields {
     pub stream_id: Option<String>,
     pub actor: Option<String>,
     pub correlation_id: Option<String>,
-    pub timestamp: i64,
+    pub timestamp: f64,
 }
 
 impl OwnedFields {
@@ -211,22 +211,23 @@ pub unsafe fn encode_event<'a>(
     Ok(captured)
 }
 
-/// Adds `id` and `timestamp` when the event lacks them.
+/// Adds `id` and `timestamp` when the event lacks them (in that order).
 fn complete_defaults(captured: &mut Captured<'_>, has_id: bool, out: &mut Vec<u8>) {
-    let timestamp = *captured.timestamp.get_or_insert_with(|| {
-        captured.generated_timestamp = true;
-        now_ms()
-    });
+    if captured.timestamp.is_none() {
+        let now = now_ms();
+        captured.timestamp = Some(now as f64);
+        captured.generated_timestamp = Some(now);
+    }
     if !has_id {
-        let id = new_event_id(timestamp);
+        let id = new_event_id(captured.timestamp.unwrap_or(0.0) as i64);
         out.extend_from_slice(b",\"id\":\"");
         out.extend_from_slice(&id);
         out.push(b'"');
         captured.generated_id = Some(id);
     }
-    if captured.generated_timestamp {
+    if let Some(now) = captured.generated_timestamp {
         out.extend_from_slice(b",\"timestamp\":");
-        out.extend_from_slice(itoa::Buffer::new().format(timestamp).as_bytes());
+        out.extend_from_slice(itoa::Buffer::new().format(now).as_bytes());
     }
 }
 
@@ -239,9 +240,7 @@ unsafe fn capture<'a>(
 ) -> Result<()> {
     match name {
         b"type" => {
-            let text = str_of(value).ok_or_else(|| {
-                EncodeError::type_error(wrong_type("'type' must be a string", value))
-            })?;
+            let text = str_of(value, "'type' must be a string")?;
             if text.is_empty() {
                 return Err(EncodeError::value_error("'type' must not be empty"));
             }
@@ -251,9 +250,7 @@ unsafe fn capture<'a>(
         b"actor" => captured.actor = optional_str(value, "actor")?,
         b"correlation_id" => captured.correlation_id = optional_str(value, "correlation_id")?,
         b"id" => {
-            str_of(value).ok_or_else(|| {
-                EncodeError::type_error(wrong_type("'id' must be a string", value))
-            })?;
+            str_of(value, "'id' must be a string")?;
             *has_id = true;
         }
         b"timestamp" => captured.timestamp = Some(timestamp_ms(value)?),
@@ -266,16 +263,10 @@ unsafe fn optional_str<'a>(value: *mut ffi::PyObject, name: &str) -> Result<Opti
     if value == ffi::Py_None() {
         return Ok(None);
     }
-    match str_of(value) {
-        Some(text) => Ok(Some(text)),
-        None => Err(EncodeError::type_error(wrong_type(
-            &format!("'{name}' must be a string or None"),
-            value,
-        ))),
-    }
+    str_of(value, &format!("'{name}' must be a string or None")).map(Some)
 }
 
-unsafe fn timestamp_ms(value: *mut ffi::PyObject) -> Result<i64> {
+unsafe fn timestamp_ms(value: *mut ffi::PyObject) -> Result<f64> {
     let message = "'timestamp' must be epoch milliseconds (an int or a float)";
     if ffi::PyBool_Check(value) != 0 {
         return Err(EncodeError::type_error(wrong_type(message, value)));
@@ -288,7 +279,7 @@ unsafe fn timestamp_ms(value: *mut ffi::PyObject) -> Result<i64> {
                 "'timestamp' is out of the 64-bit range",
             ));
         }
-        return Ok(ms);
+        return Ok(ms as f64);
     }
     if ffi::PyFloat_Check(value) != 0 {
         let ms = ffi::PyFloat_AsDouble(value);
@@ -297,7 +288,7 @@ unsafe fn timestamp_ms(value: *mut ffi::PyObject) -> Result<i64> {
                 "'timestamp' must be a finite number of milliseconds",
             ));
         }
-        return Ok(ms as i64);
+        return Ok(ms);
     }
     Err(EncodeError::type_error(wrong_type(message, value)))
 }
@@ -321,12 +312,13 @@ fn check_limit(out: &[u8], budget: Budget) -> Result<()> {
     Ok(())
 }
 
-/// A str's UTF-8 (cached inside the str object), or None if `value` is not a str.
-unsafe fn str_of<'a>(value: *mut ffi::PyObject) -> Option<&'a str> {
+/// A str's UTF-8 (cached inside the str object); a TypeError saying `expected` if `value` is
+/// not a str, a ValueError if it cannot be UTF-8.
+unsafe fn str_of<'a>(value: *mut ffi::PyObject, expected: &str) -> Result<&'a str> {
     if ffi::PyUnicode_Check(value) == 0 {
-        return None;
+        return Err(EncodeError::type_error(wrong_type(expected, value)));
     }
-    utf8_of(value).ok()
+    utf8_of(value)
 }
 
 unsafe fn utf8_of<'a>(value: *mut ffi::PyObject) -> Result<&'a str> {

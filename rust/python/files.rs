@@ -114,8 +114,8 @@ struct FileSummary {
     outcome: ScanOutcome,
     streams: BTreeMap<String, u64>,
     types: BTreeMap<String, u64>,
-    first_timestamp: Option<i64>,
-    last_timestamp: Option<i64>,
+    first_timestamp: Option<f64>,
+    last_timestamp: Option<f64>,
     file_bytes: u64,
 }
 
@@ -133,8 +133,20 @@ pub fn file_stats<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, Py
     dict.set_item("events", report.lines)?;
     dict.set_item("streams", summary.streams.len())?;
     dict.set_item("types", summary.types)?;
-    dict.set_item("first_timestamp", summary.first_timestamp)?;
-    dict.set_item("last_timestamp", summary.last_timestamp)?;
+    dict.set_item(
+        "first_timestamp",
+        summary
+            .first_timestamp
+            .map(|t| ms_object(py, t))
+            .transpose()?,
+    )?;
+    dict.set_item(
+        "last_timestamp",
+        summary
+            .last_timestamp
+            .map(|t| ms_object(py, t))
+            .transpose()?,
+    )?;
     dict.set_item("last_seq", report.last_seq)?;
     dict.set_item("corrupt_lines", report.corrupt_lines)?;
     dict.set_item("duplicate_lines", report.duplicate_lines)?;
@@ -142,6 +154,15 @@ pub fn file_stats<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, Py
     dict.set_item("padding_bytes", report.padding_bytes)?;
     dict.set_item("unterminated_last_line", report.repaired_tail)?;
     Ok(dict)
+}
+
+/// Milliseconds as an int when whole (as events usually carry them), else as a float.
+fn ms_object(py: Python<'_>, ms: f64) -> PyResult<Bound<'_, PyAny>> {
+    if ms.fract() == 0.0 && ms.abs() < 9.0e15 {
+        Ok((ms as i64).into_pyobject(py)?.into_any())
+    } else {
+        Ok(ms.into_pyobject(py)?.into_any())
+    }
 }
 
 fn summarize(file: File) -> std::io::Result<FileSummary> {

@@ -132,11 +132,11 @@ pub(crate) fn build_query(
         correlation_id: text(correlation_id, "correlation_id")?,
         since: since
             .filter(|v| !v.is_none())
-            .map(|v| time_bound(v, "since", true))
+            .map(|v| time_bound(v, "since"))
             .transpose()?,
         until: until
             .filter(|v| !v.is_none())
-            .map(|v| time_bound(v, "until", false))
+            .map(|v| time_bound(v, "until"))
             .transpose()?,
         after_seq: after_seq
             .filter(|v| !v.is_none())
@@ -175,28 +175,21 @@ fn is_bool(value: &Bound<'_, PyAny>) -> bool {
     value.is_instance_of::<pyo3::types::PyBool>()
 }
 
-fn time_bound(value: &Bound<'_, PyAny>, name: &str, lower: bool) -> PyResult<i64> {
-    let wrong = || {
+fn time_bound(value: &Bound<'_, PyAny>, name: &str) -> PyResult<f64> {
+    if is_bool(value) {
+        return Err(PyTypeError::new_err(format!(
+            "{name} must be epoch milliseconds (an int or a float)"
+        )));
+    }
+    let ms: f64 = value.extract().map_err(|_| {
         PyTypeError::new_err(format!(
             "{name} must be epoch milliseconds (an int or a float)"
         ))
-    };
-    if is_bool(value) {
-        return Err(wrong());
-    }
-    if let Ok(ms) = value.extract::<i64>() {
-        return Ok(ms);
-    }
-    let ms: f64 = value.extract().map_err(|_| wrong())?;
+    })?;
     if ms.is_nan() {
         return Err(PyValueError::new_err(format!("{name} must not be NaN")));
     }
-    // Inclusive bounds on integer timestamps: round inward.
-    Ok(if lower {
-        ms.ceil() as i64
-    } else {
-        ms.floor() as i64
-    })
+    Ok(ms)
 }
 
 fn non_negative(value: &Bound<'_, PyAny>, name: &str) -> PyResult<u64> {

@@ -108,9 +108,7 @@ impl Generated {
     fn of(captured: &Captured<'_>) -> Self {
         Self {
             id: captured.generated_id,
-            timestamp: captured
-                .generated_timestamp
-                .then_some(captured.timestamp.unwrap_or(0)),
+            timestamp: captured.generated_timestamp,
         }
     }
 }

@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 from opencode_addons.events import (
     PLUGIN_SHUTDOWN,
+    SESSION_CREATED,
     SESSION_TERMINAL_TYPES,
     WILDCARD,
     Event,
@@ -29,6 +30,9 @@ log = logging.getLogger(__name__)
 
 DropCallback = Callable[[str, str], None]
 _PLUGIN_SHUTDOWN_TYPES = frozenset({PLUGIN_SHUTDOWN, f"lifecycle.{PLUGIN_SHUTDOWN}"})
+_SESSION_START_TYPES = frozenset({SESSION_CREATED, "session.created"})
+# How many ended session ids are remembered, so late events cannot resurrect them.
+_RECENTLY_ENDED_LIMIT = 4096
 
 
 @dataclass
@@ -62,6 +66,7 @@ class SessionStateTracker:
         self._clock = clock
         self._max_sessions = max_sessions
         self._sessions: OrderedDict[str, SessionState] = OrderedDict()
+        self._recently_ended: OrderedDict[str, None] = OrderedDict()
         self._callbacks: list[DropCallback] = []
         self._unsubscribes: list[Unsubscribe] = []
         self._timer: asyncio.TimerHandle | None = None
@@ -92,7 +97,7 @@ class SessionStateTracker:
             if session_id is not None:
                 self.drop(session_id, str(event_type))
             return
-        if session_id is not None:
+        if session_id is not None and not self._ended_recently(session_id, event_type):
             self.touch(session_id)
         self._maybe_sweep()
         self._ensure_timer()
@@ -137,8 +142,28 @@ class SessionStateTracker:
 
         return unsubscribe
 
+    def _ended_recently(self, session_id: str, event_type: object) -> bool:
+        """Whether an event is an echo of a session that just ended.
+
+        Components may append after a session's terminal event (a final learning capture, say);
+        such events must not bring the session back. Only a new ``created`` event does.
+        """
+        if session_id not in self._recently_ended:
+            return False
+        if event_type in _SESSION_START_TYPES:
+            del self._recently_ended[session_id]
+            return False
+        return True
+
+    def _remember_ended(self, session_id: str) -> None:
+        self._recently_ended[session_id] = None
+        self._recently_ended.move_to_end(session_id)
+        while len(self._recently_ended) > _RECENTLY_ENDED_LIMIT:
+            self._recently_ended.popitem(last=False)
+
     def drop(self, session_id: str, reason: str = "dropped") -> bool:
         """Forget ``session_id`` and tell the ``on_drop`` callbacks; ``False`` if unknown."""
+        self._remember_ended(session_id)
         if self._sessions.pop(session_id, None) is None:
             return False
         self._counts["dropped"] += 1
