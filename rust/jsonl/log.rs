@@ -11,6 +11,8 @@ use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::ptr;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
 
 use crate::event::CoreError;
 
@@ -54,6 +56,8 @@ pub struct MappedLog {
     map_offset: u64,
     map_len: usize,
     page: u64,
+    /// Faults the next window into the page cache on another thread (None if it could not start).
+    warmer: Option<Warmer>,
 }
 
 // SAFETY: the mapping is owned by this value and only touched through `&mut self`.
@@ -64,6 +68,7 @@ impl MappedLog {
     pub fn new(file: File, len: u64) -> Result<Self, CoreError> {
         file.set_len(len)
             .map_err(|e| CoreError::io("cannot trim the log", e))?;
+        let warmer = Warmer::start(&file);
         Ok(Self {
             file,
             len,
@@ -72,6 +77,7 @@ impl MappedLog {
             map_offset: 0,
             map_len: 0,
             page: page_size(),
+            warmer,
         })
     }
 
@@ -164,7 +170,18 @@ impl MappedLog {
         self.map_offset = offset;
         self.map_len = WINDOW;
         self.prefault();
+        self.warm_next_window();
         Ok(())
+    }
+
+    /// Asks the warmer to bring the window after this one into the page cache, so the writer
+    /// finds its pages ready instead of zero-filling them itself.
+    fn warm_next_window(&self) {
+        let next = self.map_offset + WINDOW as u64;
+        let usable = self.allocated.saturating_sub(next).min(WINDOW as u64);
+        if let (Some(warmer), true) = (&self.warmer, usable > 0) {
+            warmer.request(next, usable as usize);
+        }
     }
 
     /// Faults the allocated part of the window in with one call. Without it every first write
@@ -212,6 +229,66 @@ impl MappedLog {
             self.sync_data()?;
         }
         Ok(())
+    }
+}
+
+/// A thread that faults file ranges into the page cache ahead of the writer.
+struct Warmer {
+    requests: Option<mpsc::Sender<(u64, usize)>>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Warmer {
+    fn start(file: &File) -> Option<Self> {
+        let file = file.try_clone().ok()?;
+        let (requests, inbox) = mpsc::channel::<(u64, usize)>();
+        let handle = std::thread::Builder::new()
+            .name("opencode-addons-log-warmer".into())
+            .spawn(move || {
+                for (offset, len) in inbox {
+                    warm(&file, offset, len);
+                }
+            })
+            .ok()?;
+        Some(Self { requests: Some(requests), handle: Some(handle) })
+    }
+
+    fn request(&self, offset: u64, len: usize) {
+        if let Some(requests) = &self.requests {
+            let _ = requests.send((offset, len));
+        }
+    }
+}
+
+impl Drop for Warmer {
+    fn drop(&mut self) {
+        self.requests.take();
+        if let Some(handle) = self.handle.take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+/// Maps `len` bytes at `offset`, write-faults them in, and unmaps: the pages stay in the page
+/// cache (holding what they held), ready for the writer's own mapping.
+fn warm(file: &File, offset: u64, len: usize) {
+    const MADV_POPULATE_WRITE: libc::c_int = 23;
+    // SAFETY: a temporary shared mapping of a range the writer has already allocated; populating
+    // does not change the file's contents; the mapping is removed before returning.
+    unsafe {
+        let map = libc::mmap(
+            ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            file.as_raw_fd(),
+            offset as libc::off_t,
+        );
+        if map == libc::MAP_FAILED {
+            return;
+        }
+        libc::madvise(map, len, MADV_POPULATE_WRITE);
+        libc::munmap(map, len);
     }
 }
 

@@ -1,0 +1,431 @@
+"""Benchmark cases shared by the pytest-benchmark files and ``report.py``.
+
+Each contender is opened (untimed), runs over the same events (timed) and is closed (untimed).
+Baselines are what a user would write in Python; the project's contenders are ``JsonlStore``
+(the Rust core) and ``DurableStream`` (the public stream with subscribers and projections).
+Memory is measured in a fresh subprocess per contender: ``python benches/cases.py memory NAME``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import os
+import sys
+import tempfile
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import orjson
+import psutil
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from events import STREAMS, TYPES, iter_events
+from opencode_addons import EventRing, JsonlStore
+from opencode_addons.durable_stream import DurableStream
+
+APPEND_EVENTS = 100_000
+FSYNC_EVENTS = 2_000
+BATCH = 1_000
+HISTORY = 100_000
+CACHE = 50_000
+RESUME_LINES = 300_000
+BASELINE_KEEP = 50_000
+MODES = ("none", "flush", "fsync", "group")
+SELECTIVE = {"stream_id": STREAMS[42], "types": (TYPES[0], TYPES[2]), "limit": 50}
+BROAD = {"stream_id": None, "types": TYPES[:6], "limit": 1_000}
+
+Event = dict[str, Any]
+
+
+@dataclass
+class Contender:
+    """Something events are appended to: ``open(path)`` -> state, ``run(state, events)``."""
+
+    name: str
+    open: Callable[[str], Any]
+    run: Callable[[Any, Sequence[Event]], None]
+    close: Callable[[Any], None]
+    baseline: bool = False
+
+
+def timed(contender: Contender, events: Sequence[Event], rounds: int = 3) -> float:
+    """Best wall time of ``rounds`` runs, each on a fresh file."""
+    best = float("inf")
+    for _ in range(rounds):
+        with tempfile.TemporaryDirectory(prefix="oa-bench-") as directory:
+            state = contender.open(os.path.join(directory, "events.jsonl"))
+            try:
+                started = time.perf_counter()
+                contender.run(state, events)
+                best = min(best, time.perf_counter() - started)
+            finally:
+                contender.close(state)
+    return best
+
+
+# -- baselines: json/orjson + write + flush ----------------------------------------------------
+
+
+def _open_binary(path: str) -> Any:
+    return open(path, "wb")
+
+
+def _close_file(handle: Any) -> None:
+    handle.close()
+
+
+def _json_flush(handle: Any, events: Sequence[Event]) -> None:
+    dumps = json.dumps
+    for event in events:
+        handle.write(dumps(event, ensure_ascii=False, separators=(",", ":")).encode() + b"\n")
+        handle.flush()
+
+
+def _orjson_flush(handle: Any, events: Sequence[Event]) -> None:
+    dumps, option = orjson.dumps, orjson.OPT_APPEND_NEWLINE
+    for event in events:
+        handle.write(dumps(event, option=option))
+        handle.flush()
+
+
+def _orjson_fsync_every(every: int) -> Callable[[Any, Sequence[Event]], None]:
+    def run(handle: Any, events: Sequence[Event]) -> None:
+        dumps, option = orjson.dumps, orjson.OPT_APPEND_NEWLINE
+        for index, event in enumerate(events, 1):
+            handle.write(dumps(event, option=option))
+            handle.flush()
+            if index % every == 0:
+                os.fsync(handle.fileno())
+        os.fsync(handle.fileno())
+
+    return run
+
+
+def _orjson_batch(handle: Any, events: Sequence[Event]) -> None:
+    dumps, option = orjson.dumps, orjson.OPT_APPEND_NEWLINE
+    for start in range(0, len(events), BATCH):
+        handle.write(b"".join(dumps(e, option=option) for e in events[start : start + BATCH]))
+        handle.flush()
+
+
+def baseline(name: str, run: Callable[[Any, Sequence[Event]], None]) -> Contender:
+    return Contender(name, _open_binary, run, _close_file, baseline=True)
+
+
+BASELINES = {
+    "json+write+flush": baseline("json+write+flush", _json_flush),
+    "orjson+write+flush": baseline("orjson+write+flush", _orjson_flush),
+    "orjson+flush, fsync/1000": baseline("orjson+flush, fsync/1000", _orjson_fsync_every(1000)),
+    "orjson+flush, fsync/event": baseline("orjson+flush, fsync/event", _orjson_fsync_every(1)),
+    "orjson batch+write+flush": baseline("orjson batch+write+flush", _orjson_batch),
+}
+
+
+# -- the project's contenders -------------------------------------------------------------------
+
+
+def _store_opener(mode: str) -> Callable[[str], Any]:
+    return lambda path: JsonlStore(
+        path, durability=mode, history_size=HISTORY, max_cache_size=CACHE
+    )
+
+
+def _stream_opener(mode: str) -> Callable[[str], Any]:
+    return lambda path: DurableStream(
+        path, durability=mode, max_event_history=HISTORY, max_cache_size=CACHE
+    )
+
+
+def _append_each(target: Any, events: Sequence[Event]) -> None:
+    append = target.append
+    for event in events:
+        append(event)
+
+
+def _extend_batches(target: Any, events: Sequence[Event]) -> None:
+    for start in range(0, len(events), BATCH):
+        target.extend(events[start : start + BATCH])
+
+
+def _close(target: Any) -> None:
+    target.close()
+
+
+def store_contender(mode: str, batch: bool) -> Contender:
+    kind = "extend" if batch else "append"
+    run = _extend_batches if batch else _append_each
+    return Contender(f"JsonlStore.{kind} ({mode})", _store_opener(mode), run, _close)
+
+
+def stream_contender(mode: str, batch: bool) -> Contender:
+    kind = "extend" if batch else "append"
+    run = _extend_batches if batch else _append_each
+    return Contender(f"DurableStream.{kind} ({mode})", _stream_opener(mode), run, _close)
+
+
+def events_for(mode: str, events: Sequence[Event]) -> Sequence[Event]:
+    """fsync per append is ~1,000x slower: it gets fewer events."""
+    return events[:FSYNC_EVENTS] if mode == "fsync" else events
+
+
+# -- filling vs evicting ------------------------------------------------------------------------
+
+
+def fill_then_evict(
+    open_target: Callable[[str], Any], events: Sequence[Event]
+) -> tuple[float, float]:
+    """Rates (events/s) of appending ``HISTORY`` events to an empty ring, then as many more."""
+    with tempfile.TemporaryDirectory(prefix="oa-bench-") as directory:
+        target = open_target(os.path.join(directory, "events.jsonl"))
+        try:
+            rates = []
+            for _ in range(2):
+                started = time.perf_counter()
+                _append_each(target, events[:HISTORY])
+                rates.append(HISTORY / (time.perf_counter() - started))
+        finally:
+            close = getattr(target, "close", None)
+            if close is not None:
+                close()
+    return rates[0], rates[1]
+
+
+def ring_opener(_path: str) -> Any:
+    return EventRing(HISTORY)
+
+
+# -- resume -------------------------------------------------------------------------------------
+
+
+def write_resume_file(path: str, lines: int = RESUME_LINES) -> None:
+    """A valid store file of ``lines`` events, written by the store itself."""
+    with JsonlStore(path, durability="none", max_cache_size=1_000) as store:
+        chunk: list[Event] = []
+        for event in iter_events(lines):
+            chunk.append(event)
+            if len(chunk) == BATCH:
+                store.extend(chunk)
+                chunk.clear()
+        if chunk:
+            store.extend(chunk)
+
+
+def resume_store(path: str) -> int:
+    with JsonlStore(path, history_size=HISTORY, max_cache_size=CACHE) as store:
+        return len(store.history)
+
+
+def resume_stream(path: str) -> int:
+    stream = DurableStream(path, max_event_history=HISTORY, max_cache_size=CACHE)
+    try:
+        return len(stream.get_event_history())
+    finally:
+        stream.shutdown()
+
+
+def _replay(path: str, loads: Callable[[bytes], Any]) -> int:
+    kept: deque[Any] = deque(maxlen=BASELINE_KEEP)
+    with open(path, "rb") as handle:
+        for line in handle:
+            if line.strip():
+                kept.append(loads(line))
+    return len(kept)
+
+
+def replay_json(path: str) -> int:
+    return _replay(path, json.loads)
+
+
+def replay_orjson(path: str) -> int:
+    return _replay(path, orjson.loads)
+
+
+def best_time(call: Callable[[], Any], rounds: int = 3) -> float:
+    best = float("inf")
+    for _ in range(rounds):
+        started = time.perf_counter()
+        call()
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+# -- queries ------------------------------------------------------------------------------------
+
+
+def python_scan(history: Sequence[Event], spec: dict[str, Any]) -> list[Event]:
+    """Newest-first scan of a deque of dicts: the baseline for queries."""
+    stream_id, types, limit = spec["stream_id"], set(spec["types"]), spec["limit"]
+    found: list[Event] = []
+    for event in reversed(history):
+        if stream_id is not None and event["stream_id"] != stream_id:
+            continue
+        if event["type"] in types:
+            found.append(event)
+            if len(found) == limit:
+                break
+    return found
+
+
+def native_query(target: Any, spec: dict[str, Any]) -> list[Event]:
+    return target.query(
+        stream_id=spec["stream_id"],
+        type=list(spec["types"]),
+        limit=spec["limit"],
+        newest_first=True,
+    )
+
+
+def per_call(call: Callable[[], Any], minimum_seconds: float = 0.3) -> float:
+    """Best mean seconds per call over a few batches of calls."""
+    call()
+    count, started = 0, time.perf_counter()
+    while time.perf_counter() - started < minimum_seconds / 3:
+        call()
+        count += 1
+    best = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        for _ in range(count):
+            call()
+        best = min(best, (time.perf_counter() - started) / count)
+    return best
+
+
+# -- shutdown_all -------------------------------------------------------------------------------
+
+
+async def _shutdown_once(directory: str, events: Sequence[Event]) -> float:
+    from opencode_addons.memory_lane import MemoryLaneStore
+    from opencode_addons.orchestrator import (
+        CheckpointManager,
+        EventDrivenLedger,
+        LearningExtractor,
+        TaskRegistry,
+        shutdown_all,
+    )
+
+    stream = DurableStream(os.path.join(directory, "events.jsonl"))
+    stream.extend(events)
+    lane = MemoryLaneStore(os.path.join(directory, "lane.sqlite"))
+    registry = TaskRegistry(stream)
+    for index in range(1_000):
+        registry.register(session_id=STREAMS[index % 100], description="bench")
+    checkpoints = CheckpointManager(stream)
+    for index in range(20):
+        checkpoints.request(STREAMS[index], "continue?", ["yes", "no"], "agent")
+    components = {
+        "task_registry": registry,
+        "checkpoint_manager": checkpoints,
+        "learning_extractor": LearningExtractor(stream, memory_lane=lane).attach(),
+        "event_driven_ledger": EventDrivenLedger(stream, os.path.join(directory, "LEDGER.md")),
+        "durable_stream": stream,
+        "memory_lane_store": lane,
+    }
+    started = time.perf_counter()
+    report = await shutdown_all(components=components)
+    seconds = time.perf_counter() - started
+    if not report.ok:
+        raise RuntimeError(f"shutdown_all reported problems:\n{report}")
+    return seconds
+
+
+def shutdown_all_seconds(events: Sequence[Event], rounds: int = 3) -> float:
+    best = float("inf")
+    for _ in range(rounds):
+        with tempfile.TemporaryDirectory(prefix="oa-bench-") as directory:
+            best = min(best, asyncio.run(_shutdown_once(directory, events)))
+    return best
+
+
+# -- memory held, in a fresh subprocess ----------------------------------------------------------
+
+MEMORY_EVENTS = 100_000
+
+
+def _exact_bytes(event: Event) -> bytes:
+    # orjson over-allocates its result; a copy through memoryview is exactly sized.
+    return bytes(memoryview(orjson.dumps(event)))
+
+
+def _fill_memory_contender(name: str, directory: str) -> Any:
+    events = iter_events(MEMORY_EVENTS)
+    if name == "deque of dicts":
+        held: Any = deque(events, maxlen=MEMORY_EVENTS)
+    elif name == "deque of exact orjson bytes":
+        held = deque((_exact_bytes(e) for e in events), maxlen=MEMORY_EVENTS)
+    elif name == "EventRing":
+        held = EventRing(MEMORY_EVENTS)
+        _extend_batches(held, list(events))
+    elif name == "DurableStream (default)":
+        held = DurableStream(os.path.join(directory, "events.jsonl"))
+        for event in events:
+            held.append(event)
+    else:
+        raise SystemExit(f"unknown memory contender {name!r}")
+    return held
+
+
+MEMORY_CONTENDERS = (
+    "deque of dicts",
+    "deque of exact orjson bytes",
+    "EventRing",
+    "DurableStream (default)",
+)
+
+
+def _anon_rss() -> int:
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("RssAnon:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def measure_memory_here(name: str) -> dict[str, Any]:
+    gc.collect()
+    process = psutil.Process()
+    before, anon_before = process.memory_info().rss, _anon_rss()
+    with tempfile.TemporaryDirectory(prefix="oa-bench-") as directory:
+        held = _fill_memory_contender(name, directory)
+        gc.collect()
+        after, anon_after = process.memory_info().rss, _anon_rss()
+        size = len(held) if hasattr(held, "__len__") else MEMORY_EVENTS
+        if isinstance(held, DurableStream):
+            size = len(held.get_event_history())
+            held.shutdown()
+    return {
+        "name": name,
+        "events": size,
+        "rss_growth": after - before,
+        "anon_growth": anon_after - anon_before,
+        "rss_per_event": (after - before) / MEMORY_EVENTS,
+    }
+
+
+def measure_memory(name: str) -> dict[str, Any]:
+    """``measure_memory_here`` in a fresh interpreter."""
+    import subprocess
+
+    output = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), "memory", name],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return dict(json.loads(output.strip().splitlines()[-1]))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "memory":
+        print(json.dumps(measure_memory_here(sys.argv[2])))
+    else:
+        raise SystemExit("usage: python benches/cases.py memory NAME")

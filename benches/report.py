@@ -1,0 +1,356 @@
+"""Run every benchmark once and write ``benches/RESULTS.md``.
+
+Usage: ``python benches/report.py`` (about 3 minutes on 2 cores). The same cases run under
+pytest-benchmark with ``pytest benches --benchmark-enable``.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Optional
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import cases
+from events import generate
+from opencode_addons import EventRing, JsonlStore
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+RESULTS = os.path.join(HERE, "RESULTS.md")
+
+
+@dataclass
+class Row:
+    """One line of the results table."""
+
+    case: str
+    contender: str
+    figure: str
+    ratio: Optional[float] = None
+    versus: str = ""
+    target: str = ""
+    met: Optional[bool] = None
+
+
+def _rate(contender: cases.Contender, events: Any) -> float:
+    return len(events) / cases.timed(contender, events)
+
+
+def _log(message: str) -> None:
+    sys.stderr.write(f"[{time.strftime('%H:%M:%S')}] {message}\n")
+    sys.stderr.flush()
+
+
+def _append_rows(events: list[dict[str, Any]]) -> list[Row]:
+    _log("append: baselines")
+    base = {
+        name: _rate(c, cases.events_for("fsync" if name.endswith("fsync/event") else "", events))
+        for name, c in cases.BASELINES.items()
+    }
+    rows = [Row("append", name, f"{rate:,.0f} ev/s") for name, rate in base.items()]
+    versus = {
+        "none": ("orjson+write+flush", "", None),
+        "flush": ("orjson+write+flush", ">= 2.5x (single), >= 4x (batch)", (2.5, 4.0)),
+        "fsync": ("orjson+flush, fsync/event", "", None),
+        "group": ("orjson+flush, fsync/1000", ">= 1x", (1.0, 1.0)),
+    }
+    for mode in cases.MODES:
+        _log(f"append: {mode}")
+        baseline_name, target, bounds = versus[mode]
+        for batch in (False, True):
+            for contender in (
+                cases.store_contender(mode, batch),
+                cases.stream_contender(mode, batch),
+            ):
+                rate = _rate(contender, cases.events_for(mode, events))
+                ratio = rate / base[baseline_name]
+                met = None if bounds is None else ratio >= bounds[1 if batch else 0]
+                shown_target = target if bounds is None else f">= {bounds[1 if batch else 0]:g}x"
+                rows.append(
+                    Row(
+                        "append",
+                        contender.name,
+                        f"{rate:,.0f} ev/s",
+                        ratio,
+                        baseline_name,
+                        shown_target,
+                        met,
+                    )
+                )
+    return rows
+
+
+def _memory_rows() -> list[Row]:
+    _log("memory: one fresh subprocess per contender")
+    results = {name: cases.measure_memory(name) for name in cases.MEMORY_CONTENDERS}
+    exact = results["deque of exact orjson bytes"]["rss_per_event"]
+    rows = []
+    for name, result in results.items():
+        per_event = result["rss_per_event"]
+        figure = f"{per_event:,.0f} B/event ({result['rss_growth'] / 2**20:,.1f} MiB)"
+        row = Row(
+            "memory held, 100,000 events", name, figure, per_event / exact, "exact orjson bytes"
+        )
+        if name in ("EventRing", "DurableStream (default)"):
+            row.target = "<= 1x"
+            row.met = per_event <= exact
+        if name == "DurableStream (default)":
+            row.target = "<= 1x and < 64 MiB"
+            row.met = per_event <= exact and result["rss_growth"] < 64 * 2**20
+        rows.append(row)
+    return rows
+
+
+def _fill_rows(events: list[dict[str, Any]]) -> list[Row]:
+    _log("filling vs evicting")
+    openers = {
+        "EventRing": cases.ring_opener,
+        "JsonlStore (flush)": cases._store_opener("flush"),
+        "DurableStream (flush)": cases._stream_opener("flush"),
+    }
+    rows = []
+    for name, opener in openers.items():
+        filling, evicting = cases.fill_then_evict(opener, events)
+        ratio = evicting / filling
+        rows.append(
+            Row(
+                "append while evicting vs filling",
+                name,
+                f"{filling:,.0f} -> {evicting:,.0f} ev/s",
+                ratio,
+                "same, filling",
+                ">= 0.9x",
+                ratio >= 0.9,
+            )
+        )
+    return rows
+
+
+def _resume_rows(directory: str) -> list[Row]:
+    path = os.path.join(directory, "resume.jsonl")
+    _log("resume: writing the 300,000-line file")
+    cases.write_resume_file(path)
+    times = {
+        "json.loads per line": cases.best_time(lambda: cases.replay_json(path), 1),
+        "orjson.loads per line": cases.best_time(lambda: cases.replay_orjson(path)),
+        "JsonlStore open": cases.best_time(lambda: cases.resume_store(path)),
+        "DurableStream open (resume)": cases.best_time(lambda: cases.resume_stream(path)),
+    }
+    base = times["orjson.loads per line"]
+    rows = []
+    for name, seconds in times.items():
+        row = Row(
+            "resume 300,000 lines",
+            name,
+            f"{seconds * 1000:,.0f} ms",
+            base / seconds,
+            "orjson.loads per line",
+        )
+        if name in ("JsonlStore open", "DurableStream open (resume)"):
+            row.target, row.met = ">= 3x", base / seconds >= 3
+        rows.append(row)
+    return rows
+
+
+def _query_rows(events: list[dict[str, Any]], directory: str) -> list[Row]:
+    _log("queries")
+    history = deque(events, maxlen=cases.HISTORY)
+    ring = EventRing(cases.HISTORY)
+    cases._extend_batches(ring, events)
+    store = JsonlStore(
+        os.path.join(directory, "query.jsonl"),
+        durability="none",
+        max_cache_size=cases.HISTORY,
+        history_size=cases.HISTORY,
+    )
+    cases._extend_batches(store, events)
+    rows = []
+    try:
+        for label, spec, target in (
+            ("selective query (1 stream of 100, 2 types, newest 50)", cases.SELECTIVE, 100.0),
+            ("broad query (6 types, newest 1,000)", cases.BROAD, None),
+        ):
+            scan = cases.per_call(lambda s=spec: cases.python_scan(history, s))
+            rows.append(Row(label, "Python newest-first scan", f"{scan * 1e6:,.1f} µs"))
+            for name, target_object in (("EventRing.query", ring), ("JsonlStore.query", store)):
+                seconds = cases.per_call(lambda t=target_object, s=spec: cases.native_query(t, s))
+                ratio = scan / seconds
+                rows.append(
+                    Row(
+                        label,
+                        name,
+                        f"{seconds * 1e6:,.1f} µs",
+                        ratio,
+                        "Python scan",
+                        f">= {target:g}x" if target else "",
+                        None if target is None else ratio >= target,
+                    )
+                )
+    finally:
+        store.close()
+    return rows
+
+
+def _shutdown_rows(events: list[dict[str, Any]]) -> list[Row]:
+    _log("shutdown_all")
+    seconds = cases.shutdown_all_seconds(events)
+    return [
+        Row(
+            "shutdown_all (100,000 events, 1,000 tasks, 20 checkpoints)",
+            "shutdown_all",
+            f"{seconds * 1000:,.1f} ms",
+        )
+    ]
+
+
+def _floors(events: list[dict[str, Any]]) -> dict[str, float]:
+    """Costs that bound the missed targets, measured in this run."""
+    import orjson
+
+    _log("floors")
+    ring = EventRing(cases.HISTORY)
+    seconds = {
+        "orjson.dumps alone": cases.best_time(lambda: [orjson.dumps(e) for e in events]),
+        "EventRing.append (no file)": cases.best_time(
+            lambda: cases._append_each(EventRing(cases.HISTORY), events)
+        ),
+    }
+    floors = {name: len(events) / s for name, s in seconds.items()}
+    cases._extend_batches(ring, events)
+    for limit in (1, 50):
+        spec = dict(cases.SELECTIVE, limit=limit)
+        floors[f"selective query limit {limit} (µs)"] = 1e6 * cases.per_call(
+            lambda s=spec: cases.native_query(ring, s)
+        )
+    raw = [orjson.dumps(e) for e in cases.native_query(ring, cases.SELECTIVE)]
+    floors["orjson.loads of the 50 matches (µs)"] = 1e6 * cases.per_call(
+        lambda: [orjson.loads(b) for b in raw]
+    )
+    return floors
+
+
+ANALYSIS = """\
+## What bounds the missed targets
+
+- **Append in `flush` mode (>= 2.5x single, >= 4x batch)**: the target needs under ~0.8 µs
+  per event in total. Turning the Python dict into JSON is most of that on its own: `orjson.dumps`
+  alone runs at {dumps:,.0f} ev/s and the native encoder inside `EventRing.append`, with no file
+  at all, at {ring:,.0f} ev/s. The store adds the copy into the mmap'd log (cheap) and builds the
+  returned event (a dict copy with `seq`). So a durable append is bounded by dict -> JSON
+  encoding, which is within a small factor of orjson's; 2.5x orjson+write+flush is not reachable
+  while `append` takes a dict. `DurableStream` adds its Python layer (defaults, projections,
+  subscriber dispatch): about 1 µs per event more.
+- **Selective query (>= 100x)**: the chain walk itself is cheap: `limit=1` takes
+  {q1:.1f} µs. With `limit=50` it takes {q50:.1f} µs because 50 dicts are built from JSON;
+  `orjson.loads` of the same 50 events alone takes {loads:.1f} µs. The Python scan returns
+  references to dicts it already holds, so 100x means under ~5 µs for 50 decoded events, below
+  the cost of building them. Returning raw bytes or lazy views would be the way past it.
+- **Memory per event (<= exact orjson bytes)**: the ring holds the exact compact JSON plus a
+  header of a few dozen bytes per event and interned strings; exact-size `bytes` objects hold the
+  JSON plus 33 bytes of object header. The two are within ~3%: the store is at the raw-JSON floor
+  and only compression of sealed blocks (opt-in, not built yet) would go below it.
+- **DurableStream open (resume) >= 3x**: the native `JsonlStore` open meets the target. The
+  stream's extra time is spent in its Python constructor after the store has opened; the likely
+  cause (not yet profiled) is rebuilding the projections from the collected events and the
+  Python objects built for them.
+"""
+
+
+def machine() -> str:
+    model = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return (
+        f"{model}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, "
+        f"Python {platform.python_version()} ({platform.python_implementation()})"
+    )
+
+
+def _cell(value: Optional[float]) -> str:
+    return "" if value is None else f"{value:,.2f}x"
+
+
+def _met(value: Optional[bool]) -> str:
+    return "" if value is None else ("yes" if value else "**no**")
+
+
+def render(rows: list[Row], seconds: float, floors: dict[str, float]) -> str:
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Machine: {machine()}.",
+        f"Generated by `python benches/report.py` on {time.strftime('%Y-%m-%d')} "
+        f"in {seconds:,.0f} s. Events: deterministic, seeded (`benches/events.py`), "
+        "~530 bytes of compact JSON, 100 streams, 12 types, 25% with nested payloads. "
+        f"Appends: {cases.APPEND_EVENTS:,} events ({cases.FSYNC_EVENTS:,} for per-event fsync), "
+        f"batches of {cases.BATCH:,}; best of 3 runs, each on a fresh file. Stores use "
+        f"history {cases.HISTORY:,} and cache {cases.CACHE:,}. Memory is RSS growth in a fresh "
+        "subprocess per contender (psutil). Resume baselines keep the newest "
+        f"{cases.BASELINE_KEEP:,} events, the stores keep {cases.HISTORY:,}.",
+        "",
+        "| case | contender | result | ratio | vs | target | met |",
+        "|---|---|---|---:|---|---|---|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row.case} | {row.contender} | {row.figure} | {_cell(row.ratio)} | {row.versus} "
+            f"| {row.target} | {_met(row.met)} |"
+        )
+    missed = [r for r in rows if r.met is False]
+    lines += [
+        "",
+        f"Targets met: {sum(r.met is True for r in rows)} of "
+        f"{sum(r.met is not None for r in rows)}.",
+    ]
+    if missed:
+        lines += ["", "Missed: " + "; ".join(f"{r.case} / {r.contender}" for r in missed) + "."]
+    lines += ["", "Floors measured in this run:", ""]
+    lines += [f"- {name}: {value:,.1f}" for name, value in floors.items()]
+    lines += [
+        "",
+        ANALYSIS.format(
+            dumps=floors["orjson.dumps alone"],
+            ring=floors["EventRing.append (no file)"],
+            q1=floors["selective query limit 1 (µs)"],
+            q50=floors["selective query limit 50 (µs)"],
+            loads=floors["orjson.loads of the 50 matches (µs)"],
+        ),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    started = time.perf_counter()
+    _log(f"generating {cases.APPEND_EVENTS:,} events")
+    events = generate(cases.APPEND_EVENTS)
+    rows: list[Row] = []
+    rows += _append_rows(events)
+    rows += _memory_rows()
+    rows += _fill_rows(events)
+    with tempfile.TemporaryDirectory(prefix="oa-report-") as directory:
+        rows += _resume_rows(directory)
+        rows += _query_rows(events, directory)
+    rows += _shutdown_rows(events)
+    floors = _floors(events)
+    text = render(rows, time.perf_counter() - started, floors)
+    with open(RESULTS, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    sys.stdout.write(text)
+    _log(f"wrote {RESULTS}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
