@@ -21,17 +21,26 @@ const MIX: u64 = 0x9e37_79b9_7f4a_7c15;
 
 impl Hasher for ShortStrHasher {
     fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for chunk in &mut chunks {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(chunk);
-            self.mix(u64::from_le_bytes(word));
-        }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut word = [0u8; 8];
-            word[..rest.len()].copy_from_slice(rest);
-            self.mix(u64::from_le_bytes(word) ^ ((rest.len() as u64) << 56));
+        let len = bytes.len();
+        // Whole words, then the last (overlapping) word: fixed-size loads, no byte copying.
+        if len >= 8 {
+            let mut at = 0;
+            while at + 8 <= len {
+                self.mix(word_at(bytes, at));
+                at += 8;
+            }
+            if at < len {
+                self.mix(word_at(bytes, len - 8) ^ len as u64);
+            }
+        } else if len >= 4 {
+            let low = u64::from(half_word_at(bytes, 0));
+            let high = u64::from(half_word_at(bytes, len - 4));
+            self.mix((high << 32 | low) ^ ((len as u64) << 59));
+        } else if len > 0 {
+            let packed = u64::from(bytes[0])
+                | u64::from(bytes[len / 2]) << 8
+                | u64::from(bytes[len - 1]) << 16;
+            self.mix(packed | (len as u64) << 24);
         }
     }
 
@@ -53,6 +62,20 @@ impl ShortStrHasher {
 }
 
 pub type FastHash = BuildHasherDefault<ShortStrHasher>;
+
+#[inline]
+fn word_at(bytes: &[u8], at: usize) -> u64 {
+    let mut word = [0u8; 8];
+    word.copy_from_slice(&bytes[at..at + 8]);
+    u64::from_le_bytes(word)
+}
+
+#[inline]
+fn half_word_at(bytes: &[u8], at: usize) -> u32 {
+    let mut word = [0u8; 4];
+    word.copy_from_slice(&bytes[at..at + 4]);
+    u32::from_le_bytes(word)
+}
 
 /// Interned strings with use counts. Id 0 is reserved for [`ABSENT`].
 #[derive(Default)]
@@ -201,10 +224,27 @@ mod tests {
     fn hasher_separates_lengths_and_content() {
         use std::hash::BuildHasher;
         let build = FastHash::default();
-        let hashes: Vec<u64> = ["", "a", "a\0", "ab", "abcdefgh", "abcdefghi", "abcdefgi"]
-            .iter()
-            .map(|s| build.hash_one(s))
-            .collect();
+        let hashes: Vec<u64> = [
+            "",
+            "a",
+            "a\0",
+            "ab",
+            "abc",
+            "abcd",
+            "abcde",
+            "abcdefg",
+            "abcdefgh",
+            "abcdefghi",
+            "abcdefgi",
+            "ses_001",
+            "ses_002",
+            "ses_010",
+            "execution.text_delta",
+            "execution.text_delte",
+        ]
+        .iter()
+        .map(|s| build.hash_one(s))
+        .collect();
         for (i, x) in hashes.iter().enumerate() {
             for y in &hashes[i + 1..] {
                 assert_ne!(x, y);

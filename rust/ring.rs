@@ -18,6 +18,38 @@ const MAX_PREALLOCATED_HEADERS: usize = 1 << 20;
 const SPARE_BLOCKS: usize = 2;
 const NO_RECORD: u64 = u64::MAX;
 
+/// A block's buffer, its pages faulted in with one call instead of one fault per page as
+/// records are copied in (a first touch of fresh memory is costly, more so in a VM).
+fn new_block(capacity: usize) -> Vec<u8> {
+    const MADV_POPULATE_WRITE: libc::c_int = 23;
+    const PAGE: usize = 4096;
+    let block: Vec<u8> = Vec::with_capacity(capacity);
+    let start = block.as_ptr() as usize;
+    let first_page = start.div_ceil(PAGE) * PAGE;
+    let end = (start + capacity) / PAGE * PAGE;
+    if end > first_page {
+        // SAFETY: advice on whole pages inside the allocation we own; it changes no contents,
+        // and failure (an older kernel) only means the pages fault one by one.
+        unsafe {
+            libc::madvise(
+                first_page as *mut libc::c_void,
+                end - first_page,
+                MADV_POPULATE_WRITE,
+            )
+        };
+    }
+    block
+}
+
+const RECENT_SLOTS: usize = 64;
+
+#[derive(Clone, Copy, Default)]
+struct RecentId {
+    address: usize,
+    len: usize,
+    id: u32,
+}
+
 /// The fixed header of a stored record; the JSON lives in a block.
 #[derive(Clone, Copy, Debug)]
 struct Header {
@@ -65,9 +97,10 @@ pub struct Ring {
     pub(crate) interner: Interner,
     /// By interned id: absolute index of the newest record of that stream.
     stream_heads: Vec<u64>,
-    /// The ids the previous record used per field: consecutive events usually share their
-    /// actor, correlation id and stream, and a comparison is cheaper than a hash lookup.
-    recent: [u32; 4],
+    /// Recently interned strings by the address of the caller's text: events built by the
+    /// same program reuse the same string objects, and an address check plus a comparison is
+    /// cheaper than hashing. Entries are always verified against the interned text.
+    recent: Box<[RecentId; RECENT_SLOTS]>,
 }
 
 impl Ring {
@@ -97,7 +130,7 @@ impl Ring {
             evicted: 0,
             interner: Interner::new(),
             stream_heads: Vec::new(),
-            recent: [ABSENT; 4],
+            recent: Box::new([RecentId::default(); RECENT_SLOTS]),
         })
     }
 
@@ -204,32 +237,40 @@ impl Ring {
         offset: u32,
     ) -> Header {
         let absolute = self.base + self.headers.len() as u64;
-        let stream_id = self.acquire(1, fields.stream_id);
+        let stream_id = self.acquire(fields.stream_id);
         Header {
             timestamp: fields.timestamp,
             seq_offset,
             block,
             offset,
-            type_id: self.acquire(0, Some(fields.event_type)),
+            type_id: self.acquire(Some(fields.event_type)),
             stream_id,
-            actor_id: self.acquire(2, fields.actor),
-            correlation_id: self.acquire(3, fields.correlation_id),
+            actor_id: self.acquire(fields.actor),
+            correlation_id: self.acquire(fields.correlation_id),
             prev_in_stream: self.link_stream(stream_id, absolute),
         }
     }
 
-    /// Interns `value` for field slot `slot`, trying the previous record's id first.
+    /// Interns `value`, trying the id last seen for the same text address first.
     #[inline]
-    fn acquire(&mut self, slot: usize, value: Option<&str>) -> u32 {
+    fn acquire(&mut self, value: Option<&str>) -> u32 {
+        let Some(text) = value else { return ABSENT };
+        let address = text.as_ptr() as usize;
+        let slot = ((address >> 4) ^ (address >> 13)) % RECENT_SLOTS;
         let recent = self.recent[slot];
-        let id = match value {
-            Some(text) if recent != ABSENT && self.interner.resolve(recent) == Some(text) => {
-                self.interner.add_use(recent);
-                recent
-            }
-            _ => self.interner.acquire(value),
+        if recent.address == address
+            && recent.len == text.len()
+            && self.interner.resolve(recent.id) == Some(text)
+        {
+            self.interner.add_use(recent.id);
+            return recent.id;
+        }
+        let id = self.interner.acquire(Some(text));
+        self.recent[slot] = RecentId {
+            address,
+            len: text.len(),
+            id,
         };
-        self.recent[slot] = id;
         id
     }
 
@@ -266,7 +307,7 @@ impl Ring {
         }
         let data = match self.spare.pop() {
             Some(buffer) if buffer.capacity() >= size => buffer,
-            _ => Vec::with_capacity(size.max(BLOCK_SIZE)),
+            _ => new_block(size.max(BLOCK_SIZE)),
         };
         self.blocks.push_back(Block {
             data,
@@ -355,7 +396,7 @@ impl Ring {
         self.nbytes = 0;
         self.interner.clear();
         self.stream_heads.clear();
-        self.recent = [ABSENT; 4];
+        self.recent.fill(RecentId::default());
     }
 
     fn seq_at(&self, index: usize) -> u64 {

@@ -15,6 +15,10 @@ from opencode_addons.events import (
     CHECKPOINT_REQUESTED,
     LEARNING_CAPTURED,
     LEDGER_STREAM,
+    PLUGIN_SHUTDOWN,
+    SESSION_ABORTED,
+    SESSION_DELETED,
+    SESSION_END,
 )
 from opencode_addons.orchestrator.ledger import EventDrivenLedger
 
@@ -281,3 +285,166 @@ async def test_shutdown_writes_cancels_timer_unsubscribes(tmp_path):
     assert ledger.stats()["writes"] == writes
     assert os.listdir(tmp_path) == ["LEDGER.md"]
     assert {t for t in asyncio.all_tasks() if t is not asyncio.current_task()} == set()
+
+
+# -- open checkpoints: every way one stops being open ------------------------------------------
+
+
+class FakeClock:
+    """An epoch-ms clock the test moves by hand."""
+
+    def __init__(self, now: int = 1_000_000) -> None:
+        self.now = now
+
+    def __call__(self) -> int:
+        return self.now
+
+
+def request(stream, checkpoint_id, stream_id="ses_1", expires_at=None):
+    payload = {"id": checkpoint_id, "stream_id": stream_id, "decision_point": "go?"}
+    if expires_at is not None:
+        payload["expires_at"] = expires_at
+    return stream.append({"type": CHECKPOINT_REQUESTED, "stream_id": stream_id, "payload": payload})
+
+
+def open_ids(ledger):
+    return ledger.handoff()["open_checkpoints"]
+
+
+def test_checkpoint_closes_when_approved_or_rejected():
+    stream = MemoryEventStream()
+    ledger = EventDrivenLedger(stream, path=None)
+    request(stream, "cp_a")
+    request(stream, "cp_b")
+    assert open_ids(ledger) == ["cp_a", "cp_b"]
+    stream.append({"type": CHECKPOINT_APPROVED, "stream_id": "ses_1", "payload": {"id": "cp_a"}})
+    assert open_ids(ledger) == ["cp_b"]
+    stream.append({"type": CHECKPOINT_REJECTED, "stream_id": "ses_1", "payload": {"id": "cp_b"}})
+    assert open_ids(ledger) == []
+    assert ledger._checkpoint_meta == {}
+
+
+@pytest.mark.parametrize(
+    "terminal_type",
+    [SESSION_DELETED, SESSION_ABORTED, SESSION_END, "session.deleted", "session.aborted"],
+)
+def test_checkpoints_close_when_their_session_ends(terminal_type):
+    stream = MemoryEventStream()
+    ledger = EventDrivenLedger(stream, path=None)
+    request(stream, "cp_1", stream_id="ses_1")
+    request(stream, "cp_2", stream_id="ses_1")
+    request(stream, "cp_other", stream_id="ses_2")
+    # As DurableStream.delete_session/abort_session append them: no checkpoint event follows.
+    stream.append({"type": terminal_type, "stream_id": "ses_1", "payload": {"session_id": "ses_1"}})
+    assert open_ids(ledger) == ["cp_other"]
+    assert list(ledger._checkpoint_meta) == ["cp_other"]
+    assert "cp_1" not in ledger.render()
+    assert ledger.stats()["open_checkpoints"] == 1
+
+
+def test_session_end_found_through_the_payload_session_id():
+    stream = MemoryEventStream()
+    ledger = EventDrivenLedger(stream, path=None)
+    request(stream, "cp_1", stream_id="ses_1")
+    # The bridge's raw shape: the session is named in the payload, not the stream id.
+    stream.append(
+        {"type": SESSION_DELETED, "stream_id": "bridge", "payload": {"sessionID": "ses_1"}}
+    )
+    assert open_ids(ledger) == []
+
+
+@pytest.mark.parametrize("shutdown_type", [PLUGIN_SHUTDOWN, "lifecycle.plugin.shutdown"])
+def test_plugin_shutdown_closes_every_checkpoint(shutdown_type):
+    stream = MemoryEventStream()
+    ledger = EventDrivenLedger(stream, path=None)
+    for index in range(5):
+        request(stream, f"cp_{index}", stream_id=f"ses_{index}")
+    stream.append({"type": shutdown_type, "stream_id": "plugin", "payload": {}})
+    assert open_ids(ledger) == []
+    assert ledger._checkpoint_meta == {}
+    assert "- none" in ledger.render()
+
+
+def test_checkpoints_close_once_expired_on_the_next_event():
+    clock = FakeClock()
+    stream = MemoryEventStream()
+    ledger = EventDrivenLedger(stream, path=None, clock=clock)
+    request(stream, "cp_soon", expires_at=clock.now + 1_000)
+    request(stream, "cp_later", expires_at=clock.now + 5_000)
+    request(stream, "cp_never")  # no expiry known: only a decision or session end closes it
+    assert list(ledger.open_checkpoints) == ["cp_soon", "cp_later", "cp_never"]
+    clock.now += 999
+    task(stream, "progress", "t1")
+    assert list(ledger.open_checkpoints) == ["cp_soon", "cp_later", "cp_never"]
+    clock.now += 1  # expires_at reached: the stream rejects it from now on
+    task(stream, "progress", "t1")
+    assert list(ledger.open_checkpoints) == ["cp_later", "cp_never"]
+    clock.now += 10_000
+    # An event of any kind and from any stream is enough.
+    stream.append({"type": "execution.text_delta", "stream_id": "ses_9", "payload": {}})
+    assert list(ledger.open_checkpoints) == ["cp_never"]
+    assert list(ledger._checkpoint_meta) == ["cp_never"]
+    assert ledger._next_expiry is None
+
+
+def test_expired_checkpoint_leaves_the_handoff_without_another_event():
+    clock = FakeClock()
+    stream = MemoryEventStream()
+    ledger = EventDrivenLedger(stream, path=None, clock=clock)
+    request(stream, "cp_1", expires_at=clock.now + 10)
+    assert "- cp_1: -" in ledger.render()
+    clock.now += 10
+    assert open_ids(ledger) == []
+    assert "cp_1" not in ledger.render()
+
+
+def test_checkpoint_already_expired_when_seen_is_not_open():
+    clock = FakeClock()
+    stream = MemoryEventStream()
+    ledger = EventDrivenLedger(stream, path=None, clock=clock)
+    request(stream, "cp_old", expires_at=clock.now - 1)  # a replay of an old request
+    assert list(ledger.open_checkpoints) == []
+
+
+def test_late_rejection_of_an_expired_checkpoint_is_still_recorded():
+    clock = FakeClock()
+    stream = MemoryEventStream()
+    ledger = EventDrivenLedger(stream, path=None, clock=clock)
+    request(stream, "cp_1", expires_at=clock.now + 10)
+    clock.now += 20
+    stream.append(
+        {
+            "type": CHECKPOINT_REJECTED,
+            "stream_id": "ses_1",
+            "payload": {"checkpoint_id": "cp_1", "rejected_by": "system", "reason": "timeout"},
+        }
+    )
+    assert list(ledger.open_checkpoints) == []
+    assert "| cp_1 | rejected | system | timeout |" in ledger.render()
+
+
+def test_open_checkpoints_stay_bounded_and_in_step_with_their_metadata():
+    clock = FakeClock()
+    stream = MemoryEventStream()
+    ledger = EventDrivenLedger(stream, path=None, clock=clock, max_open_checkpoints=3)
+    for index in range(10):
+        request(stream, f"cp_{index}", stream_id=f"ses_{index}", expires_at=clock.now + index)
+    assert list(ledger.open_checkpoints) == ["cp_7", "cp_8", "cp_9"]
+    assert list(ledger._checkpoint_meta) == ["cp_7", "cp_8", "cp_9"]
+    clock.now += 8
+    task(stream, "progress", "t1")
+    assert list(ledger.open_checkpoints) == ["cp_9"]
+
+
+def test_open_checkpoints_do_not_pile_up_over_many_sessions():
+    clock = FakeClock()
+    stream = MemoryEventStream()
+    ledger = EventDrivenLedger(stream, path=None, clock=clock, emit_events=False)
+    for index in range(500):
+        session = f"ses_{index}"
+        request(stream, f"cp_{index}_a", stream_id=session)
+        request(stream, f"cp_{index}_b", stream_id=session, expires_at=clock.now + 5)
+        clock.now += 10
+        stream.append({"type": SESSION_DELETED, "stream_id": session, "payload": {}})
+    assert ledger.stats()["open_checkpoints"] == 0
+    assert ledger._checkpoint_meta == {}

@@ -304,15 +304,18 @@ class DurableStream:
         }
         directory = os.path.dirname(os.path.abspath(path))
         os.makedirs(directory, exist_ok=True)
+        self.run_id = secrets.token_hex(8)
+        # The store fills correlation_id and actor while encoding: no copy of the event in Python.
         self._store = _core.JsonlStore(
             path,
             max_cache_size=max_cache_size,
             durability=durability,
             history_size=max_event_history,
             collect_types=sorted(COLLECT_TYPES),
+            default_actor=SYSTEM_ACTOR,
+            default_correlation_id=self.run_id,
         )
         self._history = EventHistory(self._store.history)
-        self.run_id = secrets.token_hex(8)
         self._closed = False
         self._subscribers: dict[str, tuple[Subscriber, ...]] = {}
         self._tasks: set[asyncio.Future[Any]] = set()
@@ -346,38 +349,29 @@ class DurableStream:
         ``TypeError``/``ValueError`` for an invalid event and store errors leave nothing changed.
         Re-entrant: a subscriber may append.
         """
-        self._require_open()
-        stored: Event = self._store.append(self._with_defaults(event))
+        if self._closed:
+            self._require_open()
+        stored: Event = self._store.append(event)
         self._dispatch(stored)
         return stored
 
     def extend(self, events: Iterable[Mapping[str, Any]]) -> list[Event]:
         """Append a batch atomically (all stored or none), then dispatch each in order."""
         self._require_open()
-        stored: list[Event] = self._store.extend([self._with_defaults(e) for e in events])
+        stored: list[Event] = self._store.extend(events)
         for event in stored:
             self._dispatch(event)
         return stored
 
-    def _with_defaults(self, event: Mapping[str, Any]) -> Mapping[str, Any]:
-        if not isinstance(event, Mapping):
-            raise TypeError(f"event must be a mapping, got {type(event).__name__}")
-        needs_correlation = event.get("correlation_id") is None
-        needs_actor = event.get("actor") is None
-        if not (needs_correlation or needs_actor):
-            return event
-        # One shallow copy at most: the caller's dict is never modified.
-        filled = dict(event)
-        if needs_correlation:
-            filled["correlation_id"] = self.run_id
-        if needs_actor:
-            filled["actor"] = SYSTEM_ACTOR
-        return filled
-
     def _dispatch(self, event: Event) -> None:
-        self._project(event)
-        self._notify(event)
-        self._housekeep()
+        # The common event has no projection, few subscribers and no pending checkpoint: each
+        # step is skipped with one lookup, since this runs on every append.
+        if event["type"] in self._projectors:
+            self._project(event)
+        if self._subscribers:
+            self._notify(event)
+        if self._checkpoints:
+            self._housekeep()
 
     # -- subscribers -------------------------------------------------------------------------
 

@@ -183,14 +183,12 @@ class _Host:
         )
         self.memory_lane = MemoryLaneStore(os.path.join(directory, MEMORY_LANE_FILE))
         self.registry = TaskRegistry(self.stream, max_finished=1_000)
+        self.tracker = SessionStateTracker(self.stream, ttl=600.0)
+        self.tracker.on_drop(lambda session_id, _reason: self.registry.remove_session(session_id))
         self.extractor = LearningExtractor(
             self.stream, memory_lane=self.memory_lane, capture_delay=0.0
         ).attach()
         self.ledger = EventDrivenLedger(self.stream, os.path.join(directory, LEDGER_FILE))
-        # Subscribed last: the learnings captured when a session ends are appended while its
-        # deletion is dispatched, and must not bring the session back after the tracker drops it.
-        self.tracker = SessionStateTracker(self.stream, ttl=600.0)
-        self.tracker.on_drop(lambda session_id, _reason: self.registry.remove_session(session_id))
         for name, component in self.components().items():
             if name in runtime.SHUTDOWN_ORDER:
                 runtime.register_component(name, component)

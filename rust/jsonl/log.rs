@@ -16,8 +16,8 @@ use std::thread::JoinHandle;
 
 use crate::event::CoreError;
 
-/// Bytes mapped at once.
-const WINDOW: usize = 1 << 20;
+/// Bytes mapped at once (the writer's window; one more is prepared ahead).
+const WINDOW: usize = 512 << 10;
 /// How far ahead of the data the file is allocated.
 const ALLOCATION_STEP: u64 = 8 << 20;
 
@@ -145,67 +145,47 @@ impl MappedLog {
         Ok(())
     }
 
-    /// Maps the window that starts at the page holding `len`.
+    /// Maps the window that starts at the page holding `len`: the one the warmer prepared if it
+    /// is that one, else a fresh mapping made here.
     fn remap(&mut self) -> Result<(), CoreError> {
         self.unmap();
         let offset = self.len / self.page * self.page;
-        // SAFETY: a fresh shared mapping of our own descriptor; checked for MAP_FAILED below.
-        let map = unsafe {
-            libc::mmap(
-                ptr::null_mut(),
-                WINDOW,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                self.file.as_raw_fd(),
-                offset as libc::off_t,
-            )
+        let prepared = self.warmer.as_mut().and_then(|w| w.take(offset));
+        let map = match prepared {
+            Some(map) => map,
+            None => {
+                let map = map_window(&self.file, offset)
+                    .map_err(|e| CoreError::io("cannot map the log", e))?;
+                let usable = self.allocated.saturating_sub(offset).min(WINDOW as u64) as usize;
+                populate(map, usable);
+                map
+            }
         };
-        if map == libc::MAP_FAILED {
-            return Err(CoreError::io(
-                "cannot map the log",
-                io::Error::last_os_error(),
-            ));
-        }
-        self.map = map.cast();
+        self.map = map;
         self.map_offset = offset;
         self.map_len = WINDOW;
-        self.prefault();
-        self.warm_next_window();
+        self.prepare_next_window();
         Ok(())
     }
 
-    /// Asks the warmer to bring the window after this one into the page cache, so the writer
-    /// finds its pages ready instead of zero-filling them itself.
-    fn warm_next_window(&self) {
+    /// Has the warmer map and fault in the window after this one, so that switching windows
+    /// costs the writer neither page faults nor zero-filling.
+    fn prepare_next_window(&mut self) {
         let next = self.map_offset + WINDOW as u64;
-        let usable = self.allocated.saturating_sub(next).min(WINDOW as u64);
-        if let (Some(warmer), true) = (&self.warmer, usable > 0) {
-            warmer.request(next, usable as usize);
-        }
-    }
-
-    /// Faults the allocated part of the window in with one call. Without it every first write
-    /// to a page takes a fault, and the kernel's readahead zeroes far more than the page written.
-    fn prefault(&self) {
-        const MADV_POPULATE_WRITE: libc::c_int = 23;
-        let usable = self
-            .allocated
-            .saturating_sub(self.map_offset)
-            .min(self.map_len as u64) as usize;
-        // SAFETY: advice on our own mapping, limited to the part backed by the file. Failure (an
-        // older kernel) only means pages are faulted one by one instead.
-        unsafe {
-            libc::madvise(self.map.cast(), self.map_len, libc::MADV_RANDOM);
-            if usable > 0 {
-                libc::madvise(self.map.cast(), usable, MADV_POPULATE_WRITE);
-            }
+        let usable = self.allocated.saturating_sub(next).min(WINDOW as u64) as usize;
+        if let (Some(warmer), true) = (&mut self.warmer, usable > 0) {
+            warmer.prepare(next, usable);
         }
     }
 
     fn unmap(&mut self) {
         if !self.map.is_null() {
-            // SAFETY: unmapping exactly the mapping we made; dirty pages stay in the page cache.
-            unsafe { libc::munmap(self.map.cast(), self.map_len) };
+            match &self.warmer {
+                // Tearing down page tables takes time; the warmer does it off the append path.
+                Some(warmer) => warmer.unmap(self.map),
+                // SAFETY: unmapping exactly the window we mapped; its pages stay in the page cache.
+                None => unsafe { unmap_window(self.map) },
+            }
             self.map = ptr::null_mut();
             self.map_len = 0;
         }
@@ -221,6 +201,9 @@ impl MappedLog {
     /// Unmaps, trims the preallocated tail and, if asked, syncs. The log stays usable.
     pub fn trim(&mut self, sync: bool) -> Result<(), CoreError> {
         self.unmap();
+        if let Some(warmer) = &mut self.warmer {
+            warmer.discard();
+        }
         self.file
             .set_len(self.len)
             .map_err(|e| CoreError::io("cannot trim the log", e))?;
@@ -232,63 +215,149 @@ impl MappedLog {
     }
 }
 
-/// A thread that faults file ranges into the page cache ahead of the writer.
+fn map_window(file: &File, offset: u64) -> io::Result<*mut u8> {
+    // SAFETY: a fresh shared mapping of our own descriptor; checked for MAP_FAILED below.
+    let map = unsafe {
+        libc::mmap(
+            ptr::null_mut(),
+            WINDOW,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            file.as_raw_fd(),
+            offset as libc::off_t,
+        )
+    };
+    if map == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(map.cast())
+}
+
+/// Faults the first `usable` bytes of a window in, writable, with one call (not one fault per
+/// page). Failure (an older kernel) only means the pages fault one by one later.
+fn populate(map: *mut u8, usable: usize) {
+    const MADV_POPULATE_WRITE: libc::c_int = 23;
+    // SAFETY: advice on a window we mapped, limited to the part the file backs.
+    unsafe {
+        libc::madvise(map.cast(), WINDOW, libc::MADV_RANDOM);
+        if usable > 0 {
+            libc::madvise(map.cast(), usable, MADV_POPULATE_WRITE);
+        }
+    }
+}
+
+/// # Safety
+/// `map` must be a window made by `map_window` that nothing uses any more.
+unsafe fn unmap_window(map: *mut u8) {
+    libc::munmap(map.cast(), WINDOW);
+}
+
+enum WarmerJob {
+    /// Map and fault in the window at this offset, `usable` bytes of it backed by the file.
+    Prepare { offset: u64, usable: usize },
+    /// Unmap a window the writer is done with (an address, as it crosses threads).
+    Unmap(usize),
+}
+
+/// A thread that prepares the writer's next window and unmaps its old ones, on the other core.
 struct Warmer {
-    requests: Option<mpsc::Sender<(u64, usize)>>,
+    jobs: Option<mpsc::Sender<WarmerJob>>,
+    prepared: mpsc::Receiver<(u64, usize)>,
+    /// The offset of the window asked for and not yet taken.
+    pending: Option<u64>,
     handle: Option<JoinHandle<()>>,
 }
 
 impl Warmer {
     fn start(file: &File) -> Option<Self> {
         let file = file.try_clone().ok()?;
-        let (requests, inbox) = mpsc::channel::<(u64, usize)>();
+        let (jobs, inbox) = mpsc::channel::<WarmerJob>();
+        let (ready, prepared) = mpsc::channel::<(u64, usize)>();
         let handle = std::thread::Builder::new()
             .name("opencode-addons-log-warmer".into())
             .spawn(move || {
-                for (offset, len) in inbox {
-                    warm(&file, offset, len);
+                for job in inbox {
+                    match job {
+                        WarmerJob::Prepare { offset, usable } => {
+                            let map = map_window(&file, offset).map_or(0, |map| {
+                                populate(map, usable);
+                                map as usize
+                            });
+                            if ready.send((offset, map)).is_err() && map != 0 {
+                                // SAFETY: the writer is gone; nobody else has this window.
+                                unsafe { unmap_window(map as *mut u8) };
+                            }
+                        }
+                        // SAFETY: the writer handed this window over and no longer uses it.
+                        WarmerJob::Unmap(map) => unsafe { unmap_window(map as *mut u8) },
+                    }
                 }
             })
             .ok()?;
-        Some(Self { requests: Some(requests), handle: Some(handle) })
+        Some(Self {
+            jobs: Some(jobs),
+            prepared,
+            pending: None,
+            handle: Some(handle),
+        })
     }
 
-    fn request(&self, offset: u64, len: usize) {
-        if let Some(requests) = &self.requests {
-            let _ = requests.send((offset, len));
+    fn prepare(&mut self, offset: u64, usable: usize) {
+        self.discard();
+        if let Some(jobs) = &self.jobs {
+            if jobs.send(WarmerJob::Prepare { offset, usable }).is_ok() {
+                self.pending = Some(offset);
+            }
+        }
+    }
+
+    /// The prepared window at `offset`, if that is the one asked for (waiting for it).
+    fn take(&mut self, offset: u64) -> Option<*mut u8> {
+        if self.pending != Some(offset) {
+            self.discard();
+            return None;
+        }
+        self.pending = None;
+        match self.prepared.recv() {
+            Ok((at, map)) if at == offset && map != 0 => Some(map as *mut u8),
+            Ok((_, map)) => {
+                self.unmap(map as *mut u8);
+                None
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// Drops the window asked for, if any.
+    fn discard(&mut self) {
+        if self.pending.take().is_some() {
+            if let Ok((_, map)) = self.prepared.recv() {
+                if map != 0 {
+                    self.unmap(map as *mut u8);
+                }
+            }
+        }
+    }
+
+    fn unmap(&self, map: *mut u8) {
+        let sent = self
+            .jobs
+            .as_ref()
+            .is_some_and(|jobs| jobs.send(WarmerJob::Unmap(map as usize)).is_ok());
+        if !sent {
+            // SAFETY: the window is ours and nothing uses it.
+            unsafe { unmap_window(map) };
         }
     }
 }
 
 impl Drop for Warmer {
     fn drop(&mut self) {
-        self.requests.take();
+        self.discard();
+        self.jobs.take();
         if let Some(handle) = self.handle.take() {
             let _ = handle.join();
         }
-    }
-}
-
-/// Maps `len` bytes at `offset`, write-faults them in, and unmaps: the pages stay in the page
-/// cache (holding what they held), ready for the writer's own mapping.
-fn warm(file: &File, offset: u64, len: usize) {
-    const MADV_POPULATE_WRITE: libc::c_int = 23;
-    // SAFETY: a temporary shared mapping of a range the writer has already allocated; populating
-    // does not change the file's contents; the mapping is removed before returning.
-    unsafe {
-        let map = libc::mmap(
-            ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED,
-            file.as_raw_fd(),
-            offset as libc::off_t,
-        );
-        if map == libc::MAP_FAILED {
-            return;
-        }
-        libc::madvise(map, len, MADV_POPULATE_WRITE);
-        libc::munmap(map, len);
     }
 }
 

@@ -6,6 +6,7 @@
 
 use std::borrow::Cow;
 use std::os::raw::c_char;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::ffi;
@@ -119,9 +120,75 @@ pub struct Captured<'a> {
     /// The id and timestamp this encoder generated (the caller adds them to returned dicts).
     pub generated_id: Option<[u8; crate::event::EVENT_ID_LEN]>,
     pub generated_timestamp: Option<i64>,
+    /// Fields filled in from the store's defaults (the caller adds them to returned dicts).
+    pub defaulted_actor: bool,
+    pub defaulted_correlation_id: bool,
+}
+
+/// Values for `actor` and `correlation_id` when an event lacks them or has None there.
+#[derive(Debug, Clone, Default)]
+pub struct FieldDefaults {
+    pub actor: Option<String>,
+    pub correlation_id: Option<String>,
+}
+
+impl FieldDefaults {
+    pub const NONE: FieldDefaults = FieldDefaults {
+        actor: None,
+        correlation_id: None,
+    };
+
+    #[inline]
+    fn for_key(&self, name: &[u8]) -> Option<&str> {
+        match name {
+            b"actor" => self.actor.as_deref(),
+            b"correlation_id" => self.correlation_id.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The defaults whose key the event did not have at all.
+    fn missing(&self, seen: &SeenDefaults) -> impl Iterator<Item = (&'static str, &str)> {
+        let actor = self
+            .actor
+            .as_deref()
+            .filter(|_| !seen.actor)
+            .map(|d| ("actor", d));
+        let correlation = self
+            .correlation_id
+            .as_deref()
+            .filter(|_| !seen.correlation_id)
+            .map(|d| ("correlation_id", d));
+        actor.into_iter().chain(correlation)
+    }
+}
+
+#[derive(Default)]
+struct SeenDefaults {
+    actor: bool,
+    correlation_id: bool,
+}
+
+impl SeenDefaults {
+    fn mark(&mut self, name: &[u8]) {
+        match name {
+            b"actor" => self.actor = true,
+            _ => self.correlation_id = true,
+        }
+    }
 }
 
 impl<'a> Captured<'a> {
+    fn set_default(&mut self, name: &[u8], value: &'a str) {
+        if name == b"actor" {
+            self.actor = Some(value);
+            self.defaulted_actor = true;
+        } else {
+            self.correlation_id = Some(value);
+            self.defaulted_correlation_id = true;
+        }
+    }
+
     pub fn fields(&self) -> EventFields<'a> {
         EventFields {
             event_type: self.event_type.unwrap_or(""),
@@ -175,6 +242,7 @@ pub unsafe fn encode_event<'a>(
     dict: *mut ffi::PyObject,
     out: &mut Vec<u8>,
     limit: usize,
+    defaults: &'a FieldDefaults,
 ) -> Result<Captured<'a>> {
     let limit = Budget {
         base: out.len(),
@@ -182,6 +250,7 @@ pub unsafe fn encode_event<'a>(
     };
     let mut captured = Captured::default();
     let mut has_id = false;
+    let mut seen = SeenDefaults::default();
     out.push(b'{');
     let mut first = true;
     let mut position: ffi::Py_ssize_t = 0;
@@ -198,8 +267,23 @@ pub unsafe fn encode_event<'a>(
         first = false;
         write_string(out, name);
         out.push(b':');
+        if let Some(default) = defaults.for_key(name) {
+            seen.mark(name);
+            if value == ffi::Py_None() {
+                write_string(out, default.as_bytes());
+                captured.set_default(name, default);
+                continue;
+            }
+        }
         capture(&mut captured, &mut has_id, name, value).map_err(|e| e.at_key(name))?;
         encode_value(value, out, limit, 1).map_err(|e| e.at_key(name))?;
+    }
+    for (name, default) in defaults.missing(&seen) {
+        out.extend_from_slice(b",");
+        write_string(out, name.as_bytes());
+        out.push(b':');
+        write_string(out, default.as_bytes());
+        captured.set_default(name.as_bytes(), default);
     }
     if captured.event_type.is_none() {
         return Err(EncodeError::value_error(
@@ -263,7 +347,11 @@ unsafe fn optional_str<'a>(value: *mut ffi::PyObject, name: &str) -> Result<Opti
     if value == ffi::Py_None() {
         return Ok(None);
     }
-    str_of(value, &format!("'{name}' must be a string or None")).map(Some)
+    if ffi::PyUnicode_Check(value) == 0 {
+        let expected = format!("'{name}' must be a string or None");
+        return Err(EncodeError::type_error(wrong_type(&expected, value)));
+    }
+    utf8_of(value).map(Some)
 }
 
 unsafe fn timestamp_ms(value: *mut ffi::PyObject) -> Result<f64> {
@@ -322,6 +410,9 @@ unsafe fn str_of<'a>(value: *mut ffi::PyObject, expected: &str) -> Result<&'a st
 }
 
 unsafe fn utf8_of<'a>(value: *mut ffi::PyObject) -> Result<&'a str> {
+    if let Some(ascii) = compact_ascii(value) {
+        return Ok(ascii);
+    }
     let mut size: ffi::Py_ssize_t = 0;
     let data = PyUnicode_AsUTF8AndSize(value, &mut size);
     if data.is_null() {
@@ -333,6 +424,64 @@ unsafe fn utf8_of<'a>(value: *mut ffi::PyObject) -> Result<&'a str> {
     let bytes = std::slice::from_raw_parts(data.cast::<u8>(), size as usize);
     // CPython's UTF-8 of a str is always valid UTF-8.
     Ok(std::str::from_utf8_unchecked(bytes))
+}
+
+/// Where a compact ASCII str keeps its characters, as an offset from the object (0: unknown).
+///
+/// Most strings in events are compact ASCII: CPython stores their characters, which are also
+/// their UTF-8, right after the object header. Reading them there skips a C-API call per string.
+/// The header size differs by version (48 bytes up to 3.11, 40 from 3.12); `enable_fast_strings`
+/// sets it only after checking the layout on a real string.
+static ASCII_DATA_OFFSET: AtomicUsize = AtomicUsize::new(0);
+const LENGTH_OFFSET: usize = 16;
+const STATE_OFFSET: usize = 32;
+const COMPACT_ASCII_BITS: u32 = (1 << 5) | (1 << 6);
+
+/// The characters of an exact, compact ASCII str, without a C-API call.
+#[inline]
+unsafe fn compact_ascii<'a>(value: *mut ffi::PyObject) -> Option<&'a str> {
+    let data_offset = ASCII_DATA_OFFSET.load(Ordering::Relaxed);
+    if data_offset == 0 || ffi::Py_TYPE(value) != std::ptr::addr_of_mut!(ffi::PyUnicode_Type) {
+        return None;
+    }
+    let base = value.cast::<u8>();
+    let state = base.add(STATE_OFFSET).cast::<u32>().read_unaligned();
+    if state & COMPACT_ASCII_BITS != COMPACT_ASCII_BITS {
+        return None;
+    }
+    let length = base.add(LENGTH_OFFSET).cast::<isize>().read_unaligned() as usize;
+    let bytes = std::slice::from_raw_parts(base.add(data_offset), length);
+    Some(std::str::from_utf8_unchecked(bytes))
+}
+
+/// Turns the fast string path on if this interpreter's layout is the one we know: the probe
+/// strings must read back exactly as the C API gives them.
+pub fn enable_fast_strings(py: Python<'_>) {
+    let version = py.version_info();
+    let offset: usize = match (version.major, version.minor) {
+        (3, 9..=11) => 48,
+        (3, 12..=14) => 40,
+        _ => return,
+    };
+    let probes = [
+        "opencode_addons",
+        "",
+        "a",
+        "é not ascii",
+        "0123456789abcdef0123456789abcdef0",
+    ];
+    let agrees = probes.iter().all(|text| {
+        let object = pyo3::types::PyString::new(py, text);
+        ASCII_DATA_OFFSET.store(offset, Ordering::Relaxed);
+        // SAFETY: a live str and the GIL is held.
+        let fast = unsafe { compact_ascii(object.as_ptr()) };
+        ASCII_DATA_OFFSET.store(0, Ordering::Relaxed);
+        match fast {
+            Some(read) => text.is_ascii() && read == *text,
+            None => !text.is_ascii(),
+        }
+    });
+    ASCII_DATA_OFFSET.store(if agrees { offset } else { 0 }, Ordering::Relaxed);
 }
 
 unsafe fn key_utf8<'a>(key: *mut ffi::PyObject) -> Result<&'a [u8]> {

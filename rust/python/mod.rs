@@ -206,6 +206,7 @@ fn non_negative(value: &Bound<'_, PyAny>, name: &str) -> PyResult<u64> {
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
+    encode::enable_fast_strings(py);
     m.add_class::<ring::EventRing>()?;
     m.add_class::<store::JsonlStore>()?;
     m.add_class::<view::EventView>()?;

@@ -5,7 +5,7 @@ use std::sync::Mutex;
 use pyo3::prelude::*;
 use pyo3::types::PyList;
 
-use super::encode::{as_dict, encode_event, Captured, OwnedFields};
+use super::encode::{as_dict, encode_event, Captured, FieldDefaults, OwnedFields};
 use super::view::{self, EventIterator, RingHolder, Source};
 use super::{lock, to_pyerr, with_scratch};
 use crate::event::{EventFields, DEFAULT_MAX_EVENT_BYTES};
@@ -42,12 +42,13 @@ pub(crate) fn encode_batch<'a>(
     buffer: &mut Vec<u8>,
     limit: usize,
     close: bool,
+    defaults: &'a FieldDefaults,
 ) -> PyResult<Vec<Encoded<'a>>> {
     let mut encoded = Vec::with_capacity(events.len());
     for (index, event) in events.iter().enumerate() {
         // SAFETY: `event` is a live dict (as_dict made sure) and the GIL is held; the borrowed
         // strings live as long as `events`.
-        let captured = unsafe { encode_event(event.as_ptr(), buffer, limit) }
+        let captured = unsafe { encode_event(event.as_ptr(), buffer, limit, defaults) }
             .map_err(|e| e.into_pyerr((events.len() > 1).then_some(index)))?;
         if close {
             buffer.push(b'}');
@@ -127,8 +128,15 @@ impl EventRing {
         let dict = as_dict(event)?;
         with_scratch(|buffer| {
             // SAFETY: `dict` is a live dict and the GIL is held for the whole encoding.
-            let captured = unsafe { encode_event(dict.as_ptr(), buffer, self.max_event_bytes) }
-                .map_err(|e| e.into_pyerr(None))?;
+            let captured = unsafe {
+                encode_event(
+                    dict.as_ptr(),
+                    buffer,
+                    self.max_event_bytes,
+                    &FieldDefaults::NONE,
+                )
+            }
+            .map_err(|e| e.into_pyerr(None))?;
             buffer.push(b'}');
             let mut owned = None;
             let mut state = lock(&self.state, || owned = Some(captured.owned_fields()));
@@ -146,7 +154,13 @@ impl EventRing {
     fn extend(&self, events: &Bound<'_, PyAny>) -> PyResult<usize> {
         let dicts = collect_dicts(events)?;
         with_scratch(|buffer| {
-            let encoded = encode_batch(&dicts, buffer, self.max_event_bytes, true)?;
+            let encoded = encode_batch(
+                &dicts,
+                buffer,
+                self.max_event_bytes,
+                true,
+                &FieldDefaults::NONE,
+            )?;
             self.push_encoded(buffer, &encoded)?;
             Ok(encoded.len())
         })

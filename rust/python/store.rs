@@ -8,7 +8,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
 use super::decode::record_to_dict;
-use super::encode::{as_dict, encode_event, Captured, OwnedFields};
+use super::encode::{as_dict, encode_event, Captured, FieldDefaults, OwnedFields};
 use super::ring::{collect_dicts, encode_batch, positive};
 use super::view::{self, EventIterator, EventView, RingHolder, Source};
 use super::{lock, to_pyerr, with_scratch, StoreClosedError, StoreWriteError};
@@ -26,6 +26,7 @@ pub struct JsonlStore {
     history_size: usize,
     max_event_bytes: usize,
     recovery: RecoveryReport,
+    defaults: FieldDefaults,
 }
 
 impl RingHolder for JsonlStore {
@@ -63,7 +64,8 @@ impl JsonlStore {
     ) -> PyResult<(u64, Vec<Generated>)> {
         let (first, generated, need) =
             with_scratch(|buffer| -> PyResult<(u64, Vec<Generated>, SyncNeed)> {
-                let encoded = encode_batch(events, buffer, self.max_event_bytes, false)?;
+                let encoded =
+                    encode_batch(events, buffer, self.max_event_bytes, false, &self.defaults)?;
                 let mut owned: Vec<OwnedFields> = Vec::new();
                 let mut guard = lock(&self.store, || {
                     owned = encoded.iter().map(|e| e.captured.owned_fields()).collect();
@@ -102,6 +104,8 @@ impl JsonlStore {
 struct Generated {
     id: Option<[u8; crate::event::EVENT_ID_LEN]>,
     timestamp: Option<i64>,
+    actor: bool,
+    correlation_id: bool,
 }
 
 impl Generated {
@@ -109,15 +113,18 @@ impl Generated {
         Self {
             id: captured.generated_id,
             timestamp: captured.generated_timestamp,
+            actor: captured.defaulted_actor,
+            correlation_id: captured.defaulted_correlation_id,
         }
     }
 }
 
-/// The caller's event as stored: a shallow copy with id, timestamp and seq filled in.
+/// The caller's event as stored: a shallow copy with id, timestamp, defaults and seq filled in.
 fn stored_copy<'py>(
     event: &Bound<'py, PyAny>,
     seq: u64,
     generated: Generated,
+    defaults: &FieldDefaults,
 ) -> PyResult<Bound<'py, PyAny>> {
     let py = event.py();
     let copy = event.cast::<PyDict>()?.copy()?;
@@ -130,6 +137,12 @@ fn stored_copy<'py>(
     if let Some(timestamp) = generated.timestamp {
         copy.set_item(pyo3::intern!(py, "timestamp"), timestamp)?;
     }
+    if let (true, Some(actor)) = (generated.actor, &defaults.actor) {
+        copy.set_item(pyo3::intern!(py, "actor"), actor)?;
+    }
+    if let (true, Some(correlation_id)) = (generated.correlation_id, &defaults.correlation_id) {
+        copy.set_item(pyo3::intern!(py, "correlation_id"), correlation_id)?;
+    }
     copy.set_item(pyo3::intern!(py, "seq"), seq)?;
     Ok(copy.into_any())
 }
@@ -137,7 +150,7 @@ fn stored_copy<'py>(
 #[pymethods]
 impl JsonlStore {
     #[new]
-    #[pyo3(signature = (path, *, max_cache_size=50_000, durability="flush", max_event_bytes=DEFAULT_MAX_EVENT_BYTES as i64, history_size=None, collect_types=None, group_interval_ms=5.0))]
+    #[pyo3(signature = (path, *, max_cache_size=50_000, durability="flush", max_event_bytes=DEFAULT_MAX_EVENT_BYTES as i64, history_size=None, collect_types=None, group_interval_ms=5.0, default_actor=None, default_correlation_id=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -148,6 +161,8 @@ impl JsonlStore {
         history_size: Option<i64>,
         collect_types: Option<Vec<String>>,
         group_interval_ms: f64,
+        default_actor: Option<String>,
+        default_correlation_id: Option<String>,
     ) -> PyResult<Self> {
         let max_cache_size = positive(max_cache_size, "max_cache_size")?;
         let history_size = history_size
@@ -185,6 +200,10 @@ impl JsonlStore {
             history_size,
             max_event_bytes,
             recovery,
+            defaults: FieldDefaults {
+                actor: default_actor,
+                correlation_id: default_correlation_id,
+            },
         })
     }
 
@@ -195,8 +214,10 @@ impl JsonlStore {
         let (seq, generated, need) =
             with_scratch(|buffer| -> PyResult<(u64, Generated, SyncNeed)> {
                 // SAFETY: `dict` is a live dict and the GIL is held for the whole encoding.
-                let captured = unsafe { encode_event(dict.as_ptr(), buffer, self.max_event_bytes) }
-                    .map_err(|e| e.into_pyerr(None))?;
+                let captured = unsafe {
+                    encode_event(dict.as_ptr(), buffer, self.max_event_bytes, &self.defaults)
+                }
+                .map_err(|e| e.into_pyerr(None))?;
                 let mut owned = None;
                 let mut guard = lock(&self.store, || owned = Some(captured.owned_fields()));
                 let store = guard.as_mut().ok_or_else(|| closed(&self.path))?;
@@ -207,7 +228,7 @@ impl JsonlStore {
                 Ok((seq, Generated::of(&captured), store.sync_need()))
             })?;
         self.wait_durable(py, need)?;
-        stored_copy(&dict, seq, generated)
+        stored_copy(&dict, seq, generated, &self.defaults)
     }
 
     /// Appends a batch atomically (every line or none); returns the stored events.
@@ -223,7 +244,12 @@ impl JsonlStore {
         let (first, generated) = self.write(py, &dicts)?;
         let stored = PyList::empty(py);
         for (offset, (dict, made)) in dicts.iter().zip(generated).enumerate() {
-            stored.append(stored_copy(dict, first + offset as u64, made)?)?;
+            stored.append(stored_copy(
+                dict,
+                first + offset as u64,
+                made,
+                &self.defaults,
+            )?)?;
         }
         Ok(stored)
     }

@@ -4,6 +4,10 @@ Sections: Meta, Governance (checkpoint decisions), Epics (one per stream or spaw
 with a task table), Learnings, Handoff (status, open checkpoints, active tasks) and Archive
 (completed epics pushed out of the active list). Every collection, including the lineage
 bookkeeping, has a bound given to the constructor. Writes are atomic and debounced.
+
+A checkpoint stays open until it is approved or rejected, its session ends (a terminal lifecycle
+event for its stream; ``plugin.shutdown`` ends them all) or its ``expires_at`` passes: the stream
+drops or rejects such checkpoints without always saying so, and the ledger mirrors that.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import tempfile
 from collections import OrderedDict, deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 from opencode_addons.events import (
     AGENT_ABORTED,
@@ -30,10 +34,13 @@ from opencode_addons.events import (
     LEARNING_CAPTURED,
     LEDGER_ACTOR,
     LEDGER_STREAM,
+    PLUGIN_SHUTDOWN,
+    SESSION_TERMINAL_TYPES,
     WILDCARD,
     Event,
     EventStream,
     Unsubscribe,
+    session_id_of,
 )
 
 log = logging.getLogger(__name__)
@@ -67,6 +74,7 @@ AGENT_STATES: Mapping[str, str] = {
     AGENT_FAILED: "failed",
     AGENT_ABORTED: "aborted",
 }
+_PLUGIN_SHUTDOWN_TYPES = frozenset({PLUGIN_SHUTDOWN, f"lifecycle.{PLUGIN_SHUTDOWN}"})
 MAX_CELL_CHARS = 120
 HANDOFF_TASK_LINES = 20
 
@@ -131,6 +139,14 @@ class Epic:
         return "active"
 
 
+@dataclass(frozen=True)
+class _OpenCheckpoint:
+    """Where an open checkpoint lives and when it lapses (epoch ms; None: no known expiry)."""
+
+    stream_id: Optional[str]
+    expires_at: Optional[int]
+
+
 @dataclass
 class Decision:
     """A checkpoint resolution, for the Governance section."""
@@ -182,6 +198,7 @@ class EventDrivenLedger:
         max_decisions: int = 100,
         max_open_checkpoints: int = 100,
         emit_events: bool = True,
+        clock: Callable[[], int] = _now_ms,
     ) -> None:
         if min(max_lineage, max_epics, max_tasks_per_epic, max_archive, max_learnings) < 1:
             raise ValueError("every bound must be at least 1")
@@ -194,13 +211,17 @@ class EventDrivenLedger:
         self.max_completed_epics = max_completed_epics
         self.max_open_checkpoints = max_open_checkpoints
         self.emit_events = emit_events
+        self.clock = clock
         # event id -> (causation/parent id, correlation id); doubles as the seen-ids set.
         self.lineage: OrderedDict[str, tuple[Optional[str], Optional[str]]] = OrderedDict()
         self.epics: OrderedDict[str, Epic] = OrderedDict()
         self.archive: deque[ArchivedEpic] = deque(maxlen=max_archive)
         self.learnings: deque[LedgerLearning] = deque(maxlen=max_learnings)
         self.decisions: deque[Decision] = deque(maxlen=max_decisions)
+        # checkpoint id -> question; _checkpoint_meta holds each one's stream and expiry.
         self.open_checkpoints: OrderedDict[str, str] = OrderedDict()
+        self._checkpoint_meta: dict[str, _OpenCheckpoint] = {}
+        self._next_expiry: Optional[int] = None
         self.run_id: Optional[str] = getattr(stream, "run_id", None)
         self.started: int = _now_ms()
         self.updated: int = self.started
@@ -233,8 +254,11 @@ class EventDrivenLedger:
         if self._closed or self._is_own(event):
             return
         try:
+            changed = self.expire_checkpoints() > 0
             if self._remember_lineage(event):
                 self._apply(event)
+                changed = True
+            if changed:
                 self._schedule_write()
         except Exception:
             self.errors += 1
@@ -280,6 +304,8 @@ class EventDrivenLedger:
             self._on_checkpoint_decided(event, event_type, at)
         elif event_type == LEARNING_CAPTURED:
             self._on_learning(event, at)
+        elif event_type in SESSION_TERMINAL_TYPES:
+            self._on_session_end(event, event_type)
 
     def _epic_id(self, event: Mapping[str, Any]) -> str:
         payload = _payload(event)
@@ -343,9 +369,21 @@ class EventDrivenLedger:
         payload = _payload(event)
         checkpoint_id = _first(payload, "checkpoint_id", "checkpointId", "id") or str(event["id"])
         question = _first(payload, "question", "description", "reason", "title") or "-"
+        stream_id = _first(payload, "stream_id") or _first(event, "stream_id")
+        expires_at = payload.get("expires_at")
+        if isinstance(expires_at, bool) or not isinstance(expires_at, (int, float)):
+            expires_at = None
+        else:
+            expires_at = int(expires_at)
+            if self._next_expiry is None or expires_at < self._next_expiry:
+                self._next_expiry = expires_at
         self.open_checkpoints[checkpoint_id] = question
+        self._checkpoint_meta[checkpoint_id] = _OpenCheckpoint(stream_id, expires_at)
         while len(self.open_checkpoints) > self.max_open_checkpoints:
-            self.open_checkpoints.popitem(last=False)
+            oldest, _ = self.open_checkpoints.popitem(last=False)
+            self._checkpoint_meta.pop(oldest, None)
+        # One already past its expiry (a replay, say) is not open.
+        self.expire_checkpoints()
 
     def _on_checkpoint_decided(self, event: Event, event_type: str, at: int) -> None:
         payload = _payload(event)
@@ -359,12 +397,57 @@ class EventDrivenLedger:
             at=at,
         )
         self.decisions.append(decision)
-        self.open_checkpoints.pop(checkpoint_id, None)
+        self._close_checkpoint(checkpoint_id)
         self._emit(
             DECISION_RECORDED,
             event,
             {"checkpoint_id": checkpoint_id, "decision": decision.decision, "by": decision.by},
         )
+
+    def _on_session_end(self, event: Event, event_type: str) -> None:
+        """Close the checkpoints of the session that ended (all of them on plugin shutdown)."""
+        if event_type in _PLUGIN_SHUTDOWN_TYPES:
+            ended = list(self.open_checkpoints)
+        else:
+            session_id = session_id_of(event)
+            if session_id is None:
+                return
+            ended = [
+                cid for cid, meta in self._checkpoint_meta.items() if meta.stream_id == session_id
+            ]
+        for checkpoint_id in ended:
+            self._close_checkpoint(checkpoint_id)
+        if ended:
+            log.debug("closed %d open checkpoint(s) on %s", len(ended), event_type)
+
+    def _close_checkpoint(self, checkpoint_id: str) -> None:
+        self.open_checkpoints.pop(checkpoint_id, None)
+        self._checkpoint_meta.pop(checkpoint_id, None)
+
+    def expire_checkpoints(self) -> int:
+        """Close open checkpoints whose ``expires_at`` has passed (by ``clock``); return how many.
+
+        Called on every event; cheap unless the earliest known expiry has been reached.
+        """
+        if self._next_expiry is None:
+            return 0
+        now = self.clock()
+        if now < self._next_expiry:
+            return 0
+        overdue = [
+            cid
+            for cid, meta in self._checkpoint_meta.items()
+            if meta.expires_at is not None and meta.expires_at <= now
+        ]
+        for checkpoint_id in overdue:
+            self._close_checkpoint(checkpoint_id)
+        self._next_expiry = min(
+            (m.expires_at for m in self._checkpoint_meta.values() if m.expires_at is not None),
+            default=None,
+        )
+        if overdue:
+            log.debug("closed %d expired checkpoint(s)", len(overdue))
+        return len(overdue)
 
     def _on_learning(self, event: Event, at: int) -> None:
         payload = _payload(event)
@@ -435,6 +518,7 @@ class EventDrivenLedger:
 
     def handoff(self) -> dict[str, Any]:
         """The status summary an incoming agent or human needs first."""
+        self.expire_checkpoints()  # no event may have arrived since one lapsed
         tasks = [t for e in self.epics.values() for t in e.tasks.values()]
         active = [t for t in tasks if t.state not in TERMINAL_STATES]
         return {
