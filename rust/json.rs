@@ -7,6 +7,7 @@
 use std::borrow::Cow;
 
 use crate::event::MAX_DEPTH;
+use crate::keys::KeySpans;
 
 /// Bytes that need escaping inside a JSON string: 0 none, 1 a short escape, 2 `\u00XX`.
 static ESCAPE: [u8; 256] = {
@@ -178,6 +179,8 @@ impl<'a> Cursor<'a> {
         let start = self.pos;
         let mut escaped = false;
         loop {
+            // Skip plain characters in bulk: only quotes, backslashes and controls matter.
+            self.pos = next_escape(self.bytes, self.pos);
             let Some(&byte) = self.bytes.get(self.pos) else {
                 return Err("unterminated string");
             };
@@ -186,30 +189,36 @@ impl<'a> Cursor<'a> {
                 b'\\' => {
                     escaped = true;
                     self.pos += 1;
-                    match self.peek() {
-                        Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => {
-                            self.pos += 1
-                        }
-                        Some(b'u') => {
-                            let digits = self
-                                .bytes
-                                .get(self.pos + 1..self.pos + 5)
-                                .ok_or("bad \\u escape")?;
-                            if !digits.iter().all(u8::is_ascii_hexdigit) {
-                                return Err("bad \\u escape");
-                            }
-                            self.pos += 5;
-                        }
-                        _ => return Err("bad escape in string"),
-                    }
+                    self.escape_sequence()?;
                 }
-                0..=0x1f => return Err("control character in string"),
-                _ => self.pos += 1,
+                _ => return Err("control character in string"),
             }
         }
         let raw = &self.bytes[start..self.pos];
         self.pos += 1;
         Ok(RawString { raw, escaped })
+    }
+
+    /// Checks the escape after a backslash.
+    fn escape_sequence(&mut self) -> Result<(), ScanError> {
+        match self.peek() {
+            Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => {
+                self.pos += 1;
+                Ok(())
+            }
+            Some(b'u') => {
+                let digits = self
+                    .bytes
+                    .get(self.pos + 1..self.pos + 5)
+                    .ok_or("bad \\u escape")?;
+                if !digits.iter().all(u8::is_ascii_hexdigit) {
+                    return Err("bad \\u escape");
+                }
+                self.pos += 5;
+                Ok(())
+            }
+            _ => Err("bad escape in string"),
+        }
     }
 
     /// Reads a number; returns its text and whether it is an integer.
@@ -395,6 +404,8 @@ pub struct ScannedLine<'a> {
     pub seq: Option<u64>,
     /// Where `,"seq":N` starts when it is the object's last member (the writer's own layout).
     pub trailing_seq_at: Option<usize>,
+    /// Where the top-level keys that have a one-byte token are (for the in-memory copy).
+    pub key_spans: KeySpans,
 }
 
 /// Validates `line` (no newline) as an event: a JSON object with a string `type`.
@@ -426,6 +437,7 @@ pub fn scan_event_line(line: &[u8]) -> Result<ScannedLine<'_>, ScanError> {
         timestamp: found.timestamp,
         seq: found.seq,
         trailing_seq_at: found.trailing_seq_at,
+        key_spans: found.key_spans,
     })
 }
 
@@ -438,15 +450,20 @@ struct Found<'a> {
     timestamp: f64,
     seq: Option<u64>,
     trailing_seq_at: Option<usize>,
+    key_spans: KeySpans,
 }
 
 fn scan_members<'a>(cursor: &mut Cursor<'a>, found: &mut Found<'a>) -> Result<(), ScanError> {
     let mut member_start = cursor.pos;
     loop {
         cursor.skip_ws();
+        let key_start = cursor.pos;
         let key = cursor.string()?;
         cursor.skip_ws();
         cursor.expect(b':', "expected ':'")?;
+        if !key.escaped {
+            found.key_spans.note(key.raw, key_start, cursor.pos);
+        }
         cursor.skip_ws();
         let value_start = cursor.pos;
         cursor.skip_value(MAX_DEPTH - 1)?;

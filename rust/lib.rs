@@ -7,6 +7,7 @@ pub mod event;
 pub mod interner;
 pub mod json;
 pub mod jsonl;
+pub mod keys;
 pub mod query;
 pub mod ring;
 

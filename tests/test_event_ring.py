@@ -9,10 +9,31 @@ import random
 import pytest
 from opencode_addons import EventRing
 
+# Top-level keys held in memory as one byte each (rust/keys.rs): `"type":` is 7 bytes, held as 1.
+TOKEN_KEYS = (
+    "type",
+    "stream_id",
+    "correlation_id",
+    "actor",
+    "timestamp",
+    "payload",
+    "id",
+    "causation_id",
+    "metadata",
+)
 
-def compact_size(event: dict) -> int:
+
+def json_size(event: dict) -> int:
+    """The event's compact JSON size without seq: what max_event_bytes limits."""
     body = {k: v for k, v in event.items() if k != "seq"}
     return len(json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode())
+
+
+def held_size(event: dict) -> int:
+    """Bytes the ring holds for ``event``: its compact JSON without seq, known keys tokenized."""
+    body = {k: v for k, v in event.items() if k != "seq"}
+    size = len(json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode())
+    return size - sum(len(key) + 2 for key in TOKEN_KEYS if key in body)
 
 
 def make_event(i: int) -> dict:
@@ -74,18 +95,18 @@ def test_eviction_by_count():
         assert ring.evicted == max(0, i + 1 - 10)
     assert [e["seq"] for e in ring] == list(range(16, 26))
     assert [strip_seq(e) for e in ring] == events[15:]
-    assert ring.nbytes == sum(compact_size(e) for e in events[15:])
+    assert ring.nbytes == sum(held_size(e) for e in events[15:])
 
 
-def test_nbytes_is_exact_compact_json_size():
+def test_nbytes_is_exact_held_size():
     ring = EventRing(1000)
     events = [make_event(i) for i in range(100)]
     total = 0
     for event in events:
         ring.append(event)
-        total += compact_size(event)
+        total += held_size(event)
         assert ring.nbytes == total
-    assert ring.nbytes == sum(compact_size(e) for e in ring)
+    assert ring.nbytes == sum(held_size(e) for e in ring)
 
 
 def test_nbytes_counts_generated_id_and_timestamp():
@@ -93,11 +114,11 @@ def test_nbytes_counts_generated_id_and_timestamp():
     ring.append({"type": "a", "payload": "é"})
     (stored,) = ring.to_list()
     assert "id" in stored and "timestamp" in stored
-    assert ring.nbytes == compact_size(stored)
+    assert ring.nbytes == held_size(stored)
 
 
 def test_eviction_by_bytes():
-    sizes = [compact_size(make_event(i)) for i in range(200)]
+    sizes = [held_size(make_event(i)) for i in range(200)]
     limit = 2_000
     ring = EventRing(1000, max_bytes=limit)
     assert ring.max_bytes == limit
@@ -146,7 +167,7 @@ def test_max_event_bytes():
     assert len(ring) == 1
     # Exactly at the limit is accepted, one over is not.
     base = {"type": "a", "id": "x", "timestamp": 1, "p": ""}
-    pad = 100 - compact_size(base)
+    pad = 100 - json_size(base)
     ring.append({**base, "p": "z" * pad})
     with pytest.raises(ValueError):
         ring.append({**base, "p": "z" * (pad + 1)})

@@ -4,6 +4,8 @@
 //! across restarts. The cache is a [`Ring`]; in memory a record is the event without its `seq`
 //! member (the header has it), on disk the line ends with `,"seq":N}`.
 
+#[cfg(test)]
+mod damage_tests;
 mod group;
 mod log;
 pub mod recovery;
@@ -20,6 +22,7 @@ pub use recovery::{scan, LineEvent, RecoveryReport, ScanOutcome};
 
 use crate::event::{CoreError, EventFields, DEFAULT_MAX_EVENT_BYTES};
 use crate::json::ScannedLine;
+use crate::keys::{KeySpans, MAX_PARTS};
 use crate::ring::Ring;
 
 /// When an append is durable.
@@ -185,13 +188,22 @@ impl Store {
 
     /// Appends one event. `body` is its compact JSON without the closing brace (and without
     /// `seq`). Returns the sequence number; the event is in the file and the cache, or in neither.
-    pub fn append(&mut self, body: &[u8], fields: &EventFields<'_>) -> Result<u64, CoreError> {
-        self.append_many(&[(body, *fields)])
+    pub fn append(
+        &mut self,
+        body: &[u8],
+        fields: &EventFields<'_>,
+        spans: &KeySpans,
+    ) -> Result<u64, CoreError> {
+        self.append_many(&[(body, *fields, *spans)])
     }
 
     /// Appends a batch atomically (all lines reach the file, or none); returns the first seq.
-    pub fn append_many(&mut self, events: &[(&[u8], EventFields<'_>)]) -> Result<u64, CoreError> {
-        for (body, _) in events {
+    /// Each event comes with the spans of its tokenizable keys (offsets in its body).
+    pub fn append_many(
+        &mut self,
+        events: &[(&[u8], EventFields<'_>, KeySpans)],
+    ) -> Result<u64, CoreError> {
+        for (body, _, _) in events {
             self.check_size(body.len() + 1)?;
         }
         let first = self.next_seq;
@@ -203,16 +215,18 @@ impl Store {
         }
         let mut parts: Vec<&[u8]> = Vec::with_capacity(events.len() * 2);
         let mut start = 0;
-        for ((body, _), &end) in events.iter().zip(&ends) {
+        for ((body, _, _), &end) in events.iter().zip(&ends) {
             parts.push(body);
             parts.push(&self.suffixes[start..end]);
             start = end;
         }
         self.log.append(&parts)?;
-        for (offset, (body, fields)) in events.iter().enumerate() {
+        let mut held = [&b""[..]; MAX_PARTS];
+        for (offset, (body, fields, spans)) in events.iter().enumerate() {
+            let count = spans.compact(body, body.len(), b"}", &mut held);
             // Cannot fail: sizes were checked above and the cache has no byte limit.
             self.ring
-                .push(first + offset as u64, fields, &[body, b"}"])?;
+                .push(first + offset as u64, fields, &held[..count])?;
         }
         self.next_seq = first + events.len() as u64;
         if let Some(group) = &self.group {
@@ -326,10 +340,17 @@ fn start_group(file: &File, interval: Duration, synced: u64) -> Result<GroupThre
         .map_err(|e| CoreError::io("cannot start the group-commit thread", e))
 }
 
-/// Pushes a recovered line into a ring; false if it cannot be held (counted as corrupt).
+/// Pushes a recovered line into a ring, its keys compacted; false if it cannot be held
+/// (counted as corrupt).
 pub fn push_loaded(ring: &mut Ring, event: &LineEvent<'_, '_>) -> bool {
     let fields = fields_of(event.line);
-    ring.push(event.seq, &fields, &event.json).is_ok()
+    let mut parts = [&b""[..]; MAX_PARTS];
+    let count =
+        event
+            .line
+            .key_spans
+            .compact(event.text, event.json[0].len(), event.json[1], &mut parts);
+    ring.push(event.seq, &fields, &parts[..count]).is_ok()
 }
 
 pub fn fields_of<'a>(line: &'a ScannedLine<'_>) -> EventFields<'a> {
@@ -381,8 +402,18 @@ mod tests {
         let path = temp_path("reopen");
         {
             let mut store = Store::open(&path, options(10)).unwrap();
-            assert_eq!(store.append(br#"{"type":"a""#, &fields("a")).unwrap(), 1);
-            assert_eq!(store.append(br#"{"type":"b""#, &fields("b")).unwrap(), 2);
+            assert_eq!(
+                store
+                    .append(br#"{"type":"a""#, &fields("a"), &KeySpans::default())
+                    .unwrap(),
+                1
+            );
+            assert_eq!(
+                store
+                    .append(br#"{"type":"b""#, &fields("b"), &KeySpans::default())
+                    .unwrap(),
+                2
+            );
             assert_eq!(store.ring().get(0).unwrap().json, br#"{"type":"a"}"#);
             store.close().unwrap();
         }
@@ -393,7 +424,28 @@ mod tests {
         );
         let mut store = Store::open(&path, options(10)).unwrap();
         assert_eq!(store.recovery().lines, 2);
-        assert_eq!(store.append(br#"{"type":"c""#, &fields("c")).unwrap(), 3);
+        assert_eq!(
+            store
+                .append(br#"{"type":"c""#, &fields("c"), &KeySpans::default())
+                .unwrap(),
+            3
+        );
+    }
+
+    #[test]
+    fn reloaded_records_hold_their_known_keys_as_tokens() {
+        let path = temp_path("tokens");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(
+            &path,
+            "{\"type\":\"a\",\"payload\":{\"type\":1},\"x\":2,\"seq\":1}\n",
+        )
+        .unwrap();
+        let store = Store::open(&path, options(5)).unwrap();
+        assert_eq!(
+            store.ring().get(0).unwrap().json,
+            b"{\xf5\"a\",\xfa{\"type\":1},\"x\":2}"
+        );
     }
 
     #[test]
@@ -401,7 +453,9 @@ mod tests {
         let path = temp_path("cache");
         let mut store = Store::open(&path, options(3)).unwrap();
         for _ in 0..10 {
-            store.append(br#"{"type":"a""#, &fields("a")).unwrap();
+            store
+                .append(br#"{"type":"a""#, &fields("a"), &KeySpans::default())
+                .unwrap();
         }
         drop(store);
         let store = Store::open(&path, options(3)).unwrap();
@@ -429,7 +483,11 @@ mod tests {
         };
         let mut store = Store::open(&path, opts).unwrap();
         let err = store
-            .append(br#"{"type":"aaaaaaaaaaaaaaaa""#, &fields("a"))
+            .append(
+                br#"{"type":"aaaaaaaaaaaaaaaa""#,
+                &fields("a"),
+                &KeySpans::default(),
+            )
             .unwrap_err();
         assert!(matches!(err, CoreError::TooLarge { .. }));
         assert_eq!(store.file_len(), 0);
@@ -447,7 +505,9 @@ mod tests {
             store.recovery().truncated_bytes,
             "{\"type\":\"b\",\"se".len() as u64
         );
-        store.append(br#"{"type":"c""#, &fields("c")).unwrap();
+        store
+            .append(br#"{"type":"c""#, &fields("c"), &KeySpans::default())
+            .unwrap();
         drop(store);
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(
@@ -463,7 +523,9 @@ mod tests {
         std::fs::write(&path, "{\"type\":\"a\"}").unwrap();
         let mut store = Store::open(&path, options(5)).unwrap();
         assert!(store.recovery().repaired_tail);
-        store.append(br#"{"type":"c""#, &fields("c")).unwrap();
+        store
+            .append(br#"{"type":"c""#, &fields("c"), &KeySpans::default())
+            .unwrap();
         drop(store);
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text, "{\"type\":\"a\"}\n{\"type\":\"c\",\"seq\":2}\n");
@@ -473,9 +535,11 @@ mod tests {
     fn batches_get_consecutive_seqs() {
         let path = temp_path("batch");
         let mut store = Store::open(&path, options(5)).unwrap();
-        let bodies: Vec<(&[u8], EventFields)> = vec![
-            (br#"{"type":"a""#, fields("a")),
-            (br#"{"type":"b""#, fields("b")),
+
+        let spans = KeySpans::default();
+        let bodies: Vec<(&[u8], EventFields, KeySpans)> = vec![
+            (br#"{"type":"a""#, fields("a"), spans),
+            (br#"{"type":"b""#, fields("b"), spans),
         ];
         assert_eq!(store.append_many(&bodies).unwrap(), 1);
         assert_eq!(store.append_many(&bodies).unwrap(), 3);
@@ -495,7 +559,9 @@ mod tests {
                 ..options(5)
             };
             let mut store = Store::open(&path, opts).unwrap();
-            store.append(br#"{"type":"a""#, &fields("a")).unwrap();
+            store
+                .append(br#"{"type":"a""#, &fields("a"), &KeySpans::default())
+                .unwrap();
             store.sync().unwrap();
             store.close().unwrap();
             assert_eq!(

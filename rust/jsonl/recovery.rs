@@ -42,6 +42,8 @@ pub struct LineEvent<'a, 'b> {
     pub seq: u64,
     pub line: &'b ScannedLine<'a>,
     pub json: [&'a [u8]; 2],
+    /// The line's text (without leading NULs); `json[0]` is a prefix of it.
+    pub text: &'a [u8],
     /// Byte offset of the line in the file.
     pub offset: u64,
 }
@@ -78,6 +80,7 @@ impl<F: FnMut(LineEvent<'_, '_>) -> bool> Scanner<F> {
             seq,
             line: &scanned,
             json,
+            text: body,
             offset: offset + body_start as u64,
         };
         if !(self.on_event)(event) {

@@ -12,6 +12,7 @@ use pyo3::types::{PyBool, PyDict};
 
 use crate::event::MAX_DEPTH;
 use crate::json::{unescape, Cursor};
+use crate::keys::key_for_token;
 
 /// Keys repeat across events (type, payload, stream_id, ...): reuse one interned str per key
 /// instead of building a new one for every dict.
@@ -143,9 +144,19 @@ impl<'py> Decoder<'py, '_> {
         }
         loop {
             self.cursor.skip_ws();
-            let key = self.key()?;
-            self.cursor.skip_ws();
-            self.cursor.expect(b':', "expected ':'").map_err(damaged)?;
+            let key = match self.cursor.peek().and_then(key_for_token) {
+                // A compacted key: one byte for `"key":` (see keys.rs).
+                Some(name) => {
+                    self.cursor.pos += 1;
+                    cached_key(self.py, name.as_bytes())?
+                }
+                None => {
+                    let key = self.key()?;
+                    self.cursor.skip_ws();
+                    self.cursor.expect(b':', "expected ':'").map_err(damaged)?;
+                    key
+                }
+            };
             let value = self.value(depth - 1)?;
             // SAFETY: a fresh dict and live objects; PyDict_SetItem does not steal references.
             if unsafe { ffi::PyDict_SetItem(dict.as_ptr(), key.as_ptr(), value.as_ptr()) } != 0 {

@@ -14,6 +14,7 @@ use pyo3::prelude::*;
 
 use crate::event::{new_event_id, now_ms, EventFields, MAX_DEPTH};
 use crate::json::write_string;
+use crate::keys::KeySpans;
 
 extern "C" {
     // Part of the limited API only from 3.10, but exported by every CPython 3.x since 3.3 with
@@ -120,6 +121,8 @@ pub struct Captured<'a> {
     /// The id and timestamp this encoder generated (the caller adds them to returned dicts).
     pub generated_id: Option<[u8; crate::event::EVENT_ID_LEN]>,
     pub generated_timestamp: Option<i64>,
+    /// Where the tokenizable top-level keys are, relative to the event's first byte.
+    pub key_spans: KeySpans,
     /// Fields filled in from the store's defaults (the caller adds them to returned dicts).
     pub defaulted_actor: bool,
     pub defaulted_correlation_id: bool,
@@ -265,8 +268,12 @@ pub unsafe fn encode_event<'a>(
             out.push(b',');
         }
         first = false;
+        let key_start = out.len() - limit.base;
         write_string(out, name);
         out.push(b':');
+        captured
+            .key_spans
+            .note(name, key_start, out.len() - limit.base);
         if let Some(default) = defaults.for_key(name) {
             seen.mark(name);
             if value == ffi::Py_None() {
@@ -280,8 +287,12 @@ pub unsafe fn encode_event<'a>(
     }
     for (name, default) in defaults.missing(&seen) {
         out.extend_from_slice(b",");
+        let key_start = out.len() - limit.base;
         write_string(out, name.as_bytes());
         out.push(b':');
+        captured
+            .key_spans
+            .note(name.as_bytes(), key_start, out.len() - limit.base);
         write_string(out, default.as_bytes());
         captured.set_default(name.as_bytes(), default);
     }
@@ -290,13 +301,13 @@ pub unsafe fn encode_event<'a>(
             "event has no 'type' (a non-empty string is required)",
         ));
     }
-    complete_defaults(&mut captured, has_id, out);
+    complete_defaults(&mut captured, has_id, out, limit.base);
     check_limit(out, limit)?;
     Ok(captured)
 }
 
 /// Adds `id` and `timestamp` when the event lacks them (in that order).
-fn complete_defaults(captured: &mut Captured<'_>, has_id: bool, out: &mut Vec<u8>) {
+fn complete_defaults(captured: &mut Captured<'_>, has_id: bool, out: &mut Vec<u8>, base: usize) {
     if captured.timestamp.is_none() {
         let now = now_ms();
         captured.timestamp = Some(now as f64);
@@ -304,13 +315,21 @@ fn complete_defaults(captured: &mut Captured<'_>, has_id: bool, out: &mut Vec<u8
     }
     if !has_id {
         let id = new_event_id(captured.timestamp.unwrap_or(0.0) as i64);
+        let key_start = out.len() + 1 - base;
         out.extend_from_slice(b",\"id\":\"");
+        captured
+            .key_spans
+            .note(b"id", key_start, out.len() - 1 - base);
         out.extend_from_slice(&id);
         out.push(b'"');
         captured.generated_id = Some(id);
     }
     if let Some(now) = captured.generated_timestamp {
+        let key_start = out.len() + 1 - base;
         out.extend_from_slice(b",\"timestamp\":");
+        captured
+            .key_spans
+            .note(b"timestamp", key_start, out.len() - base);
         out.extend_from_slice(itoa::Buffer::new().format(now).as_bytes());
     }
 }

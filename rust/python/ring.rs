@@ -9,6 +9,7 @@ use super::encode::{as_dict, encode_event, Captured, FieldDefaults, OwnedFields}
 use super::view::{self, EventIterator, RingHolder, Source};
 use super::{lock, to_pyerr, with_scratch};
 use crate::event::{EventFields, DEFAULT_MAX_EVENT_BYTES};
+use crate::keys::MAX_PARTS;
 use crate::ring::Ring;
 
 struct RingState {
@@ -89,18 +90,22 @@ impl EventRing {
             owned.iter().map(|o| o.fields()).collect()
         };
         let mut start = 0;
-        let mut spans = Vec::with_capacity(encoded.len());
+        let mut records = Vec::with_capacity(encoded.len());
         for e in encoded {
-            state.ring.check_fits(e.end - start).map_err(to_pyerr)?;
-            spans.push((start, e.end));
+            let json = &buffer[start..e.end];
+            let held = e.captured.key_spans.compact_len(json.len());
+            state.ring.check_fits(held).map_err(to_pyerr)?;
+            records.push((json, &e.captured.key_spans));
             start = e.end;
         }
         let first = state.next_seq;
-        for ((begin, end), fields) in spans.into_iter().zip(&fields) {
+        let mut parts = [&b""[..]; MAX_PARTS];
+        for ((json, spans), fields) in records.into_iter().zip(&fields) {
+            let count = spans.compact(json, json.len(), b"", &mut parts);
             let seq = state.next_seq;
             state
                 .ring
-                .push(seq, fields, &[&buffer[begin..end]])
+                .push(seq, fields, &parts[..count])
                 .map_err(to_pyerr)?;
             state.next_seq += 1;
         }
@@ -144,7 +149,14 @@ impl EventRing {
                 .as_ref()
                 .map_or_else(|| captured.fields(), OwnedFields::fields);
             let seq = state.next_seq;
-            state.ring.push(seq, &fields, &[buffer]).map_err(to_pyerr)?;
+            let mut parts = [&b""[..]; MAX_PARTS];
+            let count = captured
+                .key_spans
+                .compact(buffer, buffer.len(), b"", &mut parts);
+            state
+                .ring
+                .push(seq, &fields, &parts[..count])
+                .map_err(to_pyerr)?;
             state.next_seq += 1;
             Ok(seq)
         })

@@ -79,7 +79,7 @@ impl JsonlStore {
                 let mut start = 0;
                 let mut batch = Vec::with_capacity(encoded.len());
                 for (e, f) in encoded.iter().zip(fields) {
-                    batch.push((&buffer[start..e.end], f));
+                    batch.push((&buffer[start..e.end], f, e.captured.key_spans));
                     start = e.end;
                 }
                 let first = store.append_many(&batch).map_err(to_pyerr)?;
@@ -224,7 +224,9 @@ impl JsonlStore {
                 let fields = owned
                     .as_ref()
                     .map_or_else(|| captured.fields(), OwnedFields::fields);
-                let seq = store.append(buffer, &fields).map_err(to_pyerr)?;
+                let seq = store
+                    .append(buffer, &fields, &captured.key_spans)
+                    .map_err(to_pyerr)?;
                 Ok((seq, Generated::of(&captured), store.sync_need()))
             })?;
         self.wait_durable(py, need)?;
