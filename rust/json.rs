@@ -515,6 +515,38 @@ fn record_field<'a>(
     Ok(false)
 }
 
+/// The value of member `key` of the JSON object `object` (valid JSON), if it has one.
+pub fn member<'a>(object: &'a [u8], key: &str) -> Option<&'a [u8]> {
+    let mut cursor = Cursor::new(object);
+    cursor.skip_ws();
+    cursor.expect(b'{', "expected an object").ok()?;
+    loop {
+        cursor.skip_ws();
+        if cursor.peek() != Some(b'"') {
+            return None;
+        }
+        let name = cursor.string().ok()?;
+        cursor.skip_ws();
+        cursor.expect(b':', "expected ':'").ok()?;
+        cursor.skip_ws();
+        let start = cursor.pos;
+        cursor.skip_value(MAX_DEPTH).ok()?;
+        if !name.escaped && name.raw == key.as_bytes() {
+            return Some(&cursor.bytes[start..cursor.pos]);
+        }
+        cursor.skip_ws();
+        if cursor.peek() != Some(b',') {
+            return None;
+        }
+        cursor.pos += 1;
+    }
+}
+
+/// The string at `payload.<field>` of an event line, if there is one.
+pub fn payload_string<'a>(line: &'a [u8], field: &str) -> Option<Cow<'a, str>> {
+    string_value(member(member(line, "payload")?, field)?)
+}
+
 fn string_value(value: &[u8]) -> Option<Cow<'_, str>> {
     let mut cursor = Cursor::new(value);
     let raw = cursor.string().ok()?;
@@ -668,6 +700,16 @@ mod tests {
                 String::from_utf8_lossy(case)
             );
         }
+    }
+
+    #[test]
+    fn payload_fields_are_found_at_the_right_level() {
+        let line = br#"{"id":"top","payload":{"x":{"id":"deep"},"id":"p\u0031","n":1},"type":"t"}"#;
+        assert_eq!(payload_string(line, "id").as_deref(), Some("p1"));
+        assert_eq!(payload_string(line, "n"), None);
+        assert_eq!(payload_string(line, "missing"), None);
+        assert_eq!(payload_string(br#"{"type":"t","payload":[1]}"#, "id"), None);
+        assert_eq!(payload_string(br#"{"type":"t"}"#, "id"), None);
     }
 
     #[test]

@@ -86,6 +86,7 @@ class JsonlStore(_Queryable):
         max_event_bytes: int = ...,
         history_size: Optional[int] = None,
         collect_types: Optional[list[str]] = None,
+        collect_pairs: Optional[list[tuple[str, list[str], list[str], list[str]]]] = None,
         group_interval_ms: float = 5.0,
         default_actor: Optional[str] = None,
         default_correlation_id: Optional[str] = None,

@@ -92,10 +92,13 @@ _INTENT_END_STATUS = {
     AGENT_ABORTED: "aborted",
 }
 _CHECKPOINT_STATUS = {CHECKPOINT_APPROVED: "approved", CHECKPOINT_REJECTED: "rejected"}
-# What the store collects while opening the file, so projections can be rebuilt from all of it.
-COLLECT_TYPES = frozenset(
-    {CHECKPOINT_REQUESTED, *_CHECKPOINT_STATUS, AGENT_SPAWNED, *_INTENT_END_STATUS}
-    | _SESSION_END_TYPES
+# What the store collects while opening the file, so projections can be rebuilt from all of it:
+# session ends, and the checkpoints and intents that no later event resolved (the store drops
+# an opening event as soon as its closing event is read, so this stays small on long files).
+COLLECT_TYPES = frozenset(_SESSION_END_TYPES)
+COLLECT_PAIRS = (
+    (CHECKPOINT_REQUESTED, ["id"], sorted(_CHECKPOINT_STATUS), ["checkpoint_id"]),
+    (AGENT_SPAWNED, ["id", "intent_id"], sorted(_INTENT_END_STATUS), ["intent_id", "id"]),
 )
 _FINISHED_TOOL_STATUSES = frozenset({"completed", "error"})
 
@@ -312,6 +315,7 @@ class DurableStream:
             durability=durability,
             history_size=max_event_history,
             collect_types=sorted(COLLECT_TYPES),
+            collect_pairs=list(COLLECT_PAIRS),
             default_actor=SYSTEM_ACTOR,
             default_correlation_id=self.run_id,
         )

@@ -87,17 +87,33 @@ impl MappedLog {
     }
 
     /// Appends the concatenation of `parts`; on error nothing is appended.
+    ///
+    /// A part's closing newline is stored after all of its other bytes (with a fence between),
+    /// so after a crash a line that ends in a newline is whole: a write cut short by a kill can
+    /// only leave an unterminated tail, which recovery cuts off.
     pub fn append(&mut self, parts: &[&[u8]]) -> Result<(), CoreError> {
         let total: u64 = parts.iter().map(|p| p.len() as u64).sum();
         self.reserve(total)?;
         let start = self.len;
         for part in parts {
-            if let Err(err) = self.copy_in(part) {
+            if let Err(err) = self.copy_line_part(part) {
                 self.len = start;
                 return Err(err);
             }
         }
         Ok(())
+    }
+
+    fn copy_line_part(&mut self, part: &[u8]) -> Result<(), CoreError> {
+        match part.split_last() {
+            Some((b'\n', body)) => {
+                self.copy_in(body)?;
+                // memcpy may store a buffer's bytes in any order; the newline must come last.
+                std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
+                self.copy_in(b"\n")
+            }
+            _ => self.copy_in(part),
+        }
     }
 
     /// Makes sure the file has room for `extra` more bytes.

@@ -4,6 +4,7 @@
 //! across restarts. The cache is a [`Ring`]; in memory a record is the event without its `seq`
 //! member (the header has it), on disk the line ends with `,"seq":N}`.
 
+mod collect;
 #[cfg(test)]
 mod damage_tests;
 mod group;
@@ -15,6 +16,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use collect::Collector;
+pub use collect::{CollectSpec, OpenClose};
 pub use group::GroupSync;
 use group::GroupThread;
 use log::{lock_exclusive, MappedLog};
@@ -72,9 +75,9 @@ pub struct StoreOptions {
     pub durability: Durability,
     pub max_event_bytes: usize,
     pub group_interval: Duration,
-    /// Event types to keep aside while opening (from the whole file, not only the newest), so a
+    /// Events to keep aside while opening (from the whole file, not only the newest), so a
     /// caller can rebuild projections such as pending checkpoints without reading the file again.
-    pub collect_types: Vec<String>,
+    pub collect: CollectSpec,
 }
 
 impl Default for StoreOptions {
@@ -85,7 +88,7 @@ impl Default for StoreOptions {
             durability: Durability::Flush,
             max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
             group_interval: Duration::from_millis(5),
-            collect_types: Vec::new(),
+            collect: CollectSpec::default(),
         }
     }
 }
@@ -116,18 +119,16 @@ impl Store {
         validate(&options)?;
         let file = open_locked(path)?;
         let mut ring = Ring::new(options.retain.max(options.max_cache_size), None)?;
-        let mut collected = Vec::new();
+        let mut collector = Collector::new(&options.collect);
+        let collecting = !options.collect.is_empty();
         let outcome = scan(&file, |event| {
-            if options
-                .collect_types
-                .iter()
-                .any(|t| *t == *event.line.event_type)
-            {
-                collected.push((event.seq, [event.json[0], event.json[1]].concat()));
+            if collecting {
+                collector.offer(event.seq, &event.line.event_type, event.text, event.json);
             }
             push_loaded(&mut ring, &event)
         })
         .map_err(|e| CoreError::io(format!("cannot read {}", path.display()), e))?;
+        let collected = collector.finish();
         let sync_file = Arc::new(
             file.try_clone()
                 .map_err(|e| CoreError::io("cannot duplicate the log handle", e))?,

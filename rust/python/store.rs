@@ -13,7 +13,9 @@ use super::ring::{collect_dicts, encode_batch, positive};
 use super::view::{self, EventIterator, EventView, RingHolder, Source};
 use super::{lock, to_pyerr, with_scratch, StoreClosedError, StoreWriteError};
 use crate::event::{EventFields, DEFAULT_MAX_EVENT_BYTES};
-use crate::jsonl::{sync_now, Durability, RecoveryReport, Store, StoreOptions, SyncNeed};
+use crate::jsonl::{
+    sync_now, CollectSpec, Durability, OpenClose, RecoveryReport, Store, StoreOptions, SyncNeed,
+};
 use crate::ring::Ring;
 
 /// An append-only JSONL event file with a bounded in-memory cache of the newest events.
@@ -147,10 +149,13 @@ fn stored_copy<'py>(
     Ok(copy.into_any())
 }
 
+/// `(open_type, open_fields, close_types, close_fields)`, as Python passes it.
+type PairSpec = (String, Vec<String>, Vec<String>, Vec<String>);
+
 #[pymethods]
 impl JsonlStore {
     #[new]
-    #[pyo3(signature = (path, *, max_cache_size=50_000, durability="flush", max_event_bytes=DEFAULT_MAX_EVENT_BYTES as i64, history_size=None, collect_types=None, group_interval_ms=5.0, default_actor=None, default_correlation_id=None))]
+    #[pyo3(signature = (path, *, max_cache_size=50_000, durability="flush", max_event_bytes=DEFAULT_MAX_EVENT_BYTES as i64, history_size=None, collect_types=None, collect_pairs=None, group_interval_ms=5.0, default_actor=None, default_correlation_id=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -160,6 +165,7 @@ impl JsonlStore {
         max_event_bytes: i64,
         history_size: Option<i64>,
         collect_types: Option<Vec<String>>,
+        collect_pairs: Option<Vec<PairSpec>>,
         group_interval_ms: f64,
         default_actor: Option<String>,
         default_correlation_id: Option<String>,
@@ -183,7 +189,21 @@ impl JsonlStore {
             durability: Durability::parse(durability).map_err(to_pyerr)?,
             max_event_bytes: positive(max_event_bytes, "max_event_bytes")?,
             group_interval: Duration::from_secs_f64(group_interval_ms / 1000.0),
-            collect_types: collect_types.unwrap_or_default(),
+            collect: CollectSpec {
+                types: collect_types.unwrap_or_default(),
+                pairs: collect_pairs
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(
+                        |(open_type, open_fields, close_types, close_fields)| OpenClose {
+                            open_type,
+                            open_fields,
+                            close_types,
+                            close_fields,
+                        },
+                    )
+                    .collect(),
+            },
         };
         let opened_path = path.clone();
         let durability = options.durability;
@@ -350,7 +370,9 @@ impl JsonlStore {
         view::query(self, py, self.max_cache_size, &q)
     }
 
-    /// Events of `collect_types` found in the whole file when it was opened (taken once).
+    /// Events found in the whole file when it was opened (taken once, in file order): every
+    /// event of `collect_types`, and the opening events of `collect_pairs` that no closing
+    /// event matched.
     fn collected<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let records = {
             let mut guard = lock(&self.store, || {});
