@@ -98,3 +98,27 @@ def test_a_failing_component_does_not_break_the_report(caplog):
     with caplog.at_level(logging.ERROR):
         report = health()
     assert report["timers"] == 0 and "broken stats" in caplog.text
+
+
+def test_package_health_is_callable_however_it_was_first_imported():
+    import subprocess
+    import sys
+
+    for first in ("import opencode_addons.health", "from opencode_addons import health"):
+        code = f"{first}\nimport opencode_addons\nprint(sorted(opencode_addons.health()))"
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        )
+        assert "rss_bytes" in out.stdout, (first, out.stderr)
+
+
+def test_importing_the_package_does_not_load_the_orchestrator():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, opencode_addons\n"
+        "print('asyncio' in sys.modules, 'opencode_addons.durable_stream' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]

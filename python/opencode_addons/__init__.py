@@ -3,9 +3,16 @@
 The hot data path (the event ring, the JSONL store, queries, replay) is Rust; the orchestration
 (task observer, registry, checkpoints, learning, ledger, memory lane, sessions, shutdown) is
 Python on top.
+
+The native classes load with the package; the orchestration (which needs asyncio, sqlite3 and
+psutil) loads on first use of one of its names, so `from opencode_addons import JsonlStore`
+stays quick.
 """
 
 from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from opencode_addons._core import (
     DEFAULT_MAX_EVENT_BYTES,
@@ -20,19 +27,57 @@ from opencode_addons._core import (
     file_stats,
     read_events,
 )
-from opencode_addons.durable_stream import (
-    Checkpoint,
-    DurableStream,
-    EventHistory,
-    Intent,
-    ResumeResult,
-    get_durable_stream,
-    initialize_durable_stream,
-)
-from opencode_addons.health import health
-from opencode_addons.orchestrator.shutdown import ShutdownReport, shutdown_all, shutdown_all_sync
+
+if TYPE_CHECKING:
+    from opencode_addons.durable_stream import (
+        Checkpoint,
+        DurableStream,
+        EventHistory,
+        Intent,
+        ResumeResult,
+        get_durable_stream,
+        initialize_durable_stream,
+    )
+    from opencode_addons.health import health
+    from opencode_addons.orchestrator.shutdown import (
+        ShutdownReport,
+        shutdown_all,
+        shutdown_all_sync,
+    )
+    from opencode_addons.orchestrator.signals import install_atexit_hook, install_signal_handlers
 
 __version__ = "0.1.0"
+
+# Public name -> the module that defines it, imported on first access.
+_LAZY = {
+    "Checkpoint": "opencode_addons.durable_stream",
+    "DurableStream": "opencode_addons.durable_stream",
+    "EventHistory": "opencode_addons.durable_stream",
+    "Intent": "opencode_addons.durable_stream",
+    "ResumeResult": "opencode_addons.durable_stream",
+    "get_durable_stream": "opencode_addons.durable_stream",
+    "initialize_durable_stream": "opencode_addons.durable_stream",
+    "health": "opencode_addons.health",
+    "ShutdownReport": "opencode_addons.orchestrator.shutdown",
+    "shutdown_all": "opencode_addons.orchestrator.shutdown",
+    "shutdown_all_sync": "opencode_addons.orchestrator.shutdown",
+    "install_signal_handlers": "opencode_addons.orchestrator.signals",
+    "install_atexit_hook": "opencode_addons.orchestrator.signals",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'opencode_addons' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "DEFAULT_MAX_EVENT_BYTES",
@@ -55,6 +100,8 @@ __all__ = [
     "get_durable_stream",
     "health",
     "initialize_durable_stream",
+    "install_atexit_hook",
+    "install_signal_handlers",
     "read_events",
     "shutdown_all",
     "shutdown_all_sync",

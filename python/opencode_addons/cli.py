@@ -107,7 +107,7 @@ def _add_soak(commands: Any) -> None:
         "soak",
         help="simulate a long-running agent host and check that memory stays flat",
         description="Simulate a long-running agent host on the real stream and orchestrator; "
-        "exit 1 if RSS grows by more than 5%% between 20%% and 100%% of the run.",
+        "exit 1 if RSS grows by more than 5% between 20% and 100% of the run.",
     )
     soak.add_argument("--events", type=_positive_int, default=1_000_000, help="default 1000000")
     soak.add_argument("--sessions", type=_positive_int, default=200, help="concurrent sessions")

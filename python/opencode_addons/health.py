@@ -8,6 +8,8 @@ owned timers and the process's resident set size (measured, not estimated).
 from __future__ import annotations
 
 import logging
+import sys
+import types
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -119,3 +121,18 @@ def _rss_bytes() -> int:
 
 
 __all__ = ["health"]
+
+
+class _CallableModule(types.ModuleType):
+    """Makes ``opencode_addons.health()`` work however the name was first reached.
+
+    The package exports the function ``health``; but importing this module (``from
+    opencode_addons.health import ...``) before the package attribute is read makes the import
+    system bind ``opencode_addons.health`` to the module. Calling the module calls the function.
+    """
+
+    def __call__(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        return health(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
