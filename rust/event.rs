@@ -51,6 +51,17 @@ impl CoreError {
             source,
         }
     }
+
+    /// The same error with the file it concerns named first.
+    pub fn in_file(self, path: &std::path::Path) -> Self {
+        match self {
+            CoreError::Io { context, source } => CoreError::Io {
+                context: format!("{}: {context}", path.display()),
+                source,
+            },
+            other => other,
+        }
+    }
 }
 
 impl fmt::Display for CoreError {

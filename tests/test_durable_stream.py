@@ -822,3 +822,14 @@ def test_initialize_replaces_a_stream_shut_down_directly(tmp_path):
     assert get_durable_stream() is None
     second = initialize_durable_stream(store_path=tmp_path / "s.jsonl")
     assert second is not first and not second.closed
+
+
+def test_sync_waits_for_disk_in_group_mode(tmp_path):
+    path = tmp_path / "group.jsonl"
+    stream = DurableStream(path, durability="group")
+    stream.append({"type": "a", "stream_id": "s"})
+    stream.sync()
+    assert b'"type":"a"' in path.read_bytes()
+    stream.shutdown()
+    with pytest.raises(_core.StoreClosedError):
+        stream.sync()

@@ -359,6 +359,11 @@ class DurableStream:
         self._dispatch(stored)
         return stored
 
+    def sync(self) -> None:
+        """Wait until everything appended so far is on disk (in every durability mode)."""
+        self._require_open()
+        self._store.sync()
+
     def extend(self, events: Iterable[Mapping[str, Any]]) -> list[Event]:
         """Append a batch atomically (all stored or none), then dispatch each in order."""
         self._require_open()

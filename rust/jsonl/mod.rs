@@ -221,7 +221,7 @@ impl Store {
             parts.push(&self.suffixes[start..end]);
             start = end;
         }
-        self.log.append(&parts)?;
+        self.log.append(&parts).map_err(|e| e.in_file(&self.path))?;
         let mut held = [&b""[..]; MAX_PARTS];
         for (offset, (body, fields, spans)) in events.iter().enumerate() {
             let count = spans.compact(body, body.len(), b"}", &mut held);

@@ -107,32 +107,38 @@ pub fn scan<R: Read>(
         have_seq: false,
         on_event,
     };
-    let mut buffer: Vec<u8> = Vec::with_capacity(CHUNK);
+    // `buffer[..filled]` holds unread bytes: the start of a line not yet ended. The buffer is
+    // zeroed once (and when it grows for a line longer than it), not on every read.
+    let mut buffer: Vec<u8> = vec![0; CHUNK];
+    let mut filled = 0;
     let mut buffer_offset = 0u64;
     let mut data_end = 0u64;
     loop {
-        let filled = buffer.len();
-        buffer.resize(filled + CHUNK, 0);
+        if buffer.len() - filled < CHUNK / 2 {
+            buffer.resize(buffer.len() * 2, 0);
+        }
         let read = loop {
             match reader.read(&mut buffer[filled..]) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 other => break other?,
             }
         };
-        buffer.truncate(filled + read);
         if read == 0 {
             break;
         }
         let mut start = 0;
-        for newline in memchr::memchr_iter(b'\n', &buffer[filled..]) {
+        for newline in memchr::memchr_iter(b'\n', &buffer[filled..filled + read]) {
             let end = filled + newline;
             scanner.line(&buffer[start..end], buffer_offset + start as u64);
             start = end + 1;
             data_end = buffer_offset + start as u64;
         }
-        buffer.drain(..start);
+        filled += read;
+        buffer.copy_within(start..filled, 0);
+        filled -= start;
         buffer_offset += start as u64;
     }
+    buffer.truncate(filled);
     let needs_newline = scan_tail(&mut scanner, &buffer, buffer_offset, &mut data_end);
     Ok(ScanOutcome {
         report: scanner.report,
