@@ -98,8 +98,14 @@ fn next_escape_swar(text: &[u8], mut from: usize) -> usize {
 pub fn write_string(out: &mut Vec<u8>, text: &[u8]) {
     out.reserve(text.len() + 2);
     out.push(b'"');
-    let mut start = 0;
     let mut i = next_escape(text, 0);
+    if i == text.len() {
+        // Nothing to escape (the usual case): one copy.
+        out.extend_from_slice(text);
+        out.push(b'"');
+        return;
+    }
+    let mut start = 0;
     while i < text.len() {
         let byte = text[i];
         let kind = ESCAPE[byte as usize];

@@ -366,7 +366,7 @@ unsafe fn optional_str<'a>(value: *mut ffi::PyObject, name: &str) -> Result<Opti
     if value == ffi::Py_None() {
         return Ok(None);
     }
-    if ffi::PyUnicode_Check(value) == 0 {
+    if !is_str(value) {
         let expected = format!("'{name}' must be a string or None");
         return Err(EncodeError::type_error(wrong_type(&expected, value)));
     }
@@ -422,7 +422,7 @@ fn check_limit(out: &[u8], budget: Budget) -> Result<()> {
 /// A str's UTF-8 (cached inside the str object); a TypeError saying `expected` if `value` is
 /// not a str, a ValueError if it cannot be UTF-8.
 unsafe fn str_of<'a>(value: *mut ffi::PyObject, expected: &str) -> Result<&'a str> {
-    if ffi::PyUnicode_Check(value) == 0 {
+    if !is_str(value) {
         return Err(EncodeError::type_error(wrong_type(expected, value)));
     }
     utf8_of(value)
@@ -443,6 +443,13 @@ unsafe fn utf8_of<'a>(value: *mut ffi::PyObject) -> Result<&'a str> {
     let bytes = std::slice::from_raw_parts(data.cast::<u8>(), size as usize);
     // CPython's UTF-8 of a str is always valid UTF-8.
     Ok(std::str::from_utf8_unchecked(bytes))
+}
+
+/// Whether `value` is a str: the exact type is compared first, since asking for the type's
+/// flags is a function call in the stable ABI.
+#[inline]
+unsafe fn is_str(value: *mut ffi::PyObject) -> bool {
+    ffi::Py_TYPE(value) == std::ptr::addr_of_mut!(ffi::PyUnicode_Type) || ffi::PyUnicode_Check(value) != 0
 }
 
 /// Where a compact ASCII str keeps its characters, as an offset from the object (0: unknown).
@@ -504,7 +511,7 @@ pub fn enable_fast_strings(py: Python<'_>) {
 }
 
 unsafe fn key_utf8<'a>(key: *mut ffi::PyObject) -> Result<&'a [u8]> {
-    if ffi::PyUnicode_Check(key) == 0 {
+    if !is_str(key) {
         let shown = repr_of(key);
         return Err(EncodeError::type_error(format!(
             "keys must be strings, got {shown} of type {}",
