@@ -357,6 +357,28 @@ def render(rows: list[Row], seconds: float, floors: dict[str, float]) -> str:
     return "\n".join(lines) + "\n"
 
 
+README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
+README_START = "<!-- results:start -->"
+README_END = "<!-- results:end -->"
+
+
+def update_readme(results: str) -> bool:
+    """Puts the table of this run between the README's results markers, so the two agree."""
+    try:
+        with open(README, encoding="utf-8") as handle:
+            readme = handle.read()
+    except OSError:
+        return False
+    start, end = readme.find(README_START), readme.find(README_END)
+    if start < 0 or end < start:
+        return False
+    body = results.split("\n", 1)[1].strip()  # without the "# Benchmark results" title
+    updated = f"{readme[: start + len(README_START)]}\n{body}\n{readme[end:]}"
+    with open(README, "w", encoding="utf-8") as handle:
+        handle.write(updated)
+    return True
+
+
 def main() -> int:
     started = time.perf_counter()
     _log(f"generating {cases.APPEND_EVENTS:,} events")
@@ -375,6 +397,8 @@ def main() -> int:
         handle.write(text)
     sys.stdout.write(text)
     _log(f"wrote {RESULTS}")
+    if update_readme(text):
+        _log(f"updated the measurements in {README}")
     return 0
 
 

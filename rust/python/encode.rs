@@ -449,7 +449,8 @@ unsafe fn utf8_of<'a>(value: *mut ffi::PyObject) -> Result<&'a str> {
 /// flags is a function call in the stable ABI.
 #[inline]
 unsafe fn is_str(value: *mut ffi::PyObject) -> bool {
-    ffi::Py_TYPE(value) == std::ptr::addr_of_mut!(ffi::PyUnicode_Type) || ffi::PyUnicode_Check(value) != 0
+    ffi::Py_TYPE(value) == std::ptr::addr_of_mut!(ffi::PyUnicode_Type)
+        || ffi::PyUnicode_Check(value) != 0
 }
 
 /// Where a compact ASCII str keeps its characters, as an offset from the object (0: unknown).
