@@ -642,3 +642,23 @@ def test_repr():
     ring = EventRing(3)
     ring.append({"type": "a"})
     assert "EventRing" in repr(ring)
+
+
+def test_query_rejects_unknown_keywords_positionals_and_non_bool_order(tmp_path):
+    from opencode_addons import JsonlStore, read_events
+
+    ring = EventRing(5)
+    ring.append({"type": "a", "stream_id": "s"})
+    store = JsonlStore(tmp_path / "e.jsonl")
+    store.append({"type": "a", "stream_id": "s"})
+    for query in (ring.query, store.query, store.history.query):
+        with pytest.raises(TypeError, match="unexpected keyword argument 'stream'"):
+            query(stream="s")
+        with pytest.raises(TypeError):
+            query("s")
+        with pytest.raises(TypeError, match="newest_first must be a bool"):
+            query(newest_first="yes")
+        assert [e["type"] for e in query(stream_id="s", newest_first=True)] == ["a"]
+    with pytest.raises(TypeError, match="read_events\\(\\) got an unexpected keyword"):
+        read_events(tmp_path / "e.jsonl", typ="a")
+    store.close()

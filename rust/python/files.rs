@@ -8,7 +8,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
 use super::view::Copied;
-use super::{build_query, StoreError};
+use super::{query_from_kwargs, StoreError};
 use crate::jsonl::{fields_of, scan, ScanOutcome};
 use crate::query::Query;
 use crate::ring::Ring;
@@ -27,34 +27,16 @@ fn read_error(path: &std::path::Path, e: std::io::Error) -> PyErr {
     StoreError::new_err(format!("cannot read {}: {e}", path.display()))
 }
 
-/// Events of a store file matching the filters, read with the GIL released.
+/// Events of a store file matching the filters (the keywords of `query`), read with the GIL
+/// released.
 #[pyfunction]
-#[pyo3(signature = (path, *, stream_id=None, r#type=None, actor=None, correlation_id=None, since=None, until=None, after_seq=None, limit=None, newest_first=false))]
-#[allow(clippy::too_many_arguments)]
+#[pyo3(signature = (path, **filters))]
 pub fn read_events<'py>(
     py: Python<'py>,
     path: PathBuf,
-    stream_id: Option<&Bound<'py, PyAny>>,
-    r#type: Option<&Bound<'py, PyAny>>,
-    actor: Option<&Bound<'py, PyAny>>,
-    correlation_id: Option<&Bound<'py, PyAny>>,
-    since: Option<&Bound<'py, PyAny>>,
-    until: Option<&Bound<'py, PyAny>>,
-    after_seq: Option<&Bound<'py, PyAny>>,
-    limit: Option<&Bound<'py, PyAny>>,
-    newest_first: bool,
+    filters: Option<&Bound<'py, PyDict>>,
 ) -> PyResult<Bound<'py, PyList>> {
-    let query = build_query(
-        stream_id,
-        r#type,
-        actor,
-        correlation_id,
-        since,
-        until,
-        after_seq,
-        limit,
-        newest_first,
-    )?;
+    let query = query_from_kwargs("read_events", filters)?;
     let file = open(&path)?;
     let copied = py
         .detach(|| matching(file, &query))

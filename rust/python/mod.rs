@@ -16,6 +16,7 @@ use std::sync::{Mutex, MutexGuard, TryLockError};
 
 use pyo3::exceptions::{PyOSError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
 
 use crate::event::CoreError;
 use crate::query::Query;
@@ -103,9 +104,59 @@ pub(crate) fn with_scratch<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
     result
 }
 
+/// The keywords every query method takes.
+const QUERY_KEYWORDS: [&str; 9] = [
+    "stream_id",
+    "type",
+    "actor",
+    "correlation_id",
+    "since",
+    "until",
+    "after_seq",
+    "limit",
+    "newest_first",
+];
+
+/// A query from the keyword arguments of `method`; unknown keywords are a TypeError, as for a
+/// Python function.
+pub(crate) fn query_from_kwargs(
+    method: &str,
+    filters: Option<&Bound<'_, PyDict>>,
+) -> PyResult<Query> {
+    let Some(filters) = filters else {
+        return Ok(Query::default());
+    };
+    for key in filters.keys() {
+        let name: String = key.extract()?;
+        if !QUERY_KEYWORDS.contains(&name.as_str()) {
+            return Err(PyTypeError::new_err(format!(
+                "{method}() got an unexpected keyword argument '{name}'"
+            )));
+        }
+    }
+    let get = |name: &str| filters.get_item(name).ok().flatten();
+    let newest_first = match get("newest_first") {
+        None => false,
+        Some(value) => value
+            .extract::<bool>()
+            .map_err(|_| PyTypeError::new_err("newest_first must be a bool"))?,
+    };
+    build_query(
+        get("stream_id").as_ref(),
+        get("type").as_ref(),
+        get("actor").as_ref(),
+        get("correlation_id").as_ref(),
+        get("since").as_ref(),
+        get("until").as_ref(),
+        get("after_seq").as_ref(),
+        get("limit").as_ref(),
+        newest_first,
+    )
+}
+
 /// The keyword filters every query method takes.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn build_query(
+fn build_query(
     stream_id: Option<&Bound<'_, PyAny>>,
     event_type: Option<&Bound<'_, PyAny>>,
     actor: Option<&Bound<'_, PyAny>>,

@@ -3,7 +3,7 @@
 use std::sync::Mutex;
 
 use pyo3::prelude::*;
-use pyo3::types::PyList;
+use pyo3::types::{PyDict, PyList};
 
 use super::encode::{as_dict, encode_event, Captured, FieldDefaults, OwnedFields};
 use super::view::{self, EventIterator, RingHolder, Source};
@@ -235,32 +235,15 @@ impl EventRing {
         view::to_list(self, py, usize::MAX)
     }
 
-    #[pyo3(signature = (*, stream_id=None, r#type=None, actor=None, correlation_id=None, since=None, until=None, after_seq=None, limit=None, newest_first=false))]
-    #[allow(clippy::too_many_arguments)]
+    /// Matching events; keywords: stream_id, type, actor, correlation_id, since, until,
+    /// after_seq, limit, newest_first (see the stubs).
+    #[pyo3(signature = (**filters))]
     fn query<'py>(
         &self,
         py: Python<'py>,
-        stream_id: Option<&Bound<'py, PyAny>>,
-        r#type: Option<&Bound<'py, PyAny>>,
-        actor: Option<&Bound<'py, PyAny>>,
-        correlation_id: Option<&Bound<'py, PyAny>>,
-        since: Option<&Bound<'py, PyAny>>,
-        until: Option<&Bound<'py, PyAny>>,
-        after_seq: Option<&Bound<'py, PyAny>>,
-        limit: Option<&Bound<'py, PyAny>>,
-        newest_first: bool,
+        filters: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<Bound<'py, PyList>> {
-        let q = super::build_query(
-            stream_id,
-            r#type,
-            actor,
-            correlation_id,
-            since,
-            until,
-            after_seq,
-            limit,
-            newest_first,
-        )?;
+        let q = super::query_from_kwargs("query", filters)?;
         view::query(self, py, usize::MAX, &q)
     }
 
