@@ -69,6 +69,7 @@ from opencode_addons.events import (
     session_id_of,
 )
 from opencode_addons.orchestrator import runtime
+from opencode_addons.orchestrator.background import BackgroundTasks
 
 log = logging.getLogger(__name__)
 
@@ -322,7 +323,7 @@ class DurableStream:
         self._history = EventHistory(self._store.history)
         self._closed = False
         self._subscribers: dict[str, tuple[Subscriber, ...]] = {}
-        self._tasks: set[asyncio.Future[Any]] = set()
+        self._tasks = BackgroundTasks("async subscriber")
         self._subscriber_errors = 0
         self._projection_errors = 0
         self._checkpoints: dict[str, Checkpoint] = {}
@@ -428,26 +429,13 @@ class DurableStream:
             self._schedule(result, event)
 
     def _schedule(self, awaitable: Awaitable[Any], event: Event) -> None:
-        loop = _running_loop()
-        if loop is None:
+        if _running_loop() is None:
             log.warning("async subscriber for %s dropped: no running event loop", event["type"])
             close = getattr(awaitable, "close", None)
             if callable(close):
                 close()
             return
-        task = asyncio.ensure_future(awaitable)
-        # The loop keeps only weak references to tasks; this set keeps them alive until done.
-        self._tasks.add(task)
-        task.add_done_callback(self._on_task_done)
-
-    def _on_task_done(self, task: asyncio.Future[Any]) -> None:
-        self._tasks.discard(task)
-        if task.cancelled():
-            return
-        error = task.exception()
-        if error is not None:
-            self._subscriber_errors += 1
-            log.error("async subscriber failed", exc_info=error)
+        self._tasks.spawn(awaitable)
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -948,7 +936,7 @@ class DurableStream:
             "next_seq": store.get("next_seq"),
             "durability": self.config["durability"],
             "subscribers": sum(len(c) for c in self._subscribers.values()),
-            "subscriber_errors": self._subscriber_errors,
+            "subscriber_errors": self._subscriber_errors + self._tasks.failures,
             "projection_errors": self._projection_errors,
             "async_tasks": len(self._tasks),
             "pending_checkpoints": len(self._checkpoints),
@@ -984,18 +972,12 @@ class DurableStream:
         for timer in timers.values():
             timer.cancel()
         self._unarmed.clear()
-        self._cancel_tasks()
+        self._tasks.cancel_threadsafe()
         try:
             self._store.close()
         finally:
             runtime.unregister(COMPONENT_NAME, self)
         log.info("durable stream %s shut down", self.path)
-
-    def _cancel_tasks(self) -> None:
-        for task in list(self._tasks):
-            loop = task.get_loop()
-            if not loop.is_closed():
-                loop.call_soon_threadsafe(task.cancel)
 
     close = shutdown
 

@@ -21,6 +21,7 @@ from opencode_addons.events import (
     Subscriber,
     Unsubscribe,
 )
+from opencode_addons.orchestrator.background import BackgroundTasks
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +123,7 @@ class CheckpointManager:
         self._stream = stream
         self._default_timeout = float(default_timeout)
         self._entries: dict[str, _Entry] = {}
-        self._handler_tasks: set[asyncio.Task[Any]] = set()
+        self._handler_tasks = BackgroundTasks("checkpoint handler")
         self._closed = False
         self._counts = {
             "requested": 0,
@@ -253,20 +254,7 @@ class CheckpointManager:
             log.exception("checkpoint handler failed for %s", outcome.checkpoint_id)
             return
         if inspect.isawaitable(result):
-            task = asyncio.ensure_future(result)
-            self._handler_tasks.add(task)
-            task.add_done_callback(self._handler_done)
-
-    def _handler_done(self, task: asyncio.Task[Any]) -> None:
-        self._handler_tasks.discard(task)
-        if task.cancelled():
-            return
-        error = task.exception()
-        if error is not None:
-            self._counts["handler_errors"] += 1
-            log.error("checkpoint handler failed", exc_info=error)
-
-    # -- shutdown and stats ------------------------------------------------------------------
+            self._handler_tasks.spawn(result)
 
     async def shutdown(self) -> None:
         """Reject every pending checkpoint with reason ``"shutdown"``; idempotent."""
@@ -286,17 +274,13 @@ class CheckpointManager:
 
     async def _finish_handlers(self) -> None:
         # Handlers started by our resolutions get a grace period, then are cancelled.
-        if not self._handler_tasks:
-            return
-        _, late = await asyncio.wait(set(self._handler_tasks), timeout=self._handler_grace)
-        for task in late:
-            task.cancel()
+        late = await self._handler_tasks.finish(self._handler_grace)
         if late:
-            log.warning("cancelled %d checkpoint handler(s) still running at shutdown", len(late))
-            await asyncio.wait(late)
+            log.warning("cancelled %d checkpoint handler(s) still running at shutdown", late)
 
     def stats(self) -> dict[str, Any]:
         stats: dict[str, Any] = dict(self._counts)
+        stats["handler_errors"] += self._handler_tasks.failures
         stats["pending"] = len(self._entries)
         stats["handlers_running"] = len(self._handler_tasks)
         stats["closed"] = self._closed
