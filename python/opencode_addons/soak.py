@@ -30,8 +30,10 @@ from opencode_addons.durable_stream import DurableStream
 from opencode_addons.events import SYSTEM_ACTOR, TEXT_DELTA, TEXT_SNAPSHOT
 from opencode_addons.memory_lane import MemoryLaneStore
 from opencode_addons.orchestrator import runtime
+from opencode_addons.orchestrator.checkpoints import CheckpointManager
 from opencode_addons.orchestrator.learning import LearningExtractor
 from opencode_addons.orchestrator.ledger import EventDrivenLedger
+from opencode_addons.orchestrator.observer import InMemorySessionClient, TaskObserver
 from opencode_addons.orchestrator.registry import TaskRegistry
 from opencode_addons.orchestrator.sessions import SessionStateTracker
 from opencode_addons.orchestrator.shutdown import ShutdownReport, shutdown_all
@@ -189,6 +191,17 @@ class _Host:
             self.stream, memory_lane=self.memory_lane, capture_delay=0.0
         ).attach()
         self.ledger = EventDrivenLedger(self.stream, os.path.join(directory, LEDGER_FILE))
+        # The host's sessions as the observer sees them: busy during a turn, idle after it.
+        self.client = InMemorySessionClient()
+        self.checkpoints = CheckpointManager(self.stream)
+        self.observer = TaskObserver(
+            self.registry,
+            self.client,
+            checkpoints=self.checkpoints,
+            stream=self.stream,
+            base_interval=0.05,
+            max_interval=0.5,
+        )
         for name, component in self.components().items():
             if name in runtime.SHUTDOWN_ORDER:
                 runtime.register_component(name, component)
@@ -203,7 +216,9 @@ class _Host:
     def components(self) -> dict[str, Any]:
         """The components in shutdown order (the tracker is not in the reference order)."""
         return {
+            "task_observer": self.observer,
             "task_registry": self.registry,
+            "checkpoint_manager": self.checkpoints,
             "learning_extractor": self.extractor,
             "event_driven_ledger": self.ledger,
             "durable_stream": self.stream,
@@ -241,6 +256,7 @@ class _Host:
         """One turn of the session in ``slot``: task, deltas, tool call, checkpoints, idle."""
         session = self.slots[slot]
         session.turn += 1
+        self.client.set_status(session.id, "busy")
         self._task_step(session)
         self.stream.extend(session.deltas)
         self._tool_call(session)
@@ -250,18 +266,25 @@ class _Host:
         if session.turn % INTENT_EVERY == 0:
             self._intent_step(session)
         self.stream.bridge({"type": "session.idle", "properties": {"sessionID": session.id}})
+        self.client.set_status(session.id, "idle")
         if session.turn >= TURNS_PER_SESSION:
             self._end_session(slot)
 
     def _task_step(self, session: _Session) -> None:
-        if session.task_id is not None:
-            if self.rng.random() < 0.9:
-                self.registry.complete(session.task_id, result="done")
-            else:
-                self.registry.fail(session.task_id, "tests failed")
+        self._finish_task(session, failed=self.rng.random() >= 0.9)
         task = self.registry.register(session_id=session.id, description="implement the change")
         self.registry.start(task.id)
         session.task_id = task.id
+
+    def _finish_task(self, session: _Session, *, failed: bool = False) -> None:
+        # The observer may have completed it already (the session went idle between turns).
+        task = self.registry.get(session.task_id) if session.task_id is not None else None
+        if task is not None and task.is_active:
+            if failed:
+                self.registry.fail(task.id, "tests failed")
+            else:
+                self.registry.complete(task.id, result="done")
+        session.task_id = None
 
     def _tool_call(self, session: _Session) -> None:
         session.tool_calls += 1
@@ -300,21 +323,35 @@ class _Host:
 
     def _checkpoint_step(self, session: _Session) -> None:
         """Resolve the previous checkpoint, then request a new one (a third of them expire)."""
-        if session.checkpoint_id is not None:
-            if self.rng.random() < 0.7:
-                self.stream.approve_checkpoint(session.checkpoint_id, "user", "yes")
-            else:
-                self.stream.reject_checkpoint(session.checkpoint_id, "user", "not now")
-            session.checkpoint_id = None
+        self._resolve_checkpoint(session)
         expiring = self.rng.random() < 1 / 3
-        checkpoint = self.stream.request_checkpoint(
-            session.id,
-            "apply the migration?",
-            ["yes", "no"],
-            "agent",
-            timeout=EXPIRING_CHECKPOINT_TIMEOUT if expiring else 300.0,
-        )
+        # Half go through the awaitable CheckpointManager, half straight to the stream.
+        if self.rng.random() < 0.5:
+            checkpoint: Any = self.checkpoints.request(
+                session.id,
+                "apply the migration?",
+                ["yes", "no"],
+                "agent",
+                timeout=EXPIRING_CHECKPOINT_TIMEOUT if expiring else 300.0,
+            )
+        else:
+            checkpoint = self.stream.request_checkpoint(
+                session.id,
+                "apply the migration?",
+                ["yes", "no"],
+                "agent",
+                timeout=EXPIRING_CHECKPOINT_TIMEOUT if expiring else 300.0,
+            )
         session.checkpoint_id = None if expiring else checkpoint.id
+
+    def _resolve_checkpoint(self, session: _Session, reason: str = "not now") -> None:
+        if session.checkpoint_id is None:
+            return
+        if self.rng.random() < 0.7:
+            self.stream.approve_checkpoint(session.checkpoint_id, "user", "yes")
+        else:
+            self.stream.reject_checkpoint(session.checkpoint_id, "user", reason)
+        session.checkpoint_id = None
 
     def _intent_step(self, session: _Session) -> None:
         intent = self.stream.create_intent(
@@ -324,9 +361,10 @@ class _Host:
 
     def _end_session(self, slot: int) -> None:
         session = self.slots[slot]
-        if session.task_id is not None:
-            self.registry.complete(session.task_id, result="done")
+        self._finish_task(session)
+        self._resolve_checkpoint(session, reason="session ended")
         self.stream.delete_session(session.id, reason="finished")
+        self.client.statuses.pop(session.id, None)
         self.slots[slot] = self._new_session()
 
     def component_stats(self) -> dict[str, dict[str, Any]]:
@@ -424,6 +462,7 @@ async def _drive(
 async def _soak(config: SoakConfig, directory: str, on_progress: Optional[ProgressCallback]) -> Any:
     rss_start = current_rss()
     host = _Host(config, directory)
+    host.observer.start()
     base = host.events
     recorder, seconds = await _drive(host, config, on_progress)
     events = host.events - base

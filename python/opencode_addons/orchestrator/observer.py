@@ -299,3 +299,6 @@ class TaskObserver:
         stats["running"] = self.running
         stats["interval"] = self._interval
         return stats
+
+    # Every component reports through stats(); get_stats() is the reference's name.
+    stats = get_stats
