@@ -272,6 +272,23 @@ def python_scan(history: Sequence[Event], spec: dict[str, Any]) -> list[Event]:
     return found
 
 
+def python_scan_bytes(history: Sequence[bytes], spec: dict[str, Any]) -> list[Event]:
+    """Newest-first scan of a deque of orjson bytes (the baseline that holds as little memory as
+    the ring): every event is parsed until enough match."""
+    stream_id, types, limit = spec["stream_id"], set(spec["types"]), spec["limit"]
+    loads = orjson.loads
+    found: list[Event] = []
+    for raw in reversed(history):
+        event = loads(raw)
+        if stream_id is not None and event["stream_id"] != stream_id:
+            continue
+        if event["type"] in types:
+            found.append(event)
+            if len(found) == limit:
+                break
+    return found
+
+
 def native_query(target: Any, spec: dict[str, Any]) -> list[Event]:
     return target.query(
         stream_id=spec["stream_id"],

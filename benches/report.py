@@ -15,6 +15,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
+import orjson
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import cases
@@ -162,6 +164,7 @@ def _resume_rows(directory: str) -> list[Row]:
 def _query_rows(events: list[dict[str, Any]], directory: str) -> list[Row]:
     _log("queries")
     history = deque(events, maxlen=cases.HISTORY)
+    raw_history = deque((orjson.dumps(e) for e in events), maxlen=cases.HISTORY)
     ring = EventRing(cases.HISTORY)
     cases._extend_batches(ring, events)
     store = JsonlStore(
@@ -179,6 +182,8 @@ def _query_rows(events: list[dict[str, Any]], directory: str) -> list[Row]:
         ):
             scan = cases.per_call(lambda s=spec: cases.python_scan(history, s))
             rows.append(Row(label, "Python newest-first scan", f"{scan * 1e6:,.1f} µs"))
+            scan_bytes = cases.per_call(lambda s=spec: cases.python_scan_bytes(raw_history, s))
+            rows.append(Row(label, "Python scan of orjson bytes", f"{scan_bytes * 1e6:,.1f} µs"))
             for name, target_object in (("EventRing.query", ring), ("JsonlStore.query", store)):
                 seconds = cases.per_call(lambda t=target_object, s=spec: cases.native_query(t, s))
                 ratio = scan / seconds
@@ -192,6 +197,9 @@ def _query_rows(events: list[dict[str, Any]], directory: str) -> list[Row]:
                         f">= {target:g}x" if target else "",
                         None if target is None else ratio >= target,
                     )
+                )
+                rows.append(
+                    Row(label, name, "(same run)", scan_bytes / seconds, "scan of orjson bytes")
                 )
     finally:
         store.close()
