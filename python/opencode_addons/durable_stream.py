@@ -320,6 +320,7 @@ class DurableStream:
             default_actor=SYSTEM_ACTOR,
             default_correlation_id=self.run_id,
         )
+        self._store_append = self._store.append
         self._history = EventHistory(self._store.history)
         self._closed = False
         self._subscribers: dict[str, tuple[Subscriber, ...]] = {}
@@ -356,8 +357,15 @@ class DurableStream:
         """
         if self._closed:
             self._require_open()
-        stored: Event = self._store.append(event)
-        self._dispatch(stored)
+        stored: Event = self._store_append(event)
+        # _dispatch inlined: this runs on every append. The common event has no projection,
+        # few subscribers and no pending checkpoint, so each step is one check.
+        if stored["type"] in self._projectors:
+            self._project(stored)
+        if self._subscribers:
+            self._notify(stored)
+        if self._checkpoints:
+            self._housekeep()
         return stored
 
     def sync(self) -> None:

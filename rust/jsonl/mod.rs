@@ -195,7 +195,37 @@ impl Store {
         fields: &EventFields<'_>,
         spans: &KeySpans,
     ) -> Result<u64, CoreError> {
-        self.append_many(&[(body, *fields, *spans)])
+        // The one-event path of `append_many`, without its per-batch allocations.
+        self.check_size(body.len() + 1)?;
+        let seq = self.next_seq;
+        let mut suffix = SeqSuffix::default();
+        self.log
+            .append(&[body, suffix.line_end(seq)])
+            .map_err(|e| e.in_file(&self.path))?;
+        self.hold(seq, body, fields, spans)?;
+        self.finish_append(seq);
+        Ok(seq)
+    }
+
+    /// Puts an appended event into the ring, its known keys compacted.
+    fn hold(
+        &mut self,
+        seq: u64,
+        body: &[u8],
+        fields: &EventFields<'_>,
+        spans: &KeySpans,
+    ) -> Result<(), CoreError> {
+        let mut held = [&b""[..]; MAX_PARTS];
+        let count = spans.compact(body, body.len(), b"}", &mut held);
+        // Cannot fail: the size was checked and the cache has no byte limit.
+        self.ring.push(seq, fields, &held[..count])
+    }
+
+    fn finish_append(&mut self, last_seq: u64) {
+        self.next_seq = last_seq + 1;
+        if let Some(group) = &self.group {
+            group.shared().mark_written(last_seq);
+        }
     }
 
     /// Appends a batch atomically (all lines reach the file, or none); returns the first seq.
@@ -222,16 +252,11 @@ impl Store {
             start = end;
         }
         self.log.append(&parts).map_err(|e| e.in_file(&self.path))?;
-        let mut held = [&b""[..]; MAX_PARTS];
         for (offset, (body, fields, spans)) in events.iter().enumerate() {
-            let count = spans.compact(body, body.len(), b"}", &mut held);
-            // Cannot fail: sizes were checked above and the cache has no byte limit.
-            self.ring
-                .push(first + offset as u64, fields, &held[..count])?;
+            self.hold(first + offset as u64, body, fields, spans)?;
         }
-        self.next_seq = first + events.len() as u64;
-        if let Some(group) = &self.group {
-            group.shared().mark_written(self.next_seq - 1);
+        if !events.is_empty() {
+            self.finish_append(first + events.len() as u64 - 1);
         }
         Ok(first)
     }
@@ -361,6 +386,26 @@ pub fn fields_of<'a>(line: &'a ScannedLine<'_>) -> EventFields<'a> {
         actor: line.actor.as_deref(),
         correlation_id: line.correlation_id.as_deref(),
         timestamp: line.timestamp,
+    }
+}
+
+/// `,"seq":N}\n` for one line, built on the stack.
+#[derive(Default)]
+struct SeqSuffix {
+    bytes: [u8; 32],
+}
+
+impl SeqSuffix {
+    fn line_end(&mut self, seq: u64) -> &[u8] {
+        let mut digits = itoa::Buffer::new();
+        let digits = digits.format(seq).as_bytes();
+        let parts: [&[u8]; 3] = [b",\"seq\":", digits, b"}\n"];
+        let mut len = 0;
+        for part in parts {
+            self.bytes[len..len + part.len()].copy_from_slice(part);
+            len += part.len();
+        }
+        &self.bytes[..len]
     }
 }
 
