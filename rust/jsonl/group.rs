@@ -27,6 +27,8 @@ pub struct GroupSync {
 pub struct GroupThread {
     shared: Arc<GroupSync>,
     handle: Option<JoinHandle<()>>,
+    /// The fork generation the thread was started in (a forked child has no such thread).
+    started_in: u64,
 }
 
 impl GroupSync {
@@ -85,6 +87,7 @@ impl GroupThread {
         Ok(Self {
             shared,
             handle: Some(handle),
+            started_in: super::fork::generation(),
         })
     }
 
@@ -93,6 +96,12 @@ impl GroupThread {
     }
 
     pub fn stop(&mut self) {
+        if super::fork::forked_since(self.started_in) {
+            if let Some(handle) = self.handle.take() {
+                std::mem::forget(handle);
+            }
+            return;
+        }
         self.shared.lock().stop = true;
         self.shared.wake.notify_one();
         if let Some(handle) = self.handle.take() {

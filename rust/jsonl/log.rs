@@ -58,6 +58,8 @@ pub struct MappedLog {
     page: u64,
     /// Faults the next window into the page cache on another thread (None if it could not start).
     warmer: Option<Warmer>,
+    /// The fork generation this log was opened in: a forked child must not touch the file.
+    opened_in: u64,
 }
 
 // SAFETY: the mapping is owned by this value and only touched through `&mut self`.
@@ -78,6 +80,7 @@ impl MappedLog {
             map_len: 0,
             page: page_size(),
             warmer,
+            opened_in: super::fork::generation(),
         })
     }
 
@@ -367,6 +370,17 @@ impl Warmer {
     }
 }
 
+impl Warmer {
+    /// Lets go without waiting for the thread (in a forked child, where it does not exist).
+    fn abandon(mut self) {
+        self.pending = None;
+        self.jobs.take();
+        if let Some(handle) = self.handle.take() {
+            std::mem::forget(handle);
+        }
+    }
+}
+
 impl Drop for Warmer {
     fn drop(&mut self) {
         self.discard();
@@ -379,6 +393,13 @@ impl Drop for Warmer {
 
 impl Drop for MappedLog {
     fn drop(&mut self) {
+        if super::fork::forked_since(self.opened_in) {
+            // A forked child: the file is the parent's and the warmer thread is not ours.
+            if let Some(warmer) = self.warmer.take() {
+                warmer.abandon();
+            }
+            return;
+        }
         self.unmap();
         let _ = self.file.set_len(self.len);
     }
@@ -427,6 +448,25 @@ mod tests {
         assert!(data
             .chunks(1000)
             .all(|c| c[..999] == line[..] && c[999] == b'\n'));
+    }
+
+    #[test]
+    fn lines_larger_than_a_window_are_written_whole() {
+        let path = temp_path("large");
+        let _ = std::fs::remove_file(&path);
+        let big: Vec<u8> = (0..3 * WINDOW + 17)
+            .map(|i| b'a' + (i % 26) as u8)
+            .collect();
+        {
+            let mut log = MappedLog::new(open(&path), 0).unwrap();
+            log.append(&[b"x\n"]).unwrap();
+            log.append(&[&big, b"\n"]).unwrap();
+            log.append(&[b"y\n"]).unwrap();
+        }
+        let data = std::fs::read(&path).unwrap();
+        assert_eq!(&data[..2], b"x\n");
+        assert_eq!(&data[2..2 + big.len()], &big[..]);
+        assert_eq!(&data[2 + big.len()..], b"\ny\n");
     }
 
     #[test]

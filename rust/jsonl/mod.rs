@@ -7,6 +7,7 @@
 mod collect;
 #[cfg(test)]
 mod damage_tests;
+mod fork;
 mod group;
 mod log;
 pub mod recovery;
@@ -111,6 +112,8 @@ pub struct Store {
     sync_file: Arc<File>,
     suffixes: Vec<u8>,
     collected: Vec<(u64, Vec<u8>)>,
+    /// The fork generation the store was opened in (see `fork.rs`).
+    opened_in: u64,
 }
 
 impl Store {
@@ -153,6 +156,7 @@ impl Store {
             sync_file,
             suffixes: Vec::new(),
             collected,
+            opened_in: fork::generation(),
         })
     }
 
@@ -196,6 +200,7 @@ impl Store {
         spans: &KeySpans,
     ) -> Result<u64, CoreError> {
         // The one-event path of `append_many`, without its per-batch allocations.
+        self.check_process()?;
         self.check_size(body.len() + 1)?;
         let seq = self.next_seq;
         let mut suffix = SeqSuffix::default();
@@ -234,6 +239,7 @@ impl Store {
         &mut self,
         events: &[(&[u8], EventFields<'_>, KeySpans)],
     ) -> Result<u64, CoreError> {
+        self.check_process()?;
         for (body, _, _) in events {
             self.check_size(body.len() + 1)?;
         }
@@ -261,6 +267,17 @@ impl Store {
         Ok(first)
     }
 
+    /// Refuses to act from a child process forked after the store was opened.
+    fn check_process(&self) -> Result<(), CoreError> {
+        if fork::forked_since(self.opened_in) {
+            return Err(CoreError::Invalid(format!(
+                "{} was opened before this process forked; open the store again in this process",
+                self.path.display()
+            )));
+        }
+        Ok(())
+    }
+
     fn check_size(&self, size: usize) -> Result<(), CoreError> {
         let limit = self.options.max_event_bytes;
         if size > limit {
@@ -282,23 +299,30 @@ impl Store {
     }
 
     /// The file handle a full `sync` fsyncs, and (in group mode) the group to wait on.
-    pub fn sync_handles(&self) -> (Arc<File>, Option<(Arc<GroupSync>, u64)>) {
+    pub fn sync_handles(&self) -> Result<SyncHandles, CoreError> {
+        self.check_process()?;
         let group = self
             .group
             .as_ref()
             .map(|g| (Arc::clone(g.shared()), self.next_seq - 1));
-        (Arc::clone(&self.sync_file), group)
+        Ok((Arc::clone(&self.sync_file), group))
     }
 
     /// Everything appended so far is on disk when this returns.
     pub fn sync(&self) -> Result<(), CoreError> {
-        let (file, group) = self.sync_handles();
+        let (file, group) = self.sync_handles()?;
         sync_now(&file, group)
     }
 
     /// Trims the file to its data, syncs (except in "none" and "flush" modes) and stops the
     /// group thread. The store must not be used afterwards.
+    ///
+    /// In a child forked after the store was opened, closing only lets go of this process's
+    /// handles: the file belongs to the parent.
     pub fn close(&mut self) -> Result<(), CoreError> {
+        if fork::forked_since(self.opened_in) {
+            return Ok(());
+        }
         if let Some(mut group) = self.group.take() {
             group.stop();
         }
@@ -309,6 +333,10 @@ impl Store {
         self.log.trim(sync)
     }
 }
+
+/// What `sync` needs, taken out of the store so the wait can happen outside its lock: the
+/// file to fsync, and in group mode the group thread to wait on with the seq to reach.
+pub type SyncHandles = (Arc<File>, Option<(Arc<GroupSync>, u64)>);
 
 /// fsyncs `file`, or waits for the group thread to cover `seq`.
 pub fn sync_now(file: &File, group: Option<(Arc<GroupSync>, u64)>) -> Result<(), CoreError> {

@@ -284,6 +284,7 @@ impl JsonlStore {
                 .as_ref()
                 .ok_or_else(|| closed(&self.path))?
                 .sync_handles()
+                .map_err(to_pyerr)?
         };
         py.detach(move || sync_now(&handles.0, handles.1))
             .map_err(to_pyerr)

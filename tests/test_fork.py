@@ -1,0 +1,52 @@
+"""A store opened before os.fork() is the parent's: the child can neither write nor damage it."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from opencode_addons import JsonlStore
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+
+
+def run_in_child(body) -> int:
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            code = body()
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+@pytest.mark.parametrize("durability", ["flush", "group"])
+def test_child_cannot_append_and_closing_there_leaves_the_file_alone(tmp_path, durability):
+    path = tmp_path / "e.jsonl"
+    store = JsonlStore(path, durability=durability)
+    store.append({"type": "before"})
+
+    def child() -> int:
+        try:
+            store.append({"type": "from child"})
+        except ValueError as error:
+            if "forked" not in str(error):
+                return 3
+        else:
+            return 2
+        try:
+            store.sync()
+        except ValueError:
+            pass
+        else:
+            return 4
+        store.close()  # only lets go of the child's handles
+        return 0
+
+    assert run_in_child(child) == 0
+    store.append({"type": "after"})
+    store.close()
+    lines = path.read_bytes().splitlines()
+    assert [line.split(b'"type":"')[1].split(b'"')[0] for line in lines] == [b"before", b"after"]
