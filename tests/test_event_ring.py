@@ -662,3 +662,27 @@ def test_query_rejects_unknown_keywords_positionals_and_non_bool_order(tmp_path)
     with pytest.raises(TypeError, match="read_events\\(\\) got an unexpected keyword"):
         read_events(tmp_path / "e.jsonl", typ="a")
     store.close()
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "message"),
+    [
+        ((0,), {}, "capacity must be at least 1"),
+        ((-5,), {}, "capacity must be at least 1"),
+        ((2**32,), {}, "capacity must be at most"),
+        ((10,), {"max_bytes": 0}, "max_bytes must be at least 1"),
+        ((10,), {"max_event_bytes": 0}, "max_event_bytes must be at least 1"),
+    ],
+)
+def test_bad_limits_are_refused_with_a_clear_message(args, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        EventRing(*args, **kwargs)
+
+
+def test_an_event_over_max_bytes_is_refused_and_changes_nothing():
+    ring = EventRing(10, max_bytes=100)
+    ring.append({"type": "a"})
+    before = (ring.to_list(), ring.nbytes, ring.evicted)
+    with pytest.raises(ValueError, match="max_bytes"):
+        ring.append({"type": "a", "payload": "x" * 200})
+    assert (ring.to_list(), ring.nbytes, ring.evicted) == before
