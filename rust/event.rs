@@ -10,6 +10,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub const DEFAULT_MAX_EVENT_BYTES: usize = 1 << 20;
 /// Deepest nesting accepted in an event (also what stops a cyclic structure).
 pub const MAX_DEPTH: usize = 128;
+/// Highest sequence number a store hands out or accepts from a file (`i64::MAX`, so every
+/// JSON reader can hold it exactly and `seq + 1` never overflows).
+pub const MAX_SEQ: u64 = i64::MAX as u64;
+/// Longest integer literal accepted in a line (CPython's default limit for `int(str)`), so
+/// every loaded event can be turned back into a dict.
+pub const MAX_INT_DIGITS: usize = 4300;
 /// Length of a generated id: 9 base36 digits of epoch ms, `_`, 16 hex digits.
 pub const EVENT_ID_LEN: usize = 26;
 

@@ -6,7 +6,7 @@
 
 use std::borrow::Cow;
 
-use crate::event::MAX_DEPTH;
+use crate::event::{MAX_DEPTH, MAX_INT_DIGITS, MAX_SEQ};
 use crate::keys::KeySpans;
 
 /// Bytes that need escaping inside a JSON string: 0 none, 1 a short escape, 2 `\u00XX`.
@@ -238,6 +238,7 @@ impl<'a> Cursor<'a> {
             Some(b'1'..=b'9') => self.digits(),
             _ => return Err("bad number"),
         }
+        let integer_digits = self.pos - start;
         let mut integer = true;
         if self.peek() == Some(b'.') {
             integer = false;
@@ -251,6 +252,9 @@ impl<'a> Cursor<'a> {
                 self.pos += 1;
             }
             self.require_digits()?;
+        }
+        if integer && integer_digits > MAX_INT_DIGITS {
+            return Err("integer too long");
         }
         Ok((&self.bytes[start..self.pos], integer))
     }
@@ -499,10 +503,15 @@ fn record_field<'a>(
     value: &'a [u8],
     found: &mut Found<'a>,
 ) -> Result<bool, ScanError> {
-    if key.escaped {
-        return Ok(false);
-    }
-    match key.raw {
+    let mut unescaped = Vec::new();
+    let name: &[u8] = if key.escaped {
+        // A key written with escapes (`"typ\\u0065"`) is the same key to any JSON reader.
+        unescape(key.raw, &mut unescaped)?;
+        &unescaped
+    } else {
+        key.raw
+    };
+    match name {
         b"type" => {
             found.event_type = Some(string_value(value).ok_or("\"type\" is not a string")?);
         }
@@ -511,9 +520,11 @@ fn record_field<'a>(
         b"correlation_id" => found.correlation_id = string_value(value),
         b"timestamp" => found.timestamp = number_as_ms(value),
         b"seq" => {
+            // A seq out of range is treated as absent: the store numbers the line itself.
             found.seq = std::str::from_utf8(value)
                 .ok()
-                .and_then(|t| t.parse::<u64>().ok());
+                .and_then(|t| t.parse::<u64>().ok())
+                .filter(|&seq| seq <= MAX_SEQ);
             return Ok(true);
         }
         _ => {}
@@ -706,6 +717,41 @@ mod tests {
                 String::from_utf8_lossy(case)
             );
         }
+    }
+
+    #[test]
+    fn out_of_range_seqs_are_treated_as_absent() {
+        let line = br#"{"type":"a","seq":9223372036854775808}"#;
+        assert_eq!(scan_event_line(line).unwrap().seq, None);
+        let line = br#"{"type":"a","seq":9223372036854775807}"#;
+        assert_eq!(scan_event_line(line).unwrap().seq, Some(MAX_SEQ));
+    }
+
+    #[test]
+    fn integers_python_cannot_parse_make_the_line_corrupt() {
+        let line = |digits: usize| format!("{{\"type\":\"a\",\"n\":-{}}}", "9".repeat(digits));
+        assert!(scan_event_line(line(MAX_INT_DIGITS - 1).as_bytes()).is_ok());
+        assert_eq!(
+            scan_event_line(line(MAX_INT_DIGITS + 1).as_bytes()),
+            Err("integer too long")
+        );
+        let float = format!(
+            "{{\"type\":\"a\",\"n\":1.{}}}",
+            "9".repeat(MAX_INT_DIGITS + 5)
+        );
+        assert!(scan_event_line(float.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn escaped_keys_are_the_keys_they_spell() {
+        let scanned = scan_event_line(br#"{"typ\u0065":"a","stream\u005fid":"s"}"#).unwrap();
+        assert_eq!(scanned.event_type, "a");
+        assert_eq!(scanned.stream_id.as_deref(), Some("s"));
+        assert_eq!(
+            scanned.key_spans,
+            KeySpans::default(),
+            "escaped keys are not compacted"
+        );
     }
 
     #[test]

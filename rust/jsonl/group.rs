@@ -49,9 +49,14 @@ impl GroupSync {
         let mut progress = self.lock();
         progress.urgent = true;
         self.wake.notify_one();
-        while progress.synced < seq {
-            if let Some(error) = progress.error.take() {
-                return Err(error);
+        loop {
+            // A failed fsync is not retried into a false success: once one fails, every wait
+            // reports it, since what it should have made durable may be lost.
+            if let Some(error) = &progress.error {
+                return Err(error.clone());
+            }
+            if progress.synced >= seq {
+                return Ok(());
             }
             if progress.exited {
                 return Err("the store was closed before the sync finished".into());
@@ -61,7 +66,11 @@ impl GroupSync {
                 .wait(progress)
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
         }
-        Ok(())
+    }
+
+    /// The fsync failure, if one happened.
+    pub fn error(&self) -> Option<String> {
+        self.lock().error.clone()
     }
 
     pub fn synced(&self) -> u64 {
@@ -134,7 +143,8 @@ fn run(shared: &GroupSync, file: &File, interval: Duration) {
             let result = file.sync_data();
             let mut progress = shared.lock();
             match result {
-                Ok(()) => progress.synced = progress.synced.max(target),
+                Ok(()) if progress.error.is_none() => progress.synced = progress.synced.max(target),
+                Ok(()) => {}
                 Err(e) => progress.error = Some(format!("group fsync of the log failed: {e}")),
             }
             shared.done.notify_all();

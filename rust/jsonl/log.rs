@@ -100,11 +100,28 @@ impl MappedLog {
         let start = self.len;
         for part in parts {
             if let Err(err) = self.copy_line_part(part) {
+                // Whole lines of a failed batch may already be in the page cache: blank them so
+                // a crash before the next append cannot bring back events that were refused.
+                self.erase(start, self.len);
                 self.len = start;
                 return Err(err);
             }
         }
         Ok(())
+    }
+
+    /// Overwrites `from..to` of the file with zeros (recovery skips them as padding).
+    fn erase(&self, from: u64, to: u64) {
+        use std::os::unix::fs::FileExt;
+        let zeros = [0u8; 4096];
+        let mut at = from;
+        while at < to {
+            let count = ((to - at) as usize).min(zeros.len());
+            if self.file.write_all_at(&zeros[..count], at).is_err() {
+                return;
+            }
+            at += count as u64;
+        }
     }
 
     fn copy_line_part(&mut self, part: &[u8]) -> Result<(), CoreError> {
@@ -467,6 +484,17 @@ mod tests {
         assert_eq!(&data[..2], b"x\n");
         assert_eq!(&data[2..2 + big.len()], &big[..]);
         assert_eq!(&data[2 + big.len()..], b"\ny\n");
+    }
+
+    #[test]
+    fn erase_blanks_a_refused_range_with_zeros() {
+        let path = temp_path("erase");
+        let _ = std::fs::remove_file(&path);
+        let mut log = MappedLog::new(open(&path), 0).unwrap();
+        log.append(&[b"keep\n", b"gone\n"]).unwrap();
+        log.erase(5, 10);
+        let data = std::fs::read(&path).unwrap();
+        assert_eq!(&data[..10], b"keep\n\0\0\0\0\0");
     }
 
     #[test]

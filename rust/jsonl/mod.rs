@@ -24,7 +24,7 @@ use group::GroupThread;
 use log::{lock_exclusive, MappedLog};
 pub use recovery::{scan, LineEvent, RecoveryReport, ScanOutcome};
 
-use crate::event::{CoreError, EventFields, DEFAULT_MAX_EVENT_BYTES};
+use crate::event::{CoreError, EventFields, DEFAULT_MAX_EVENT_BYTES, MAX_SEQ};
 use crate::json::ScannedLine;
 use crate::keys::{KeySpans, MAX_PARTS};
 use crate::ring::Ring;
@@ -202,6 +202,7 @@ impl Store {
         // The one-event path of `append_many`, without its per-batch allocations.
         self.check_process()?;
         self.check_size(body.len() + 1)?;
+        self.check_seqs_left(1)?;
         let seq = self.next_seq;
         let mut suffix = SeqSuffix::default();
         self.log
@@ -240,6 +241,7 @@ impl Store {
         events: &[(&[u8], EventFields<'_>, KeySpans)],
     ) -> Result<u64, CoreError> {
         self.check_process()?;
+        self.check_seqs_left(events.len() as u64)?;
         for (body, _, _) in events {
             self.check_size(body.len() + 1)?;
         }
@@ -272,6 +274,16 @@ impl Store {
         if fork::forked_since(self.opened_in) {
             return Err(CoreError::Invalid(format!(
                 "{} was opened before this process forked; open the store again in this process",
+                self.path.display()
+            )));
+        }
+        Ok(())
+    }
+
+    fn check_seqs_left(&self, count: u64) -> Result<(), CoreError> {
+        if count > MAX_SEQ.saturating_sub(self.next_seq).saturating_add(1) {
+            return Err(CoreError::Invalid(format!(
+                "{} has used up its sequence numbers (the last possible is {MAX_SEQ})",
                 self.path.display()
             )));
         }
@@ -323,14 +335,22 @@ impl Store {
         if fork::forked_since(self.opened_in) {
             return Ok(());
         }
+        let mut group_failure = None;
         if let Some(mut group) = self.group.take() {
             group.stop();
+            group_failure = group.shared().error();
         }
         let sync = matches!(
             self.options.durability,
             Durability::Fsync | Durability::Group
         );
-        self.log.trim(sync)
+        self.log.trim(sync)?;
+        match group_failure {
+            Some(message) => {
+                Err(CoreError::io(message, std::io::Error::other("fsync")).in_file(&self.path))
+            }
+            None => Ok(()),
+        }
     }
 }
 

@@ -35,7 +35,15 @@ pub struct EncodeError {
     kind: ErrorKind,
     message: String,
     path: Vec<Segment>,
+    /// The object the message describes. Its type name and repr are filled into the message
+    /// only once encoding has stopped: they can run Python code, which could free the objects
+    /// the encoder still borrows.
+    culprit: Option<Py<PyAny>>,
 }
+
+/// Placeholders in a message for the culprit's type name and repr.
+const TYPE_NAME: &str = "\u{0}type\u{0}";
+const REPR: &str = "\u{0}repr\u{0}";
 
 #[derive(Clone, Copy)]
 enum ErrorKind {
@@ -49,7 +57,19 @@ impl EncodeError {
             kind: ErrorKind::Type,
             message: message.into(),
             path: Vec::new(),
+            culprit: None,
         }
+    }
+
+    /// A TypeError about `value`, whose message may use the TYPE_NAME and REPR placeholders.
+    ///
+    /// # Safety
+    /// The GIL must be held and `value` alive.
+    unsafe fn about(value: *mut ffi::PyObject, message: String) -> Self {
+        let py = Python::assume_attached();
+        let mut error = Self::type_error(message);
+        error.culprit = Some(Bound::from_borrowed_ptr(py, value).unbind());
+        error
     }
 
     fn value_error(message: impl Into<String>) -> Self {
@@ -57,6 +77,7 @@ impl EncodeError {
             kind: ErrorKind::Value,
             message: message.into(),
             path: Vec::new(),
+            culprit: None,
         }
     }
 
@@ -94,6 +115,22 @@ impl EncodeError {
     /// The Python exception; `event_index` names the event within a batch.
     pub fn into_pyerr(self, event_index: Option<usize>) -> PyErr {
         let mut message = self.message.clone();
+        if let Some(culprit) = &self.culprit {
+            // Encoding has stopped: running Python code (a repr, a type's name) is safe now.
+            Python::attach(|py| {
+                let culprit = culprit.bind(py);
+                if message.contains(TYPE_NAME) {
+                    let name = culprit.get_type().name().map(|n| n.to_string());
+                    message = message.replace(TYPE_NAME, &name.unwrap_or_else(|_| "?".into()));
+                }
+                if message.contains(REPR) {
+                    let shown = culprit
+                        .repr()
+                        .map(|r| r.to_string().chars().take(60).collect::<String>());
+                    message = message.replace(REPR, &shown.unwrap_or_else(|_| "?".into()));
+                }
+            });
+        }
         let location = self.location();
         if !location.is_empty() {
             message = format!("{message} (at {location})");
@@ -368,7 +405,7 @@ unsafe fn optional_str<'a>(value: *mut ffi::PyObject, name: &str) -> Result<Opti
     }
     if !is_str(value) {
         let expected = format!("'{name}' must be a string or None");
-        return Err(EncodeError::type_error(wrong_type(&expected, value)));
+        return Err(wrong_type(&expected, value));
     }
     utf8_of(value).map(Some)
 }
@@ -376,7 +413,7 @@ unsafe fn optional_str<'a>(value: *mut ffi::PyObject, name: &str) -> Result<Opti
 unsafe fn timestamp_ms(value: *mut ffi::PyObject) -> Result<f64> {
     let message = "'timestamp' must be epoch milliseconds (an int or a float)";
     if ffi::PyBool_Check(value) != 0 {
-        return Err(EncodeError::type_error(wrong_type(message, value)));
+        return Err(wrong_type(message, value));
     }
     if ffi::PyLong_Check(value) != 0 {
         let mut overflow = 0;
@@ -397,7 +434,7 @@ unsafe fn timestamp_ms(value: *mut ffi::PyObject) -> Result<f64> {
         }
         return Ok(ms);
     }
-    Err(EncodeError::type_error(wrong_type(message, value)))
+    Err(wrong_type(message, value))
 }
 
 /// The size limit of the event being encoded, which starts at `base` in the buffer.
@@ -423,7 +460,7 @@ fn check_limit(out: &[u8], budget: Budget) -> Result<()> {
 /// not a str, a ValueError if it cannot be UTF-8.
 unsafe fn str_of<'a>(value: *mut ffi::PyObject, expected: &str) -> Result<&'a str> {
     if !is_str(value) {
-        return Err(EncodeError::type_error(wrong_type(expected, value)));
+        return Err(wrong_type(expected, value));
     }
     utf8_of(value)
 }
@@ -471,18 +508,25 @@ unsafe fn compact_ascii<'a>(value: *mut ffi::PyObject) -> Option<&'a str> {
     if data_offset == 0 || ffi::Py_TYPE(value) != std::ptr::addr_of_mut!(ffi::PyUnicode_Type) {
         return None;
     }
-    let base = value.cast::<u8>();
-    let state = base.add(STATE_OFFSET).cast::<u32>().read_unaligned();
-    if state & COMPACT_ASCII_BITS != COMPACT_ASCII_BITS {
+    let (length, is_compact_ascii) = ascii_header(value);
+    if !is_compact_ascii {
         return None;
     }
-    let length = base.add(LENGTH_OFFSET).cast::<isize>().read_unaligned() as usize;
-    let bytes = std::slice::from_raw_parts(base.add(data_offset), length);
+    let bytes = std::slice::from_raw_parts(value.cast::<u8>().add(data_offset), length);
     Some(std::str::from_utf8_unchecked(bytes))
 }
 
+/// A str's length and whether it is compact ASCII, read from the header fields every CPython 3
+/// has at these offsets (the object is at least 40 bytes long).
+unsafe fn ascii_header(value: *mut ffi::PyObject) -> (usize, bool) {
+    let base = value.cast::<u8>();
+    let state = base.add(STATE_OFFSET).cast::<u32>().read_unaligned();
+    let length = base.add(LENGTH_OFFSET).cast::<isize>().read_unaligned() as usize;
+    (length, state & COMPACT_ASCII_BITS == COMPACT_ASCII_BITS)
+}
+
 /// Turns the fast string path on if this interpreter's layout is the one we know: the probe
-/// strings must read back exactly as the C API gives them.
+/// strings' headers must say what they are, and their characters must be where we expect them.
 pub fn enable_fast_strings(py: Python<'_>) {
     let version = py.version_info();
     let offset: usize = match (version.major, version.minor) {
@@ -499,13 +543,18 @@ pub fn enable_fast_strings(py: Python<'_>) {
     ];
     let agrees = probes.iter().all(|text| {
         let object = pyo3::types::PyString::new(py, text);
-        ASCII_DATA_OFFSET.store(offset, Ordering::Relaxed);
-        // SAFETY: a live str and the GIL is held.
-        let fast = unsafe { compact_ascii(object.as_ptr()) };
-        ASCII_DATA_OFFSET.store(0, Ordering::Relaxed);
-        match fast {
-            Some(read) => text.is_ascii() && read == *text,
-            None => !text.is_ascii(),
+        // SAFETY: a live str and the GIL is held; the characters are read only after the header
+        // has given the length we expect, so a wrong guess cannot read past the object.
+        unsafe {
+            let (length, is_compact_ascii) = ascii_header(object.as_ptr());
+            if is_compact_ascii != text.is_ascii() || (is_compact_ascii && length != text.len()) {
+                return false;
+            }
+            if !is_compact_ascii {
+                return true;
+            }
+            let read = std::slice::from_raw_parts(object.as_ptr().cast::<u8>().add(offset), length);
+            read == text.as_bytes()
         }
     });
     ASCII_DATA_OFFSET.store(if agrees { offset } else { 0 }, Ordering::Relaxed);
@@ -513,11 +562,10 @@ pub fn enable_fast_strings(py: Python<'_>) {
 
 unsafe fn key_utf8<'a>(key: *mut ffi::PyObject) -> Result<&'a [u8]> {
     if !is_str(key) {
-        let shown = repr_of(key);
-        return Err(EncodeError::type_error(format!(
-            "keys must be strings, got {shown} of type {}",
-            type_name(key)
-        )));
+        return Err(EncodeError::about(
+            key,
+            format!("keys must be strings, got {REPR} of type {TYPE_NAME}"),
+        ));
     }
     utf8_of(key).map(str::as_bytes)
 }
@@ -588,10 +636,12 @@ unsafe fn encode_subclass(
     } else if ffi::PyList_Check(value) != 0 || ffi::PyTuple_Check(value) != 0 {
         encode_sequence(value, out, limit, depth + 1)
     } else {
-        Err(EncodeError::type_error(format!(
-            "value of type '{}' is not JSON serializable (use str, int, float, bool, None, dict, list or tuple)",
-            type_name(value)
-        )))
+        Err(EncodeError::about(
+            value,
+            format!(
+                "value of type '{TYPE_NAME}' is not JSON serializable (use str, int, float, bool, None, dict, list or tuple)"
+            ),
+        ))
     }
 }
 
@@ -705,32 +755,12 @@ unsafe fn encode_sequence(
     check_limit(out, limit)
 }
 
-unsafe fn type_name(value: *mut ffi::PyObject) -> String {
-    let py = Python::assume_attached();
-    let object = Bound::from_borrowed_ptr(py, value);
-    object
-        .get_type()
-        .name()
-        .map(|n| n.to_string())
-        .unwrap_or_else(|_| "?".into())
-}
-
-unsafe fn repr_of(value: *mut ffi::PyObject) -> String {
-    let repr = ffi::PyObject_Repr(value);
-    if repr.is_null() {
-        ffi::PyErr_Clear();
-        return "?".into();
-    }
-    let text = utf8_of(repr)
-        .map(|s| s.chars().take(60).collect())
-        .unwrap_or_else(|_| "?".into());
-    ffi::Py_DecRef(repr);
-    text
-}
-
-fn wrong_type(message: &str, value: *mut ffi::PyObject) -> String {
-    // SAFETY: callers hold the GIL and a live `value`.
-    format!("{message}, got {}", unsafe { type_name(value) })
+/// A TypeError "`message`, got <type of value>".
+///
+/// # Safety
+/// The GIL must be held and `value` alive.
+unsafe fn wrong_type(message: &str, value: *mut ffi::PyObject) -> EncodeError {
+    EncodeError::about(value, format!("{message}, got {TYPE_NAME}"))
 }
 
 /// Turns any mapping into a dict we own (a dict or subclass is used as is).

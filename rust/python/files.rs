@@ -47,6 +47,9 @@ pub fn read_events<'py>(
 /// Keeps matches in a ring: bounded by `limit` when the newest are wanted, so memory stays flat
 /// however large the file is.
 fn matching(file: File, query: &Query) -> std::io::Result<Copied> {
+    if query.limit == Some(0) {
+        return Ok(Copied::default());
+    }
     let keep = if query.newest_first {
         query.limit.unwrap_or(usize::MAX)
     } else {

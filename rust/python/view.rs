@@ -100,14 +100,19 @@ pub(crate) fn get_item<'py, H: RingHolder>(
     key: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyAny>> {
     if let Ok(slice) = key.cast::<PySlice>() {
-        let copied = holder.with_ring(py, |ring| -> PyResult<Copied> {
-            let length = view_len(ring, window);
-            let bounds = slice.indices(length as isize)?;
+        // The bounds' __index__ is Python code: resolve them before taking the lock.
+        let length = holder.with_ring(py, |ring| view_len(ring, window))?;
+        let bounds = slice.indices(length as isize)?;
+        let copied = holder.with_ring(py, |ring| {
+            // Events may have come or gone meanwhile: the slice is taken of the view as it is
+            // now, and positions past its end are skipped.
             let start = window_start(ring, window) as isize;
             let picks = (0..bounds.slicelength)
-                .map(|k| (start + bounds.start + k as isize * bounds.step) as usize);
-            Ok(Copied::from_ring(ring, picks))
-        })??;
+                .map(|k| start + bounds.start + k as isize * bounds.step)
+                .filter(|&at| at >= 0)
+                .map(|at| at as usize);
+            Copied::from_ring(ring, picks)
+        })?;
         return Ok(copied.into_list(py)?.into_any());
     }
     let index: isize = key
