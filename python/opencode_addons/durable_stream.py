@@ -98,7 +98,7 @@ _CHECKPOINT_STATUS = {CHECKPOINT_APPROVED: "approved", CHECKPOINT_REJECTED: "rej
 # an opening event as soon as its closing event is read, so this stays small on long files).
 COLLECT_TYPES = frozenset(_SESSION_END_TYPES)
 COLLECT_PAIRS = (
-    (CHECKPOINT_REQUESTED, ["id"], sorted(_CHECKPOINT_STATUS), ["checkpoint_id"]),
+    (CHECKPOINT_REQUESTED, ["id", "checkpoint_id"], sorted(_CHECKPOINT_STATUS), ["checkpoint_id"]),
     (AGENT_SPAWNED, ["id", "intent_id"], sorted(_INTENT_END_STATUS), ["intent_id", "id"]),
 )
 _FINISHED_TOOL_STATUSES = frozenset({"completed", "error"})

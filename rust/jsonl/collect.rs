@@ -19,7 +19,8 @@ pub struct OpenClose {
     pub close_fields: Vec<String>,
 }
 
-/// What to keep: every event of `types`, and the opening events of `pairs` not closed since.
+/// What to keep: every event of `types`, and the opening events of `pairs` (those with an id)
+/// not closed since.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CollectSpec {
     pub types: Vec<String>,
@@ -57,16 +58,16 @@ impl<'s> Collector<'s> {
     pub fn offer(&mut self, seq: u64, event_type: &str, line: &[u8], json: [&[u8]; 2]) {
         for (index, pair) in self.spec.pairs.iter().enumerate() {
             if pair.open_type == event_type {
-                let slot = self.kept.len();
-                if let Some(id) = first_id(line, &pair.open_fields) {
-                    // The same id opened twice: the first opening stands, as in projections.
-                    let key = (index, id.into_owned());
-                    if self.open.contains_key(&key) {
-                        return;
-                    }
-                    self.open.insert(key, slot);
+                // An opening without an id can never be closed, and projections skip it.
+                let Some(id) = first_id(line, &pair.open_fields) else {
+                    return;
+                };
+                // The same id opened twice: the first opening stands, as in projections.
+                let key = (index, id.into_owned());
+                if !self.open.contains_key(&key) {
+                    self.open.insert(key, self.kept.len());
+                    self.kept.push(Some((seq, json.concat())));
                 }
-                self.kept.push(Some((seq, json.concat())));
                 return;
             }
             if pair.close_types.iter().any(|t| t == event_type) {
@@ -147,7 +148,11 @@ mod tests {
         );
         offer(&mut collector, 7, r#"{"type":"cp.requested","payload":{}}"#);
         let kept: Vec<u64> = collector.finish().into_iter().map(|(seq, _)| seq).collect();
-        assert_eq!(kept, [2, 5, 7]);
+        assert_eq!(
+            kept,
+            [2, 5],
+            "seq 7 has no id: nothing could close it or project it"
+        );
     }
 
     #[test]
