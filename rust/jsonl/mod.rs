@@ -110,7 +110,6 @@ pub struct Store {
     recovery: RecoveryReport,
     group: Option<GroupThread>,
     sync_file: Arc<File>,
-    suffixes: Vec<u8>,
     collected: Vec<(u64, Vec<u8>)>,
     /// The fork generation the store was opened in (see `fork.rs`).
     opened_in: u64,
@@ -154,7 +153,6 @@ impl Store {
             recovery: outcome.report,
             group,
             sync_file,
-            suffixes: Vec::new(),
             collected,
             opened_in: fork::generation(),
         })
@@ -204,9 +202,8 @@ impl Store {
         self.check_size(body.len() + 1)?;
         self.check_seqs_left(1)?;
         let seq = self.next_seq;
-        let mut suffix = SeqSuffix::default();
         self.log
-            .append(&[body, suffix.line_end(seq)])
+            .append(&[body, SeqSuffix::new(seq).as_bytes()])
             .map_err(|e| e.in_file(&self.path))?;
         self.hold(seq, body, fields, spans)?;
         self.finish_append(seq);
@@ -246,18 +243,13 @@ impl Store {
             self.check_size(body.len() + 1)?;
         }
         let first = self.next_seq;
-        self.suffixes.clear();
-        let mut ends = Vec::with_capacity(events.len());
-        for offset in 0..events.len() as u64 {
-            write_seq_suffix(&mut self.suffixes, first + offset);
-            ends.push(self.suffixes.len());
-        }
+        let suffixes: Vec<SeqSuffix> = (0..events.len() as u64)
+            .map(|i| SeqSuffix::new(first + i))
+            .collect();
         let mut parts: Vec<&[u8]> = Vec::with_capacity(events.len() * 2);
-        let mut start = 0;
-        for ((body, _, _), &end) in events.iter().zip(&ends) {
+        for ((body, _, _), suffix) in events.iter().zip(&suffixes) {
             parts.push(body);
-            parts.push(&self.suffixes[start..end]);
-            start = end;
+            parts.push(suffix.as_bytes());
         }
         self.log.append(&parts).map_err(|e| e.in_file(&self.path))?;
         for (offset, (body, fields, spans)) in events.iter().enumerate() {
@@ -437,30 +429,29 @@ pub fn fields_of<'a>(line: &'a ScannedLine<'_>) -> EventFields<'a> {
     }
 }
 
-/// `,"seq":N}\n` for one line, built on the stack.
-#[derive(Default)]
+/// The end of a line, `,"seq":N}\n`, built without allocating.
 struct SeqSuffix {
     bytes: [u8; 32],
+    len: usize,
 }
 
 impl SeqSuffix {
-    fn line_end(&mut self, seq: u64) -> &[u8] {
+    fn new(seq: u64) -> Self {
+        let mut suffix = Self {
+            bytes: [0; 32],
+            len: 0,
+        };
         let mut digits = itoa::Buffer::new();
-        let digits = digits.format(seq).as_bytes();
-        let parts: [&[u8]; 3] = [b",\"seq\":", digits, b"}\n"];
-        let mut len = 0;
-        for part in parts {
-            self.bytes[len..len + part.len()].copy_from_slice(part);
-            len += part.len();
+        for part in [&b",\"seq\":"[..], digits.format(seq).as_bytes(), b"}\n"] {
+            suffix.bytes[suffix.len..suffix.len + part.len()].copy_from_slice(part);
+            suffix.len += part.len();
         }
-        &self.bytes[..len]
+        suffix
     }
-}
 
-fn write_seq_suffix(out: &mut Vec<u8>, seq: u64) {
-    out.extend_from_slice(b",\"seq\":");
-    out.extend_from_slice(itoa::Buffer::new().format(seq).as_bytes());
-    out.extend_from_slice(b"}\n");
+    fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
 }
 
 #[cfg(test)]
