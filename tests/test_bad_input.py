@@ -585,3 +585,12 @@ def test_property_query(query_targets, args):
         else:
             assert got == reference_query(target.to_list(), args), args
     snap.assert_unchanged()
+
+
+def test_the_compact_ascii_fast_path_is_on_for_the_interpreters_it_knows():
+    import sys
+
+    from opencode_addons import _core
+
+    known = (3, 9) <= sys.version_info[:2] <= (3, 14)
+    assert _core._FAST_STRINGS is known

@@ -7,7 +7,11 @@ import os
 import pytest
 from opencode_addons import JsonlStore
 
-pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+pytestmark = [
+    pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork"),
+    # Forking a process with threads (the store has helper threads) is exactly what is tested.
+    pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning"),
+]
 
 
 def run_in_child(body) -> int:

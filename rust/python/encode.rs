@@ -527,6 +527,11 @@ unsafe fn ascii_header(value: *mut ffi::PyObject) -> (usize, bool) {
 
 /// Turns the fast string path on if this interpreter's layout is the one we know: the probe
 /// strings' headers must say what they are, and their characters must be where we expect them.
+/// Whether the fast string path is on (for diagnostics and tests).
+pub fn fast_strings_enabled() -> bool {
+    ASCII_DATA_OFFSET.load(Ordering::Relaxed) != 0
+}
+
 pub fn enable_fast_strings(py: Python<'_>) {
     let version = py.version_info();
     let offset: usize = match (version.major, version.minor) {

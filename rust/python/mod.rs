@@ -244,14 +244,17 @@ fn time_bound(value: &Bound<'_, PyAny>, name: &str) -> PyResult<f64> {
 }
 
 fn non_negative(value: &Bound<'_, PyAny>, name: &str) -> PyResult<u64> {
-    if is_bool(value) {
+    // Only real ints: older Pythons would otherwise truncate a float through __int__.
+    if is_bool(value) || !value.is_instance_of::<pyo3::types::PyInt>() {
         return Err(PyTypeError::new_err(format!("{name} must be an int")));
     }
-    let number: i128 = value
-        .extract()
-        .map_err(|_| PyTypeError::new_err(format!("{name} must be an int")))?;
-    u64::try_from(number)
-        .map_err(|_| PyValueError::new_err(format!("{name} must be >= 0, got {number}")))
+    if value.lt(0)? {
+        return Err(PyValueError::new_err(format!(
+            "{name} must be >= 0, got {value}"
+        )));
+    }
+    // Beyond 64 bits is as good as "no limit" for a count or a seq.
+    Ok(value.extract::<u64>().unwrap_or(u64::MAX))
 }
 
 #[pymodule]
@@ -273,5 +276,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
         crate::event::DEFAULT_MAX_EVENT_BYTES,
     )?;
     m.add("MAX_DEPTH", crate::event::MAX_DEPTH)?;
+    m.add("_FAST_STRINGS", encode::fast_strings_enabled())?;
     Ok(())
 }
