@@ -140,3 +140,17 @@ class MemoryCheckpointStream(MemoryEventStream):
     def _pending(self, checkpoint_id: str) -> FakeCheckpoint | None:
         checkpoint = self.checkpoints.get(checkpoint_id)
         return checkpoint if checkpoint is not None and checkpoint.status == "pending" else None
+
+
+async def eventually(condition, timeout: float = 5.0, step: float = 0.01) -> bool:
+    """Wait until ``condition()`` is true (a timer has fired, a write happened), up to a
+    generous ``timeout``, so a busy machine delays the test instead of failing it."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        if loop.time() >= deadline:
+            return False
+        await asyncio.sleep(step)
+    return True

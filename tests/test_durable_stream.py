@@ -9,6 +9,7 @@ import time
 from collections.abc import Sequence
 
 import pytest
+from fakes import eventually
 from opencode_addons import _core
 from opencode_addons.durable_stream import (
     BRIDGE_STREAM,
@@ -397,7 +398,7 @@ def timeouts(stream: DurableStream) -> list[dict]:
 async def test_expired_checkpoint_is_rejected_by_its_timer(stream):
     checkpoint = stream.request_checkpoint("s1", "a?", ["x"], "me", timeout=0.05)
     assert stream.stats()["timers"] == 1
-    await asyncio.sleep(0.15)
+    assert await eventually(lambda: timeouts(stream))
     [event] = timeouts(stream)
     assert event["payload"]["checkpoint_id"] == checkpoint.id
     assert event["payload"]["rejected_by"] == "system" and event["stream_id"] == "s1"
@@ -443,7 +444,7 @@ def test_timer_is_armed_when_a_loop_is_first_seen(stream):
     async def later() -> None:
         stream.append({"type": "tick"})
         assert stream.stats()["timers"] == 1
-        await asyncio.sleep(0.2)
+        assert await eventually(lambda: checkpoint.status == "rejected")
 
     asyncio.run(later())
     assert checkpoint.status == "rejected" and len(timeouts(stream)) == 1
@@ -458,7 +459,7 @@ def test_timer_moves_to_a_new_loop(stream):
 
     async def second_loop() -> None:
         stream.append({"type": "tock"})
-        await asyncio.sleep(0.4)
+        assert await eventually(lambda: checkpoint.status == "rejected")
 
     asyncio.run(first_loop())  # its loop closes with the timer still armed on it
     asyncio.run(second_loop())
@@ -499,7 +500,7 @@ async def test_pending_checkpoint_is_rearmed_after_a_restart(path):
         result = reopened.resume()
         assert [c.id for c in result.pending_checkpoints] == [checkpoint.id]
         assert reopened.stats()["timers"] == 1
-        await asyncio.sleep(0.45)
+        assert await eventually(lambda: timeouts(reopened))
         assert [e["payload"]["checkpoint_id"] for e in timeouts(reopened)] == [checkpoint.id]
         assert reopened.stats()["timers"] == 0
     finally:

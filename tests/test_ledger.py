@@ -6,7 +6,7 @@ import asyncio
 import os
 
 import pytest
-from fakes import MemoryEventStream
+from fakes import MemoryEventStream, eventually
 from opencode_addons.events import (
     AGENT_COMPLETED,
     AGENT_SPAWNED,
@@ -260,7 +260,7 @@ async def test_writes_are_debounced_with_an_owned_timer(tmp_path):
         task(stream, "started", f"t{index}")
     assert ledger.stats()["pending_write"] is True
     assert not path.exists()
-    await asyncio.sleep(0.15)
+    assert await eventually(lambda: ledger.stats()["writes"] > 0)
     assert ledger.stats()["writes"] == 1
     assert ledger.stats()["pending_write"] is False
     assert path.read_text(encoding="utf-8") == ledger.render()
