@@ -248,3 +248,33 @@ def test_concurrent_writers_are_serialized():
     assert lane.count() == 200
     assert len(lane.smart_find("worker item", limit=500)) == 200
     lane.close()
+
+
+def test_max_items_prunes_the_least_valuable_memories():
+    now = [1_000_000.0]
+    lane = MemoryLaneStore(max_items=10, clock=lambda: now[0], half_life_days=1.0)
+    keeper = lane.store("keep this one: the deploy needs the staging flag", confidence=1.0)
+    for _ in range(5):
+        lane.record_feedback(keeper, helpful=True)
+    notes = []
+    for index in range(40):
+        now[0] += 3600.0
+        notes.append(lane.store(f"routine note number {index}", confidence=0.6))
+    stats = lane.stats()
+    assert 10 <= stats["count"] <= 11
+    assert stats["pruned"] == 41 - stats["count"]
+    assert lane.get(keeper) is not None, "a valuable memory was pruned before routine ones"
+    # Among equally rated notes the oldest go first.
+    kept = [note for note in notes if lane.get(note) is not None]
+    assert kept == notes[len(notes) - len(kept) :]
+    lane.close()
+
+
+def test_max_items_must_be_positive():
+    with pytest.raises(ValueError, match="max_items"):
+        MemoryLaneStore(max_items=0)
+    lane = MemoryLaneStore(max_items=None)
+    for index in range(30):
+        lane.store(f"note {index}")
+    assert lane.count() == 30 and lane.stats()["pruned"] == 0
+    lane.close()

@@ -150,15 +150,23 @@ class MemoryLaneStore:
         embed: Optional[Embedder] = None,
         half_life_days: float = 30.0,
         clock: Callable[[], float] = time.time,
+        max_items: Optional[int] = 100_000,
     ) -> None:
         if half_life_days <= 0:
             raise ValueError("half_life_days must be positive")
+        if max_items is not None and (isinstance(max_items, bool) or max_items < 1):
+            raise ValueError(f"max_items must be a positive int or None, got {max_items!r}")
+        # A long-running host captures learnings forever: past max_items (plus 10% slack, so
+        # pruning runs in batches) the least valuable memories are dropped.
+        self.max_items = max_items
+        self.pruned = 0
         self.path = os.fspath(path)
         self._embed = embed
         self._half_life_s = half_life_days * SECONDS_PER_DAY
         self._clock = clock
         self._lock = threading.RLock()
         self._conn: Optional[sqlite3.Connection] = self._open()
+        self._count = self.count()
 
     def _open(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
@@ -233,7 +241,36 @@ class MemoryLaneStore:
                     "INSERT OR IGNORE INTO memory_entities (entity, memory_id) VALUES (?,?)",
                     [(entity, memory_id) for entity in _normalize_entities(entity_list)],
                 )
+            self._count += 1
+            self._prune_if_over()
         return memory_id
+
+    def _prune_if_over(self) -> None:
+        limit = self.max_items
+        if limit is None or self._count <= limit + max(1, limit // 10):
+            return
+        excess = self._count - limit
+        # Value = confidence x feedback, fading with age (a hyperbolic stand-in for the
+        # half-life decay smart_find uses, which SQLite cannot compute without math functions).
+        victims = (
+            "SELECT id FROM memories ORDER BY confidence * feedback / "
+            "(1.0 + MAX(0.0, ? - created_at) / ?) ASC, created_at ASC LIMIT ?"
+        )
+        args = (float(self._clock()), self._half_life_s, excess)
+        conn = self._connection()
+        with conn:
+            conn.execute("BEGIN")
+            conn.execute("CREATE TEMP TABLE IF NOT EXISTS doomed (id TEXT PRIMARY KEY)")
+            conn.execute("DELETE FROM doomed")
+            conn.execute(f"INSERT INTO doomed {victims}", args)
+            removed = conn.execute(
+                "DELETE FROM memories WHERE id IN (SELECT id FROM doomed)"
+            ).rowcount
+            conn.execute("DELETE FROM memories_fts WHERE id IN (SELECT id FROM doomed)")
+            conn.execute("DELETE FROM memory_entities WHERE memory_id IN (SELECT id FROM doomed)")
+        self._count -= removed
+        self.pruned += removed
+        log.info("memory lane pruned %d memories (max_items=%d)", removed, limit)
 
     def record_feedback(self, memory_id: str, helpful: bool) -> float:
         """Multiply the item's feedback weight by 1.1 (helpful) or 0.5; return the new weight."""
@@ -263,6 +300,7 @@ class MemoryLaneStore:
                 cursor = conn.execute("DELETE FROM memories WHERE id = ?", (memory_id,))
                 conn.execute("DELETE FROM memories_fts WHERE id = ?", (memory_id,))
                 conn.execute("DELETE FROM memory_entities WHERE memory_id = ?", (memory_id,))
+            self._count -= cursor.rowcount
         return cursor.rowcount > 0
 
     # -- reading -------------------------------------------------------------------------------
@@ -315,6 +353,8 @@ class MemoryLaneStore:
             "collections": per_collection,
             "half_life_days": self._half_life_s / SECONDS_PER_DAY,
             "embeddings_enabled": self._embed is not None,
+            "max_items": self.max_items,
+            "pruned": self.pruned,
         }
 
     def smart_find(
