@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from fakes import MemoryEventStream
+from fakes import MemoryEventStream, eventually
 from opencode_addons.events import (
     AGENT_COMPLETED,
     AGENT_FAILED,
@@ -53,8 +53,11 @@ def captured(stream):
     return stream.of_type(LEARNING_CAPTURED)
 
 
-async def settle(seconds=DELAY * 3):
+async def settle(extractor, seconds=DELAY * 3):
+    """Let capture timers run: at least ``seconds``, and until none is pending (a busy machine
+    may run them late)."""
     await asyncio.sleep(seconds)
+    assert await eventually(lambda: not extractor.pending_captures)
 
 
 def other_tasks():
@@ -187,7 +190,7 @@ async def test_idle_schedules_capture_that_runs_after_delay():
     idle(stream, "ses_1")
     assert set(extractor.pending_captures) == {"ses_1"}
     assert captured(stream) == []
-    await settle()
+    await settle(extractor)
     kinds = [(e["payload"]["kind"], e["payload"]["confidence"]) for e in captured(stream)]
     assert kinds == [("correction", 0.9), ("failure", 0.8)]
     assert extractor.pending_captures == {}
@@ -200,7 +203,7 @@ async def test_raw_session_idle_also_schedules():
     say(stream, "ses_raw", "user", "perfect, that works")
     idle(stream, "ses_raw", RAW_SESSION_IDLE)
     assert "ses_raw" in extractor.pending_captures
-    await settle()
+    await settle(extractor)
     assert [e["payload"]["kind"] for e in captured(stream)] == ["success"]
 
 
@@ -212,13 +215,13 @@ async def test_user_activity_cancels_pending_capture():
     say(stream, "ses_1", "user", "keep going")
     assert extractor.pending_captures == {}
     assert handle.cancelled()
-    await settle()
+    await settle(extractor)
     assert captured(stream) == []
     # Activity in another session does not cancel this one.
     idle(stream, "ses_1")
     say(stream, "ses_2", "user", "hello")
     assert "ses_1" in extractor.pending_captures
-    await settle()
+    await settle(extractor)
     assert [e["payload"]["kind"] for e in captured(stream)] == ["failure"]
 
 
@@ -230,7 +233,7 @@ async def test_repeated_idle_reschedules_a_single_capture():
     idle(stream, "ses_1")
     assert first.cancelled()
     assert len(extractor.pending_captures) == 1
-    await settle()
+    await settle(extractor)
     assert len(captured(stream)) == 1
 
 
@@ -239,9 +242,9 @@ async def test_second_capture_does_not_repeat_learnings():
     assert extractor.stats()["attached"] is True
     say(stream, "ses_1", "assistant", "exception raised")
     idle(stream, "ses_1")
-    await settle()
+    await settle(extractor)
     idle(stream, "ses_1")
-    await settle()
+    await settle(extractor)
     assert len(captured(stream)) == 1
 
 
@@ -256,7 +259,7 @@ async def test_terminal_event_runs_final_capture_and_drops_state(terminal):
     assert extractor.pending_captures == {}
     assert "ses_1" not in extractor.transcripts
     assert list(extractor.transcripts) == ["ses_2"]
-    await settle()
+    await settle(extractor)
     assert len(captured(stream)) == 1
     assert other_tasks() == set()
 
@@ -325,7 +328,7 @@ async def test_shutdown_cancels_pending_and_leaves_no_tasks():
     assert extractor.transcripts == {}
     assert all(handle.cancelled() for handle in handles)
     assert stream.subscriber_count() == 0
-    await settle()
+    await settle(extractor)
     assert captured(stream) == []
     assert other_tasks() == set()
     await extractor.shutdown()  # idempotent
