@@ -25,41 +25,26 @@ import os
 import secrets
 import string
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Optional, Union, overload
 
 from opencode_addons import _core
+from opencode_addons.bridge import BRIDGE_STREAM as BRIDGE_STREAM  # re-exported
+from opencode_addons.bridge import OpenCodeBridge, as_mapping, str_or_none
 from opencode_addons.events import (
     AGENT_ABORTED,
     AGENT_COMPLETED,
     AGENT_FAILED,
-    AGENT_PART,
     AGENT_SPAWNED,
     CHECKPOINT_APPROVED,
     CHECKPOINT_REJECTED,
     CHECKPOINT_REQUESTED,
-    FILES_CHANGED,
-    FILES_PATCHED,
-    MESSAGE_COMPLETED,
     PLUGIN_SHUTDOWN,
-    REASONING_DELTA,
-    REASONING_SNAPSHOT,
-    RETRY,
     SESSION_ABORTED,
-    SESSION_COMPACTED,
-    SESSION_CREATED,
     SESSION_DELETED,
-    SESSION_ERROR,
-    SESSION_IDLE,
     SESSION_TERMINAL_TYPES,
-    SNAPSHOT,
-    STEP_FINISH,
-    STEP_START,
     SYSTEM_ACTOR,
-    TEXT_DELTA,
-    TEXT_SNAPSHOT,
     TOOL_FINISH,
     TOOL_START,
     WILDCARD,
@@ -75,13 +60,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_STORE_PATH = os.path.join(".opencode", "durable_stream.jsonl")
 COMPONENT_NAME = "durable_stream"
-# Stream of events that belong to no session (e.g. a file edit, a global server error).
-BRIDGE_STREAM = "opencode"
 # Stream of intents whose spec names neither a stream nor a session.
 INTENT_STREAM = "intents"
-# Bridge bookkeeping bounds: tool calls remembered per session, sessions remembered.
-MAX_TOOL_CALLS_PER_SESSION = 1024
-MAX_BRIDGE_SESSIONS = 10_000
 
 _BASE36 = string.digits + string.ascii_lowercase
 _PLUGIN_SHUTDOWN_TYPES = frozenset({PLUGIN_SHUTDOWN, f"lifecycle.{PLUGIN_SHUTDOWN}"})
@@ -101,7 +81,6 @@ COLLECT_PAIRS = (
     (CHECKPOINT_REQUESTED, ["id", "checkpoint_id"], sorted(_CHECKPOINT_STATUS), ["checkpoint_id"]),
     (AGENT_SPAWNED, ["id", "intent_id"], sorted(_INTENT_END_STATUS), ["intent_id", "id"]),
 )
-_FINISHED_TOOL_STATUSES = frozenset({"completed", "error"})
 
 
 def _now_ms() -> int:
@@ -119,14 +98,6 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return asyncio.get_running_loop()
     except RuntimeError:
         return None
-
-
-def _mapping(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
-
-
-def _str_or_none(value: Any) -> Optional[str]:
-    return value if isinstance(value, str) and value else None
 
 
 def _positive_seconds(name: str, value: Any) -> float:
@@ -163,10 +134,8 @@ class Checkpoint:
     @classmethod
     def from_event(cls, event: Mapping[str, Any], timeout_ms: int) -> Optional[Checkpoint]:
         """The checkpoint a ``checkpoint.requested`` event describes, or None if it has no id."""
-        payload = _mapping(event.get("payload"))
-        checkpoint_id = _str_or_none(payload.get("id")) or _str_or_none(
-            payload.get("checkpoint_id")
-        )
+        payload = as_mapping(event.get("payload"))
+        checkpoint_id = str_or_none(payload.get("id")) or str_or_none(payload.get("checkpoint_id"))
         if checkpoint_id is None:
             return None
         requested_at = payload.get("requested_at")
@@ -198,8 +167,8 @@ class Intent:
 
     @classmethod
     def from_event(cls, event: Mapping[str, Any]) -> Optional[Intent]:
-        payload = _mapping(event.get("payload"))
-        intent_id = _str_or_none(payload.get("id")) or _str_or_none(payload.get("intent_id"))
+        payload = as_mapping(event.get("payload"))
+        intent_id = str_or_none(payload.get("id")) or str_or_none(payload.get("intent_id"))
         if intent_id is None:
             return None
         return cls(
@@ -340,7 +309,7 @@ class DurableStream:
         self._next_expiry_ms = math.inf
         self._expiring = False
         # session id -> {tool call id -> finished?}; least recently used session first.
-        self._tool_calls: OrderedDict[str, OrderedDict[str, bool]] = OrderedDict()
+        self._bridge = OpenCodeBridge()
         self._projectors = self._build_projectors()
         self._resumes = 0
         self._events_loaded = len(self._store.history)
@@ -519,8 +488,8 @@ class DurableStream:
         projectors: dict[str, Callable[[Event], None]] = {
             CHECKPOINT_REQUESTED: self._on_checkpoint_requested,
             AGENT_SPAWNED: self._on_intent_spawned,
-            TOOL_START: self._on_tool_event,
-            TOOL_FINISH: self._on_tool_event,
+            TOOL_START: self._bridge.observe_tool_event,
+            TOOL_FINISH: self._bridge.observe_tool_event,
         }
         for event_type in _CHECKPOINT_STATUS:
             projectors[event_type] = self._on_checkpoint_resolved
@@ -554,7 +523,7 @@ class DurableStream:
         self._schedule_expiry(checkpoint)
 
     def _on_checkpoint_resolved(self, event: Event) -> None:
-        checkpoint_id = _mapping(event.get("payload")).get("checkpoint_id")
+        checkpoint_id = as_mapping(event.get("payload")).get("checkpoint_id")
         if isinstance(checkpoint_id, str):
             self._forget_checkpoint(checkpoint_id, _CHECKPOINT_STATUS[event["type"]])
 
@@ -568,14 +537,14 @@ class DurableStream:
         self._session_index(intent.session_id or intent.stream_id).intents.add(intent.id)
 
     def _on_intent_ended(self, event: Event) -> None:
-        payload = _mapping(event.get("payload"))
-        intent_id = _str_or_none(payload.get("intent_id")) or _str_or_none(payload.get("id"))
+        payload = as_mapping(event.get("payload"))
+        intent_id = str_or_none(payload.get("intent_id")) or str_or_none(payload.get("id"))
         if intent_id is not None:
             self._forget_intent(intent_id, _INTENT_END_STATUS[event["type"]])
 
     def _on_session_end(self, event: Event) -> None:
         if event["type"] in _PLUGIN_SHUTDOWN_TYPES:
-            for session_id in {*self._sessions, *self._tool_calls}:
+            for session_id in {*self._sessions, *self._bridge.sessions()}:
                 self._drop_session_state(session_id)
             return
         session_id = session_id_of(event)
@@ -590,7 +559,7 @@ class DurableStream:
             for intent_id in list(index.intents):
                 self._forget_intent(intent_id, "dropped")
         self._sessions.pop(session_id, None)
-        self._tool_calls.pop(session_id, None)
+        self._bridge.drop_session(session_id)
 
     def _session_index(self, session_id: str) -> _SessionIndex:
         index = self._sessions.get(session_id)
@@ -859,72 +828,7 @@ class DurableStream:
 
         Reads, but does not change, the bridge's tool-call state; appending the events does.
         """
-        if not isinstance(sdk_event, Mapping):
-            raise TypeError(f"sdk_event must be a mapping, got {type(sdk_event).__name__}")
-        sdk_type = sdk_event.get("type")
-        properties = _mapping(sdk_event.get("properties"))
-        if sdk_type in _SESSION_SDK_TYPES:
-            return _session_events(str(sdk_type), properties)
-        if sdk_type == "message.updated":
-            return _message_events(properties)
-        if sdk_type == "message.part.updated":
-            return self._part_events(properties)
-        if sdk_type == "file.edited":
-            session_id = _str_or_none(properties.get("sessionID"))
-            return [_bridged(FILES_CHANGED, session_id, dict(properties))]
-        return []
-
-    def _part_events(self, properties: Mapping[str, Any]) -> list[dict[str, Any]]:
-        part = _mapping(properties.get("part"))
-        session_id = _str_or_none(part.get("sessionID"))
-        part_type = part.get("type")
-        if session_id is None or not isinstance(part_type, str):
-            return []
-        simple = _SIMPLE_PART_TYPES.get(part_type)
-        if simple is not None:
-            return [_bridged(simple, session_id, dict(part))]
-        if part_type == "tool":
-            return self._tool_events(session_id, part)
-        if part_type in _STREAMED_PART_TYPES:
-            return _streamed_part_events(session_id, part, properties.get("delta"))
-        return []
-
-    def _tool_events(self, session_id: str, part: Mapping[str, Any]) -> list[dict[str, Any]]:
-        call_id = _str_or_none(part.get("callID")) or _str_or_none(part.get("id"))
-        if call_id is None:
-            return []
-        state = _mapping(part.get("state"))
-        finished = self._tool_calls.get(session_id, {}).get(call_id)
-        base = {
-            "sessionID": session_id,
-            "messageID": part.get("messageID"),
-            "callID": call_id,
-            "tool": part.get("tool"),
-        }
-        events = []
-        if finished is None:
-            events.append(_bridged(TOOL_START, session_id, {**base, "input": state.get("input")}))
-        if not finished and state.get("status") in _FINISHED_TOOL_STATUSES:
-            result = {k: state.get(k) for k in ("status", "output", "error", "title", "time")}
-            events.append(_bridged(TOOL_FINISH, session_id, {**base, **result}))
-        return events
-
-    def _on_tool_event(self, event: Event) -> None:
-        payload = _mapping(event.get("payload"))
-        session_id = _str_or_none(payload.get("sessionID"))
-        call_id = _str_or_none(payload.get("callID"))
-        if session_id is None or call_id is None:
-            return
-        calls = self._tool_calls.get(session_id)
-        if calls is None:
-            calls = self._tool_calls[session_id] = OrderedDict()
-            if len(self._tool_calls) > MAX_BRIDGE_SESSIONS:
-                self._tool_calls.popitem(last=False)
-        else:
-            self._tool_calls.move_to_end(session_id)
-        calls[call_id] = event["type"] == TOOL_FINISH or calls.get(call_id, False)
-        if len(calls) > MAX_TOOL_CALLS_PER_SESSION:
-            calls.popitem(last=False)
+        return self._bridge.map(sdk_event)
 
     # -- lifecycle and stats -----------------------------------------------------------------
 
@@ -951,8 +855,8 @@ class DurableStream:
             "active_intents": len(self._intents),
             "timers": len(self._timers),
             "unarmed_checkpoints": len(self._unarmed),
-            "sessions": len(self._sessions.keys() | self._tool_calls.keys()),
-            "bridge_sessions": len(self._tool_calls),
+            "sessions": len(self._sessions.keys() | self._bridge.sessions()),
+            "bridge_sessions": len(self._bridge),
             "resumes": self._resumes,
             "run_id": self.run_id,
             "closed": self._closed,
@@ -998,81 +902,6 @@ class DurableStream:
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
         return f"DurableStream(path={self.config['store_path']!r}, run_id={self.run_id!r}, {state})"
-
-
-# -- bridge mapping tables and helpers --------------------------------------------------------
-
-_SESSION_SDK_TYPES = {
-    "session.created": SESSION_CREATED,
-    "session.idle": SESSION_IDLE,
-    "session.compacted": SESSION_COMPACTED,
-    "session.error": SESSION_ERROR,
-    "session.deleted": SESSION_DELETED,
-}
-_SIMPLE_PART_TYPES = {
-    "step-start": STEP_START,
-    "step-finish": STEP_FINISH,
-    "agent": AGENT_PART,
-    "snapshot": SNAPSHOT,
-    "retry": RETRY,
-    "patch": FILES_PATCHED,
-}
-# part type -> (delta event type, snapshot event type)
-_STREAMED_PART_TYPES = {
-    "text": (TEXT_DELTA, TEXT_SNAPSHOT),
-    "reasoning": (REASONING_DELTA, REASONING_SNAPSHOT),
-}
-
-
-def _bridged(event_type: str, session_id: str | None, payload: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "type": event_type,
-        "stream_id": session_id or BRIDGE_STREAM,
-        "actor": SYSTEM_ACTOR,
-        "payload": payload,
-    }
-
-
-def _session_events(sdk_type: str, properties: Mapping[str, Any]) -> list[dict[str, Any]]:
-    event_type = _SESSION_SDK_TYPES[sdk_type]
-    info = properties.get("info")
-    if isinstance(info, Mapping):
-        # session.created/deleted carry the session itself; its id is the session id.
-        session_id = _str_or_none(info.get("id")) or _str_or_none(properties.get("sessionID"))
-        return [_bridged(event_type, session_id, dict(info))] if session_id else []
-    session_id = _str_or_none(properties.get("sessionID"))
-    if event_type == SESSION_ERROR:
-        return [_bridged(event_type, session_id, {"error": properties.get("error")})]
-    return [_bridged(event_type, session_id, dict(properties))] if session_id else []
-
-
-def _message_events(properties: Mapping[str, Any]) -> list[dict[str, Any]]:
-    info = _mapping(properties.get("info"))
-    session_id = _str_or_none(info.get("sessionID"))
-    completed = _mapping(info.get("time")).get("completed")
-    if session_id is None or not completed:
-        return []
-    return [_bridged(MESSAGE_COMPLETED, session_id, dict(info))]
-
-
-def _streamed_part_events(
-    session_id: str, part: Mapping[str, Any], delta: Any
-) -> list[dict[str, Any]]:
-    delta_type, snapshot_type = _STREAMED_PART_TYPES[str(part["type"])]
-    events = []
-    if isinstance(delta, str) and delta:
-        # Deltas carry only the new text: repeating the growing part text in every delta
-        # would make a long answer cost quadratic bytes in the store.
-        payload = {
-            "sessionID": session_id,
-            "messageID": part.get("messageID"),
-            "part_id": part.get("id"),
-            "delta": delta,
-        }
-        events.append(_bridged(delta_type, session_id, payload))
-    if _mapping(part.get("time")).get("end"):
-        events.append(_bridged(snapshot_type, session_id, dict(part)))
-    return events
 
 
 def _intent_stream(spec: Mapping[str, Any]) -> str:
