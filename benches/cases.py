@@ -289,12 +289,13 @@ def python_scan_bytes(history: Sequence[bytes], spec: dict[str, Any]) -> list[Ev
     return found
 
 
-def native_query(target: Any, spec: dict[str, Any]) -> list[Event]:
-    return target.query(
+def native_query(target: Any, spec: dict[str, Any], raw: bool = False) -> list[Any]:
+    return target.query(  # type: ignore[no-any-return]
         stream_id=spec["stream_id"],
         type=list(spec["types"]),
         limit=spec["limit"],
         newest_first=True,
+        raw=raw,
     )
 
 

@@ -116,6 +116,58 @@ impl KeySpans {
     }
 }
 
+/// Writes a record as held in memory back as the JSON it stands for: tokens expanded and
+/// `"seq":N` added as the last member (the line as the file has it, without the newline).
+pub fn expand_record(held: &[u8], seq: u64, out: &mut Vec<u8>) {
+    out.reserve(held.len() + 96);
+    let close = held.iter().rposition(|&b| b == b'}').unwrap_or(held.len());
+    let body = &held[..close];
+    let mut from = 0;
+    while let Some(at) = next_token(body, from) {
+        out.extend_from_slice(&body[from..at]);
+        match key_for_token(body[at]) {
+            Some(key) => {
+                out.push(b'"');
+                out.extend_from_slice(key.as_bytes());
+                out.extend_from_slice(b"\":");
+            }
+            // Not a token (0xFE, 0xFF): not in any record we write; keep it as it is.
+            None => out.push(body[at]),
+        }
+        from = at + 1;
+    }
+    out.extend_from_slice(&body[from..]);
+    out.extend_from_slice(b",\"seq\":");
+    out.extend_from_slice(itoa::Buffer::new().format(seq).as_bytes());
+    out.push(b'}');
+}
+
+/// Index of the first byte at or after `from` that may be a token (>= 0xF5).
+#[inline]
+fn next_token(bytes: &[u8], mut from: usize) -> Option<usize> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::*;
+        // SAFETY: SSE2 is part of the x86_64 baseline; loads stay inside `bytes`.
+        unsafe {
+            let floor = _mm_set1_epi8(FIRST_TOKEN as i8);
+            while from + 16 <= bytes.len() {
+                let chunk = _mm_loadu_si128(bytes.as_ptr().add(from).cast());
+                // Unsigned `byte >= 0xF5` is `max(byte, 0xF5) == byte`.
+                let mask = _mm_movemask_epi8(_mm_cmpeq_epi8(_mm_max_epu8(chunk, floor), chunk));
+                if mask != 0 {
+                    return Some(from + mask.trailing_zeros() as usize);
+                }
+                from += 16;
+            }
+        }
+    }
+    bytes[from..]
+        .iter()
+        .position(|&b| b >= FIRST_TOKEN)
+        .map(|offset| from + offset)
+}
+
 /// Room for the parts of one compacted record.
 pub const MAX_PARTS: usize = 2 * MAX_SPANS + 2;
 
@@ -147,6 +199,30 @@ mod tests {
         let count = spans.compact(json, json.len(), b"}", &mut parts);
         let held: Vec<u8> = parts[..count].concat();
         assert_eq!(held, b"{\xf5\"a\",\"x\":1,\xfa{\"type\":2}}");
+    }
+
+    #[test]
+    fn expand_restores_the_line_the_file_holds() {
+        let held = b"{\xf5\"a\",\"x\":1,\xfa{\"type\":2}}";
+        let mut out = Vec::new();
+        expand_record(held, 42, &mut out);
+        assert_eq!(out, br#"{"type":"a","x":1,"payload":{"type":2},"seq":42}"#);
+        let mut plain = Vec::new();
+        expand_record(br#"{"type":"b"}  "#, 7, &mut plain);
+        assert_eq!(plain, br#"{"type":"b","seq":7}"#);
+    }
+
+    #[test]
+    fn token_search_finds_every_position() {
+        for len in [0usize, 1, 15, 16, 17, 40] {
+            for at in 0..len {
+                let mut bytes = vec![b'a'; len];
+                bytes[at] = 0xF9;
+                assert_eq!(next_token(&bytes, 0), Some(at));
+                assert_eq!(next_token(&bytes, at + 1), None);
+            }
+            assert_eq!(next_token(&vec![0xF4; len], 0), None);
+        }
     }
 
     #[test]

@@ -610,3 +610,38 @@ def test_stats(tmp_path):
         assert stats["max_cache_size"] == 4
         assert stats["file_bytes"] == sum(len(expected_line(s)) for s in stored)
     assert os.path.getsize(path) == stats["file_bytes"]
+
+
+def test_raw_queries_return_the_lines_the_file_holds(tmp_path):
+    from opencode_addons import EventRing, read_events
+
+    path = tmp_path / "raw.jsonl"
+    events = [
+        {
+            "type": f"t{i % 3}",
+            "stream_id": f"s{i % 2}",
+            "actor": "agent",
+            "correlation_id": "run",
+            "payload": {"text": 'é\n"quoted"', "n": i, "nested": {"type": "inner", "id": i}},
+            "metadata": {"k": [1, 2.5, None, True]},
+        }
+        for i in range(30)
+    ]
+    with JsonlStore(path, max_cache_size=100) as store:
+        store.extend(events)
+        raw = store.query(raw=True)
+        assert [json.loads(line) for line in raw] == store.query()
+        assert store.query(stream_id="s1", type="t2", raw=True, newest_first=True) == [
+            line for line in reversed(raw) if b'"stream_id":"s1"' in line and b'"type":"t2"' in line
+        ]
+        assert store.history.query(raw=True, limit=3) == raw[:3]
+    file_lines = path.read_bytes().splitlines()
+    assert raw == file_lines
+    assert read_events(path, raw=True) == file_lines
+    with JsonlStore(path, max_cache_size=100) as reopened:
+        assert reopened.query(raw=True) == file_lines
+    ring = EventRing(100)
+    ring.extend(events)
+    assert [json.loads(line) for line in ring.query(raw=True)] == ring.to_list()
+    with pytest.raises(TypeError, match="raw must be a bool"):
+        ring.query(raw=1)

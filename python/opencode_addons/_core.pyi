@@ -28,6 +28,7 @@ class _Queryable:
     def __getitem__(self, index: slice) -> list[Event]: ...
     def __iter__(self) -> EventIterator: ...
     def to_list(self) -> list[Event]: ...
+    @overload
     def query(
         self,
         *,
@@ -40,7 +41,24 @@ class _Queryable:
         after_seq: Optional[int] = None,
         limit: Optional[int] = None,
         newest_first: bool = False,
+        raw: Literal[False] = False,
     ) -> list[Event]: ...
+    @overload
+    def query(
+        self,
+        *,
+        stream_id: Optional[str] = None,
+        type: Union[str, Iterable[str], None] = None,
+        actor: Optional[str] = None,
+        correlation_id: Optional[str] = None,
+        since: Union[int, float, None] = None,
+        until: Union[int, float, None] = None,
+        after_seq: Optional[int] = None,
+        limit: Optional[int] = None,
+        newest_first: bool = False,
+        raw: Literal[True],
+    ) -> list[bytes]:
+        """With ``raw=True`` each match is the JSON of its line (bytes, no dict built)."""
 
 class EventView(_Queryable):
     """A live, read-only view of the newest `window` events; no events are copied."""
@@ -116,6 +134,7 @@ class JsonlStore(_Queryable):
     @property
     def max_event_bytes(self) -> int: ...
 
+@overload
 def read_events(
     path: StrPath,
     *,
@@ -128,5 +147,21 @@ def read_events(
     after_seq: Optional[int] = None,
     limit: Optional[int] = None,
     newest_first: bool = False,
+    raw: Literal[False] = False,
 ) -> list[Event]: ...
+@overload
+def read_events(
+    path: StrPath,
+    *,
+    stream_id: Optional[str] = None,
+    type: Union[str, Iterable[str], None] = None,
+    actor: Optional[str] = None,
+    correlation_id: Optional[str] = None,
+    since: Union[int, float, None] = None,
+    until: Union[int, float, None] = None,
+    after_seq: Optional[int] = None,
+    limit: Optional[int] = None,
+    newest_first: bool = False,
+    raw: Literal[True],
+) -> list[bytes]: ...
 def file_stats(path: StrPath) -> dict[str, Any]: ...

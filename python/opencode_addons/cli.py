@@ -242,8 +242,12 @@ def run_query_command(args: argparse.Namespace, out: TextIO) -> int:
     import opencode_addons as oa
 
     filters = _query_filters(args)
-    events = _read_errors(lambda: oa.read_events(args.path, **filters), args.path)
-    _write_events(events, out)
+    # The lines as the file holds them: no dict is built and nothing is re-encoded.
+    lines = _read_errors(lambda: oa.read_events(args.path, raw=True, **filters), args.path)
+    for line in lines:
+        out.write(line.decode("utf-8"))
+        out.write("\n")
+    out.flush()
     return EXIT_OK
 
 

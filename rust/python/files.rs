@@ -36,12 +36,16 @@ pub fn read_events<'py>(
     path: PathBuf,
     filters: Option<&Bound<'py, PyDict>>,
 ) -> PyResult<Bound<'py, PyList>> {
-    let query = query_from_kwargs("read_events", filters)?;
+    let args = query_from_kwargs("read_events", filters)?;
     let file = open(&path)?;
     let copied = py
-        .detach(|| matching(file, &query))
+        .detach(|| matching(file, &args.query))
         .map_err(|e| read_error(&path, e))?;
-    copied.into_list(py)
+    if args.raw {
+        copied.into_raw_list(py)
+    } else {
+        copied.into_list(py)
+    }
 }
 
 /// Keeps matches in a ring: bounded by `limit` when the newest are wanted, so memory stays flat

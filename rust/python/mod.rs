@@ -105,7 +105,7 @@ pub(crate) fn with_scratch<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
 }
 
 /// The keywords every query method takes.
-const QUERY_KEYWORDS: [&str; 9] = [
+const QUERY_KEYWORDS: [&str; 10] = [
     "stream_id",
     "type",
     "actor",
@@ -115,16 +115,27 @@ const QUERY_KEYWORDS: [&str; 9] = [
     "after_seq",
     "limit",
     "newest_first",
+    "raw",
 ];
+
+/// A query and how its matches come back.
+pub(crate) struct QueryArgs {
+    pub query: Query,
+    /// Each match as the JSON bytes of its line (no dict built) instead of a dict.
+    pub raw: bool,
+}
 
 /// A query from the keyword arguments of `method`; unknown keywords are a TypeError, as for a
 /// Python function.
 pub(crate) fn query_from_kwargs(
     method: &str,
     filters: Option<&Bound<'_, PyDict>>,
-) -> PyResult<Query> {
+) -> PyResult<QueryArgs> {
     let Some(filters) = filters else {
-        return Ok(Query::default());
+        return Ok(QueryArgs {
+            query: Query::default(),
+            raw: false,
+        });
     };
     for key in filters.keys() {
         let name: String = key.extract()?;
@@ -135,13 +146,15 @@ pub(crate) fn query_from_kwargs(
         }
     }
     let get = |name: &str| filters.get_item(name).ok().flatten();
-    let newest_first = match get("newest_first") {
-        None => false,
-        Some(value) => value
-            .extract::<bool>()
-            .map_err(|_| PyTypeError::new_err("newest_first must be a bool"))?,
+    let flag = |name: &str| -> PyResult<bool> {
+        match get(name) {
+            None => Ok(false),
+            Some(value) => value
+                .extract::<bool>()
+                .map_err(|_| PyTypeError::new_err(format!("{name} must be a bool"))),
+        }
     };
-    build_query(
+    let query = build_query(
         get("stream_id").as_ref(),
         get("type").as_ref(),
         get("actor").as_ref(),
@@ -150,8 +163,12 @@ pub(crate) fn query_from_kwargs(
         get("until").as_ref(),
         get("after_seq").as_ref(),
         get("limit").as_ref(),
-        newest_first,
-    )
+        flag("newest_first")?,
+    )?;
+    Ok(QueryArgs {
+        query,
+        raw: flag("raw")?,
+    })
 }
 
 /// The keyword filters every query method takes.

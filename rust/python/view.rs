@@ -7,12 +7,13 @@
 
 use pyo3::exceptions::{PyIndexError, PyTypeError};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PySlice};
+use pyo3::types::{PyBytes, PyDict, PyList, PySlice};
 
 use super::decode::record_to_dict;
 use super::ring::EventRing;
 use super::store::JsonlStore;
-use crate::query::Query;
+use super::QueryArgs;
+use crate::keys::expand_record;
 use crate::ring::Ring;
 
 /// Something that owns a ring.
@@ -44,6 +45,18 @@ impl Copied {
         copied
     }
 
+    /// Each record as the bytes of its JSON line (tokens expanded, `seq` added); no dict.
+    pub(crate) fn into_raw_list<'py>(self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let list = PyList::empty(py);
+        let mut line = Vec::new();
+        for &(start, end, seq) in &self.records {
+            line.clear();
+            expand_record(&self.bytes[start..end], seq, &mut line);
+            list.append(PyBytes::new(py, &line))?;
+        }
+        Ok(list)
+    }
+
     pub(crate) fn into_list<'py>(self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let list = PyList::empty(py);
         for &(start, end, seq) in &self.records {
@@ -73,12 +86,16 @@ pub(crate) fn query<'py, H: RingHolder>(
     holder: &H,
     py: Python<'py>,
     window: usize,
-    query: &Query,
+    args: &QueryArgs,
 ) -> PyResult<Bound<'py, PyList>> {
     let copied = holder.with_ring(py, |ring| {
-        Copied::from_ring(ring, ring.select(query, window))
+        Copied::from_ring(ring, ring.select(&args.query, window))
     })?;
-    copied.into_list(py)
+    if args.raw {
+        copied.into_raw_list(py)
+    } else {
+        copied.into_list(py)
+    }
 }
 
 pub(crate) fn to_list<'py, H: RingHolder>(
