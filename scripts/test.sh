@@ -22,9 +22,11 @@ venv=$(mktemp -d)/venv
 python3 -m venv "$venv"
 "$venv/bin/pip" install -q "${wheel}[test]"
 
-echo "== Python lint"
+echo "== Python lint, types, and the native stubs against the built module"
 "$venv/bin/ruff" check python tests benches
 "$venv/bin/ruff" format --check python tests benches
+"$venv/bin/python" -m mypy python/opencode_addons --ignore-missing-imports
+"$venv/bin/python" -m mypy.stubtest opencode_addons._core
 
 echo "== Python tests (against the installed wheel, not the source tree)"
 # Run from a directory where `import opencode_addons` can only find the installed wheel.

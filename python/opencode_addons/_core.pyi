@@ -2,32 +2,51 @@
 
 from collections.abc import Iterable, Iterator, Mapping
 from os import PathLike
-from typing import Any, Literal, Optional, Union, overload
+from typing import Any, Literal, Optional, Union, final, overload
 
-Event = dict[str, Any]
-StrPath = Union[str, PathLike[str]]
-Durability = Literal["none", "flush", "fsync", "group"]
+_Event = dict[str, Any]
+_StrPath = Union[str, PathLike[str]]
+_Durability = Literal["none", "flush", "fsync", "group"]
+
+__all__ = [
+    "DEFAULT_MAX_EVENT_BYTES",
+    "MAX_DEPTH",
+    "_FAST_STRINGS",
+    "EventIterator",
+    "EventRing",
+    "EventView",
+    "JsonlStore",
+    "StoreClosedError",
+    "StoreError",
+    "StoreLockedError",
+    "StoreWriteError",
+    "file_stats",
+    "read_events",
+]
 
 DEFAULT_MAX_EVENT_BYTES: int
 MAX_DEPTH: int
+# Whether strings are read in place (the interpreter's layout was recognised at import).
+_FAST_STRINGS: bool
 
 class StoreError(OSError): ...
 class StoreLockedError(StoreError): ...
 class StoreWriteError(StoreError): ...
 class StoreClosedError(StoreError): ...
 
-class EventIterator(Iterator[Event]):
+@final
+class EventIterator(Iterator[_Event]):
     def __iter__(self) -> EventIterator: ...
-    def __next__(self) -> Event: ...
+    def __next__(self) -> _Event: ...
 
 class _Queryable:
     def __len__(self) -> int: ...
     @overload
-    def __getitem__(self, index: int) -> Event: ...
+    def __getitem__(self, index: int, /) -> _Event: ...
     @overload
-    def __getitem__(self, index: slice) -> list[Event]: ...
+    def __getitem__(self, index: slice, /) -> list[_Event]: ...
     def __iter__(self) -> EventIterator: ...
-    def to_list(self) -> list[Event]: ...
+    def to_list(self) -> list[_Event]: ...
     @overload
     def query(
         self,
@@ -42,7 +61,7 @@ class _Queryable:
         limit: Optional[int] = None,
         newest_first: bool = False,
         raw: Literal[False] = False,
-    ) -> list[Event]: ...
+    ) -> list[_Event]: ...
     @overload
     def query(
         self,
@@ -60,22 +79,24 @@ class _Queryable:
     ) -> list[bytes]:
         """With ``raw=True`` each match is the JSON of its line (bytes, no dict built)."""
 
+@final
 class EventView(_Queryable):
     """A live, read-only view of the newest `window` events; no events are copied."""
 
     @property
     def window(self) -> int: ...
 
+@final
 class EventRing(_Queryable):
     """A bounded ring of events, limited by count and optionally by bytes of JSON."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         capacity: int = 100_000,
         *,
         max_bytes: Optional[int] = None,
         max_event_bytes: int = ...,
-    ) -> None: ...
+    ) -> EventRing: ...
     def append(self, event: Mapping[str, Any]) -> int: ...
     def extend(self, events: Iterable[Mapping[str, Any]]) -> int: ...
     def clear(self) -> None: ...
@@ -92,15 +113,16 @@ class EventRing(_Queryable):
     @property
     def memory_bytes(self) -> int: ...
 
+@final
 class JsonlStore(_Queryable):
     """The append-only JSONL event file with a bounded cache of the newest events."""
 
-    def __init__(
-        self,
-        path: StrPath,
+    def __new__(
+        cls,
+        path: _StrPath,
         *,
         max_cache_size: int = 50_000,
-        durability: Durability = "flush",
+        durability: _Durability = "flush",
         max_event_bytes: int = ...,
         history_size: Optional[int] = None,
         collect_types: Optional[list[str]] = None,
@@ -108,12 +130,12 @@ class JsonlStore(_Queryable):
         group_interval_ms: float = 5.0,
         default_actor: Optional[str] = None,
         default_correlation_id: Optional[str] = None,
-    ) -> None: ...
-    def append(self, event: Mapping[str, Any]) -> Event: ...
-    def extend(self, events: Iterable[Mapping[str, Any]]) -> list[Event]: ...
+    ) -> JsonlStore: ...
+    def append(self, event: Mapping[str, Any]) -> _Event: ...
+    def extend(self, events: Iterable[Mapping[str, Any]]) -> list[_Event]: ...
     def sync(self) -> None: ...
     def close(self) -> None: ...
-    def collected(self) -> list[Event]: ...
+    def collected(self) -> list[_Event]: ...
     def stats(self) -> dict[str, Any]: ...
     def __enter__(self) -> JsonlStore: ...
     def __exit__(self, *args: object) -> bool: ...
@@ -126,7 +148,7 @@ class JsonlStore(_Queryable):
     @property
     def path(self) -> Any: ...
     @property
-    def durability(self) -> Durability: ...
+    def durability(self) -> _Durability: ...
     @property
     def max_cache_size(self) -> int: ...
     @property
@@ -136,7 +158,7 @@ class JsonlStore(_Queryable):
 
 @overload
 def read_events(
-    path: StrPath,
+    path: _StrPath,
     *,
     stream_id: Optional[str] = None,
     type: Union[str, Iterable[str], None] = None,
@@ -148,10 +170,10 @@ def read_events(
     limit: Optional[int] = None,
     newest_first: bool = False,
     raw: Literal[False] = False,
-) -> list[Event]: ...
+) -> list[_Event]: ...
 @overload
 def read_events(
-    path: StrPath,
+    path: _StrPath,
     *,
     stream_id: Optional[str] = None,
     type: Union[str, Iterable[str], None] = None,
@@ -164,4 +186,4 @@ def read_events(
     newest_first: bool = False,
     raw: Literal[True],
 ) -> list[bytes]: ...
-def file_stats(path: StrPath) -> dict[str, Any]: ...
+def file_stats(path: _StrPath) -> dict[str, Any]: ...

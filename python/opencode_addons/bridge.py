@@ -116,7 +116,8 @@ class OpenCodeBridge:
         if call_id is None:
             return []
         state = as_mapping(part.get("state"))
-        finished = self._tool_calls.get(session_id, {}).get(call_id)
+        calls = self._tool_calls.get(session_id)
+        finished = calls.get(call_id) if calls is not None else None
         base = {
             "sessionID": session_id,
             "messageID": part.get("messageID"),

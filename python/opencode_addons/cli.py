@@ -306,9 +306,11 @@ def _follow(args: argparse.Namespace, out: TextIO, last_seq: int) -> None:
         if current is None or (current == signature and now - last_read < TAIL_FORCE_SECONDS):
             continue
         signature, last_read = current, now
-        fresh = _read_errors(
-            lambda after=last_seq: oa.read_events(args.path, after_seq=after), args.path
-        )
+
+        def newer(after: int = last_seq) -> list[Any]:
+            return oa.read_events(args.path, after_seq=after)
+
+        fresh = _read_errors(newer, args.path)
         if args.max_events is not None:
             fresh = fresh[: args.max_events - printed]
         printed += _write_events(fresh, out)

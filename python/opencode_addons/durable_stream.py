@@ -282,7 +282,7 @@ class DurableStream:
         self._store = _core.JsonlStore(
             path,
             max_cache_size=max_cache_size,
-            durability=durability,
+            durability=durability,  # type: ignore[arg-type]  # validated natively
             history_size=max_event_history,
             collect_types=sorted(COLLECT_TYPES),
             collect_pairs=list(COLLECT_PAIRS),
@@ -547,9 +547,9 @@ class DurableStream:
             for session_id in {*self._sessions, *self._bridge.sessions()}:
                 self._drop_session_state(session_id)
             return
-        session_id = session_id_of(event)
-        if session_id is not None:
-            self._drop_session_state(session_id)
+        ended = session_id_of(event)
+        if ended is not None:
+            self._drop_session_state(ended)
 
     def _drop_session_state(self, session_id: str) -> None:
         index = self._sessions.get(session_id)
@@ -766,10 +766,11 @@ class DurableStream:
         intent_id = _new_id("intent")
         payload: dict[str, Any] = {"id": intent_id}
         payload.update((k, v) for k, v in spec.items() if k != "id")
-        event = {"type": AGENT_SPAWNED, "stream_id": _intent_stream(spec), "payload": payload}
+        stream_id = _intent_stream(spec)
+        event = {"type": AGENT_SPAWNED, "stream_id": stream_id, "payload": payload}
         intent = Intent(
             id=intent_id,
-            stream_id=event["stream_id"],
+            stream_id=stream_id,
             spec={k: v for k, v in payload.items() if k != "id"},
             created_at=_now_ms(),
             session_id=session_id_of(event),

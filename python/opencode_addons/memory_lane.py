@@ -317,7 +317,8 @@ class MemoryLaneStore:
 
     def count(self, collection: Optional[str] = None) -> int:
         """Number of memories, overall or in one collection."""
-        sql, args = "SELECT COUNT(*) FROM memories", ()
+        sql = "SELECT COUNT(*) FROM memories"
+        args: tuple[str, ...] = ()
         if collection is not None:
             sql, args = sql + " WHERE collection = ?", (collection,)
         with self._lock:

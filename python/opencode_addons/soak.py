@@ -186,7 +186,7 @@ class _Host:
         self.memory_lane = MemoryLaneStore(os.path.join(directory, MEMORY_LANE_FILE))
         self.registry = TaskRegistry(self.stream, max_finished=1_000)
         self.tracker = SessionStateTracker(self.stream, ttl=600.0)
-        self.tracker.on_drop(lambda session_id, _reason: self.registry.remove_session(session_id))
+        self.tracker.on_drop(self._forget_tasks_of)
         self.extractor = LearningExtractor(
             self.stream, memory_lane=self.memory_lane, capture_delay=0.0
         ).attach()
@@ -208,6 +208,9 @@ class _Host:
         self._ids = itertools.count(1)
         self._texts = [" ".join(self.rng.sample(_WORDS, 6)) + " " for _ in range(64)]
         self.slots = [self._new_session() for _ in range(config.sessions)]
+
+    def _forget_tasks_of(self, session_id: str, _reason: str) -> None:
+        self.registry.remove_session(session_id)
 
     @property
     def events(self) -> int:
