@@ -38,14 +38,20 @@ def _json_line(event: Any) -> str:
     return json.dumps(event, ensure_ascii=False, separators=(",", ":"))
 
 
-def _write_events(events: Iterable[Any], out: TextIO) -> int:
+def _write_events(lines: Iterable[bytes], out: TextIO) -> int:
+    """Writes events as the JSON lines the file holds (``raw=True`` reads); returns how many."""
     count = 0
-    for event in events:
-        out.write(_json_line(event))
+    for line in lines:
+        out.write(line.decode("utf-8"))
         out.write("\n")
         count += 1
     out.flush()
     return count
+
+
+def _seq_of(line: bytes) -> int:
+    # A raw line always ends with its `"seq":N}` member.
+    return int(line[line.rindex(b'"seq":') + 6 : -1])
 
 
 # -- argument parsing -------------------------------------------------------------------------
@@ -243,11 +249,9 @@ def run_query_command(args: argparse.Namespace, out: TextIO) -> int:
 
     filters = _query_filters(args)
     # The lines as the file holds them: no dict is built and nothing is re-encoded.
-    lines = _read_errors(lambda: oa.read_events(args.path, raw=True, **filters), args.path)
-    for line in lines:
-        out.write(line.decode("utf-8"))
-        out.write("\n")
-    out.flush()
+    _write_events(
+        _read_errors(lambda: oa.read_events(args.path, raw=True, **filters), args.path), out
+    )
     return EXIT_OK
 
 
@@ -267,7 +271,9 @@ def _newest(path: str, count: int) -> list[Any]:
 
     if count == 0:
         return []
-    events = _read_errors(lambda: oa.read_events(path, limit=count, newest_first=True), path)
+    events = _read_errors(
+        lambda: oa.read_events(path, limit=count, newest_first=True, raw=True), path
+    )
     return list(reversed(events))
 
 
@@ -275,7 +281,7 @@ def _last_seq(path: str, events: Sequence[Any]) -> int:
     import opencode_addons as oa
 
     if events:
-        return int(events[-1]["seq"])
+        return _seq_of(events[-1])
     summary = _read_errors(lambda: oa.file_stats(path), path)
     return int(summary.get("last_seq") or 0)
 
@@ -308,14 +314,14 @@ def _follow(args: argparse.Namespace, out: TextIO, last_seq: int) -> None:
         signature, last_read = current, now
 
         def newer(after: int = last_seq) -> list[Any]:
-            return oa.read_events(args.path, after_seq=after)
+            return oa.read_events(args.path, after_seq=after, raw=True)
 
         fresh = _read_errors(newer, args.path)
         if args.max_events is not None:
             fresh = fresh[: args.max_events - printed]
         printed += _write_events(fresh, out)
         if fresh:
-            last_seq = int(fresh[-1]["seq"])
+            last_seq = _seq_of(fresh[-1])
         if args.max_events is not None and printed >= args.max_events:
             return
 
