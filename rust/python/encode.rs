@@ -4,7 +4,6 @@
 //! mid-encoding); subclasses of dict, list, tuple, str, int and float are accepted through the
 //! slower checks. Anything else is an error that names where in the event it was found.
 
-use std::borrow::Cow;
 use std::os::raw::c_char;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -789,12 +788,4 @@ pub fn as_dict<'py>(event: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
     let dict = pyo3::types::PyDict::new(py);
     dict.update(event.cast::<pyo3::types::PyMapping>()?)?;
     Ok(dict.into_any())
-}
-
-/// A JSON string's text for filters: the same string the encoder would have indexed.
-pub fn query_text(value: &Bound<'_, PyAny>, name: &str) -> PyResult<Cow<'static, str>> {
-    value
-        .extract::<String>()
-        .map(Cow::Owned)
-        .map_err(|_| PyTypeError::new_err(format!("{name} must be a string")))
 }

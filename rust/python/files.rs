@@ -41,11 +41,7 @@ pub fn read_events<'py>(
     let copied = py
         .detach(|| matching(file, &args.query))
         .map_err(|e| read_error(&path, e))?;
-    if args.raw {
-        copied.into_raw_list(py)
-    } else {
-        copied.into_list(py)
-    }
+    copied.into_py(py, args.raw)
 }
 
 /// Keeps matches in a ring: bounded by `limit` when the newest are wanted, so memory stays flat

@@ -18,8 +18,9 @@ use pyo3::exceptions::{PyOSError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use crate::event::CoreError;
+use crate::event::{CoreError, EventFields};
 use crate::query::Query;
+use encode::{Captured, OwnedFields};
 
 pyo3::create_exception!(
     opencode_addons._core,
@@ -79,6 +80,41 @@ pub(crate) fn lock<'a, T>(
             }
         }
     }
+}
+
+/// Locks `mutex` to write one event whose header fields borrow the event's Python strings.
+///
+/// If the lock is contended the wait releases the GIL, and another thread could then free
+/// those strings: so the fields are copied into `copy` first and borrowed from there.
+pub(crate) fn lock_for_event<'m, 'a, T>(
+    mutex: &'m Mutex<T>,
+    captured: &Captured<'a>,
+    copy: &'a mut Option<OwnedFields>,
+) -> (MutexGuard<'m, T>, EventFields<'a>) {
+    let guard = lock(mutex, || *copy = Some(captured.owned_fields()));
+    let copy: &'a Option<OwnedFields> = copy;
+    let fields = copy
+        .as_ref()
+        .map_or_else(|| captured.fields(), OwnedFields::fields);
+    (guard, fields)
+}
+
+/// `lock_for_event` for a batch: the fields of every event, in order.
+pub(crate) fn lock_for_batch<'m, 'a, T>(
+    mutex: &'m Mutex<T>,
+    captured: impl Iterator<Item = &'a Captured<'a>> + Clone,
+    copies: &'a mut Vec<OwnedFields>,
+) -> (MutexGuard<'m, T>, Vec<EventFields<'a>>) {
+    let guard = lock(mutex, || {
+        *copies = captured.clone().map(Captured::owned_fields).collect()
+    });
+    let copies: &'a Vec<OwnedFields> = copies;
+    let fields = if copies.is_empty() {
+        captured.map(Captured::fields).collect()
+    } else {
+        copies.iter().map(OwnedFields::fields).collect()
+    };
+    (guard, fields)
 }
 
 thread_local! {
@@ -187,7 +223,10 @@ fn build_query(
     let text = |value: Option<&Bound<'_, PyAny>>, name: &str| -> PyResult<Option<String>> {
         value
             .filter(|v| !v.is_none())
-            .map(|v| encode::query_text(v, name).map(|t| t.into_owned()))
+            .map(|v| {
+                v.extract::<String>()
+                    .map_err(|_| PyTypeError::new_err(format!("{name} must be a string")))
+            })
             .transpose()
     };
     Ok(Query {

@@ -5,10 +5,10 @@ use std::sync::Mutex;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
-use super::encode::{as_dict, encode_event, Captured, FieldDefaults, OwnedFields};
+use super::encode::{as_dict, encode_event, Captured, FieldDefaults};
 use super::view::{self, EventIterator, RingHolder, Source};
-use super::{lock, to_pyerr, with_scratch};
-use crate::event::{EventFields, DEFAULT_MAX_EVENT_BYTES};
+use super::{lock, lock_for_batch, lock_for_event, to_pyerr, with_scratch};
+use crate::event::DEFAULT_MAX_EVENT_BYTES;
 use crate::keys::MAX_PARTS;
 use crate::ring::Ring;
 
@@ -79,16 +79,12 @@ pub(crate) fn collect_dicts<'py>(events: &Bound<'py, PyAny>) -> PyResult<Vec<Bou
 
 impl EventRing {
     fn push_encoded(&self, buffer: &[u8], encoded: &[Encoded<'_>]) -> PyResult<u64> {
-        let mut owned = Vec::new();
-        let mut state = lock(&self.state, || {
-            // We are about to wait with the GIL released: stop borrowing Python strings.
-            owned = encoded.iter().map(|e| e.captured.owned_fields()).collect();
-        });
-        let fields: Vec<EventFields<'_>> = if owned.is_empty() {
-            encoded.iter().map(|e| e.captured.fields()).collect()
-        } else {
-            owned.iter().map(|o| o.fields()).collect()
-        };
+        let mut copies = Vec::new();
+        let (mut state, fields) = lock_for_batch(
+            &self.state,
+            encoded.iter().map(|e| &e.captured),
+            &mut copies,
+        );
         let mut start = 0;
         let mut records = Vec::with_capacity(encoded.len());
         for e in encoded {
@@ -143,11 +139,8 @@ impl EventRing {
             }
             .map_err(|e| e.into_pyerr(None))?;
             buffer.push(b'}');
-            let mut owned = None;
-            let mut state = lock(&self.state, || owned = Some(captured.owned_fields()));
-            let fields = owned
-                .as_ref()
-                .map_or_else(|| captured.fields(), OwnedFields::fields);
+            let mut copy = None;
+            let (mut state, fields) = lock_for_event(&self.state, &captured, &mut copy);
             let seq = state.next_seq;
             let mut parts = [&b""[..]; MAX_PARTS];
             let count = captured

@@ -8,11 +8,13 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
 use super::decode::record_to_dict;
-use super::encode::{as_dict, encode_event, Captured, FieldDefaults, OwnedFields};
+use super::encode::{as_dict, encode_event, Captured, FieldDefaults};
 use super::ring::{collect_dicts, encode_batch, positive};
 use super::view::{self, EventIterator, EventView, RingHolder, Source};
-use super::{lock, to_pyerr, with_scratch, StoreClosedError, StoreWriteError};
-use crate::event::{EventFields, DEFAULT_MAX_EVENT_BYTES};
+use super::{
+    lock, lock_for_batch, lock_for_event, to_pyerr, with_scratch, StoreClosedError, StoreWriteError,
+};
+use crate::event::DEFAULT_MAX_EVENT_BYTES;
 use crate::jsonl::{
     sync_now, CollectSpec, Durability, OpenClose, RecoveryReport, Store, StoreOptions, SyncNeed,
 };
@@ -68,16 +70,13 @@ impl JsonlStore {
             with_scratch(|buffer| -> PyResult<(u64, Vec<Generated>, SyncNeed)> {
                 let encoded =
                     encode_batch(events, buffer, self.max_event_bytes, false, &self.defaults)?;
-                let mut owned: Vec<OwnedFields> = Vec::new();
-                let mut guard = lock(&self.store, || {
-                    owned = encoded.iter().map(|e| e.captured.owned_fields()).collect();
-                });
+                let mut copies = Vec::new();
+                let (mut guard, fields) = lock_for_batch(
+                    &self.store,
+                    encoded.iter().map(|e| &e.captured),
+                    &mut copies,
+                );
                 let store = guard.as_mut().ok_or_else(|| closed(&self.path))?;
-                let fields: Vec<EventFields<'_>> = if owned.is_empty() {
-                    encoded.iter().map(|e| e.captured.fields()).collect()
-                } else {
-                    owned.iter().map(OwnedFields::fields).collect()
-                };
                 let mut start = 0;
                 let mut batch = Vec::with_capacity(encoded.len());
                 for (e, f) in encoded.iter().zip(fields) {
@@ -238,12 +237,9 @@ impl JsonlStore {
                     encode_event(dict.as_ptr(), buffer, self.max_event_bytes, &self.defaults)
                 }
                 .map_err(|e| e.into_pyerr(None))?;
-                let mut owned = None;
-                let mut guard = lock(&self.store, || owned = Some(captured.owned_fields()));
+                let mut copy = None;
+                let (mut guard, fields) = lock_for_event(&self.store, &captured, &mut copy);
                 let store = guard.as_mut().ok_or_else(|| closed(&self.path))?;
-                let fields = owned
-                    .as_ref()
-                    .map_or_else(|| captured.fields(), OwnedFields::fields);
                 let seq = store
                     .append(buffer, &fields, &captured.key_spans)
                     .map_err(to_pyerr)?;

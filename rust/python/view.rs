@@ -57,6 +57,15 @@ impl Copied {
         Ok(list)
     }
 
+    /// The records as `raw` lines (see `into_raw_list`) or as dicts.
+    pub(crate) fn into_py<'py>(self, py: Python<'py>, raw: bool) -> PyResult<Bound<'py, PyList>> {
+        if raw {
+            self.into_raw_list(py)
+        } else {
+            self.into_list(py)
+        }
+    }
+
     pub(crate) fn into_list<'py>(self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let list = PyList::empty(py);
         for &(start, end, seq) in &self.records {
@@ -91,11 +100,7 @@ pub(crate) fn query<'py, H: RingHolder>(
     let copied = holder.with_ring(py, |ring| {
         Copied::from_ring(ring, ring.select(&args.query, window))
     })?;
-    if args.raw {
-        copied.into_raw_list(py)
-    } else {
-        copied.into_list(py)
-    }
+    copied.into_py(py, args.raw)
 }
 
 pub(crate) fn to_list<'py, H: RingHolder>(
