@@ -118,3 +118,20 @@ def test_a_line_with_an_integer_python_cannot_parse_is_skipped_not_loaded(tmp_pa
         assert store.recovery["corrupt_lines"] == 1
         assert [e["type"] for e in store.to_list()] == ["a", "c", "fine"]
     assert [e["type"] for e in read_events(path)] == ["a", "c", "fine"]
+
+
+def test_a_store_whose_last_seq_is_the_maximum_refuses_appends_and_changes_nothing(tmp_path):
+    """Seqs stop at i64::MAX: past it an append is refused with a clear error, not wrapped."""
+    path = tmp_path / "events.jsonl"
+    path.write_text('{"type":"a","seq":9223372036854775807}\n')
+    before = path.read_bytes()
+    with JsonlStore(path) as store:
+        for attempt in (lambda: store.append({"type": "b"}), lambda: store.extend([{"type": "c"}])):
+            try:
+                attempt()
+            except ValueError as error:
+                assert "used up its sequence numbers" in str(error)
+            else:
+                raise AssertionError("an append past the last possible seq was accepted")
+        assert [e["type"] for e in store.to_list()] == ["a"]
+    assert path.read_bytes() == before

@@ -156,3 +156,51 @@ fn run(shared: &GroupSync, file: &File, interval: Duration) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waits_return_once_the_written_seq_is_synced() {
+        let file = tempfile_in_target("group-ok");
+        let mut thread = GroupThread::start(file, Duration::from_millis(1), 0).unwrap();
+        thread.shared().mark_written(3);
+        assert_eq!(thread.shared().wait(3), Ok(()));
+        assert!(thread.shared().synced() >= 3);
+        thread.stop();
+        assert_eq!(thread.shared().error(), None);
+    }
+
+    #[test]
+    fn a_failed_fsync_is_reported_to_every_wait_and_never_turns_into_success() {
+        // fsync of /dev/null fails (EINVAL): a stand-in for a disk that refuses a sync.
+        let Ok(file) = File::open("/dev/null") else {
+            return;
+        };
+        let mut thread = GroupThread::start(file, Duration::from_millis(1), 0).unwrap();
+        thread.shared().mark_written(1);
+        let first = thread.shared().wait(1).unwrap_err();
+        assert!(first.contains("group fsync of the log failed"), "{first}");
+        // Later waits, for the same or newer appends, keep failing: the thread may retry, but
+        // what the failed sync should have covered may be lost.
+        thread.shared().mark_written(2);
+        assert_eq!(thread.shared().wait(1), Err(first.clone()));
+        assert_eq!(thread.shared().wait(2), Err(first.clone()));
+        assert_eq!(thread.shared().synced(), 0);
+        thread.stop();
+        assert_eq!(thread.shared().error(), Some(first));
+    }
+
+    fn tempfile_in_target(name: &str) -> File {
+        let dir = std::env::temp_dir().join(format!("oca-group-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(dir.join("log"))
+            .unwrap()
+    }
+}

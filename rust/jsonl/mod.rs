@@ -273,7 +273,8 @@ impl Store {
     }
 
     fn check_seqs_left(&self, count: u64) -> Result<(), CoreError> {
-        if count > MAX_SEQ.saturating_sub(self.next_seq).saturating_add(1) {
+        // Seqs next_seq..=MAX_SEQ are left (none once next_seq has passed MAX_SEQ).
+        if count > (MAX_SEQ + 1).saturating_sub(self.next_seq) {
             return Err(CoreError::Invalid(format!(
                 "{} has used up its sequence numbers (the last possible is {MAX_SEQ})",
                 self.path.display()
