@@ -176,11 +176,6 @@ impl Ring {
         self.base
     }
 
-    /// Sequence number of the newest record.
-    pub fn last_seq(&self) -> Option<u64> {
-        self.len().checked_sub(1).map(|i| self.seq_at(i))
-    }
-
     /// Appends a record made of `parts` (concatenated), evicting the oldest as needed.
     pub fn push(
         &mut self,
