@@ -817,19 +817,29 @@ class DurableStream:
     def bridge(self, sdk_event: Mapping[str, Any]) -> Event | None:
         """Append the stream event(s) an OpenCode server event maps to; return the last one.
 
-        Unknown or uninteresting server events return None. See ``map_sdk_event``.
+        Server events of either shape and ``/global/event`` frames; see ``opencode_addons.bridge``
+        for the mapping. Bad input is counted (``stats()["bridge"]``) and logged, never raised;
+        duplicates (by the server's event id) and transport events return None. The stream
+        events of one server event are stored all or none; store errors propagate.
         """
-        stored: Event | None = None
-        for event in self.map_sdk_event(sdk_event):
-            stored = self.append(event)
-        return stored
+        return self._bridge.feed(self, sdk_event)
 
     def map_sdk_event(self, sdk_event: Mapping[str, Any]) -> list[dict[str, Any]]:
-        """The stream events for one OpenCode server event (none for unknown ones).
+        """The stream events ``bridge`` would append for one server event, as of now.
 
-        Reads, but does not change, the bridge's tool-call state; appending the events does.
+        A preview: nothing is stored and the bridge remembers nothing of it.
         """
         return self._bridge.map(sdk_event)
+
+    @property
+    def opencode_bridge(self) -> OpenCodeBridge:
+        """The bridge's memory of the OpenCode server (stats, duplicate window)."""
+        return self._bridge
+
+    @property
+    def max_event_bytes(self) -> int:
+        """The largest event the store accepts, in bytes of JSON."""
+        return int(self._store.max_event_bytes)
 
     # -- lifecycle and stats -----------------------------------------------------------------
 
@@ -858,6 +868,7 @@ class DurableStream:
             "unarmed_checkpoints": len(self._unarmed),
             "sessions": len(self._sessions.keys() | self._bridge.sessions()),
             "bridge_sessions": len(self._bridge),
+            "bridge": self._bridge.stats(),
             "resumes": self._resumes,
             "run_id": self.run_id,
             "closed": self._closed,

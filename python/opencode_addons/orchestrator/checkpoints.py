@@ -3,6 +3,11 @@
 The stream stores the checkpoints (``checkpoint.requested/approved/rejected`` events); the manager
 owns one timer per pending checkpoint, resolves it when an approval or rejection is appended by
 anyone, and rejects it on the stream when its time runs out. Nothing is left behind on resolve.
+
+Checkpoints an agent host's server asked for (requested with an ``origin``, e.g. the OpenCode
+bridge's permissions and questions) are adopted: ``get(id)`` returns an awaitable for them too,
+resolved when the server's reply is bridged. The manager sets no timer on them and never rejects
+them itself (only the server decides; the stream expires them); their session ending drops them.
 """
 
 from __future__ import annotations
@@ -17,9 +22,13 @@ from typing import Any, Callable, Optional, Protocol, Union
 from opencode_addons.events import (
     CHECKPOINT_APPROVED,
     CHECKPOINT_REJECTED,
+    CHECKPOINT_REQUESTED,
+    PLUGIN_SHUTDOWN,
+    SESSION_TERMINAL_TYPES,
     Event,
     Subscriber,
     Unsubscribe,
+    session_id_of,
 )
 from opencode_addons.orchestrator.background import BackgroundTasks
 
@@ -103,8 +112,12 @@ class PendingCheckpoint:
 class _Entry:
     pending: PendingCheckpoint
     future: asyncio.Future[CheckpointOutcome]
-    timer: asyncio.TimerHandle
+    # None for an adopted checkpoint (the server that asked decides, not a timer of ours).
+    timer: Optional[asyncio.TimerHandle]
     handler: Optional[OutcomeHandler]
+
+
+_PLUGIN_SHUTDOWN_TYPES = frozenset({PLUGIN_SHUTDOWN, f"lifecycle.{PLUGIN_SHUTDOWN}"})
 
 
 class CheckpointManager:
@@ -131,11 +144,18 @@ class CheckpointManager:
             "rejected": 0,
             "timed_out": 0,
             "handler_errors": 0,
+            "adopted": 0,
+            "dropped": 0,
         }
         self._unsubscribes: list[Unsubscribe] = [
             stream.subscribe(CHECKPOINT_APPROVED, self._on_event),
             stream.subscribe(CHECKPOINT_REJECTED, self._on_event),
+            stream.subscribe(CHECKPOINT_REQUESTED, self._on_requested),
         ]
+        self._unsubscribes.extend(
+            stream.subscribe(event_type, self._on_session_end)
+            for event_type in sorted(SESSION_TERMINAL_TYPES)
+        )
 
     # -- requesting and deciding -------------------------------------------------------------
 
@@ -191,6 +211,48 @@ class CheckpointManager:
     def pending(self) -> int:
         return len(self._entries)
 
+    # -- adopted checkpoints (asked by a server) ----------------------------------------------
+
+    def _on_requested(self, event: Event) -> None:
+        payload = event.get("payload")
+        if self._closed or not isinstance(payload, Mapping) or not payload.get("origin"):
+            return
+        checkpoint_id = payload.get("id")
+        if not isinstance(checkpoint_id, str) or checkpoint_id in self._entries:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # nothing could await it without a loop; the stream still tracks it
+        options = payload.get("options")
+        pending = PendingCheckpoint(
+            checkpoint_id,
+            str(payload.get("stream_id") or event.get("stream_id") or ""),
+            str(payload.get("decision_point") or ""),
+            [str(o) for o in options] if isinstance(options, list) else [],
+            loop.create_future(),
+        )
+        self._entries[checkpoint_id] = _Entry(pending, pending._future, None, None)
+        self._counts["adopted"] += 1
+
+    def _on_session_end(self, event: Event) -> None:
+        """Drop adopted checkpoints whose session ended (the stream drops them silently)."""
+        if event.get("type") in _PLUGIN_SHUTDOWN_TYPES:
+            ended = None
+        else:
+            ended = session_id_of(event)
+            if ended is None:
+                return
+        for checkpoint_id, entry in list(self._entries.items()):
+            if entry.timer is None and ended in (None, entry.pending.stream_id):
+                self._drop_adopted(checkpoint_id)
+
+    def _drop_adopted(self, checkpoint_id: str) -> None:
+        entry = self._entries.pop(checkpoint_id, None)
+        if entry is not None:
+            entry.future.cancel()
+            self._counts["dropped"] += 1
+
     # -- resolution --------------------------------------------------------------------------
 
     def _on_event(self, event: Event) -> None:
@@ -239,7 +301,8 @@ class CheckpointManager:
         entry = self._entries.pop(outcome.checkpoint_id, None)
         if entry is None:
             return
-        entry.timer.cancel()
+        if entry.timer is not None:
+            entry.timer.cancel()
         self._counts["approved" if outcome.approved else "rejected"] += 1
         if not entry.future.done():
             entry.future.set_result(outcome)
@@ -262,7 +325,12 @@ class CheckpointManager:
             return
         self._closed = True
         for checkpoint_id in list(self._entries):
-            self._entries[checkpoint_id].timer.cancel()
+            timer = self._entries[checkpoint_id].timer
+            if timer is None:
+                # Asked by a server: it stays pending there and in the stream's file.
+                self._drop_adopted(checkpoint_id)
+                continue
+            timer.cancel()
             self._reject_on_stream(checkpoint_id, "shutdown")
         unsubscribes, self._unsubscribes = self._unsubscribes, []
         for unsubscribe in unsubscribes:
