@@ -8,7 +8,7 @@ import pytest
 from fakes import MemoryCheckpointStream, MemoryEventStream
 from opencode_addons.orchestrator.checkpoints import CheckpointManager
 from opencode_addons.orchestrator.observer import InMemorySessionClient, TaskObserver
-from opencode_addons.orchestrator.registry import TaskRegistry, TaskState
+from opencode_addons.orchestrator.task_registry import TaskRegistry, TaskState
 
 
 class Clock:

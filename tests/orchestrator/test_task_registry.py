@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 from fakes import MemoryEventStream
-from opencode_addons.orchestrator.registry import FINISHED_STATES, TaskRegistry, TaskState
+from opencode_addons.orchestrator.task_registry import FINISHED_STATES, TaskRegistry, TaskState
 
 
 class Clock:

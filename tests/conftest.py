@@ -1,0 +1,11 @@
+"""Shared test set-up: the suite is grouped by layer (core, stream, orchestrator, reliability);
+``fakes`` and ``helpers`` live here, beside this file, for every layer."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+TESTS = Path(__file__).resolve().parent
+if str(TESTS) not in sys.path:
+    sys.path.insert(0, str(TESTS))
