@@ -12,7 +12,14 @@ stays quick.
 from __future__ import annotations
 
 import importlib
+import sys
 from typing import TYPE_CHECKING, Any
+
+if not sys.platform.startswith("linux"):  # pragma: no cover - CI runs on Linux
+    raise ImportError(
+        f"opencode-addons runs on Linux only (its store uses posix_fallocate, "
+        f"MADV_POPULATE_WRITE and pthread_atfork); this platform is {sys.platform!r}"
+    )
 
 from opencode_addons._core import (
     DEFAULT_MAX_EVENT_BYTES,
