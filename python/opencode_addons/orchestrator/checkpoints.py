@@ -1,13 +1,16 @@
-"""CheckpointManager: awaitable human-in-the-loop checkpoints with a timeout each.
+"""CheckpointManager: awaitable human-in-the-loop checkpoints, a facade over the stream's.
 
-The stream stores the checkpoints (``checkpoint.requested/approved/rejected`` events); the manager
-owns one timer per pending checkpoint, resolves it when an approval or rejection is appended by
-anyone, and rejects it on the stream when its time runs out. Nothing is left behind on resolve.
+The stream owns the checkpoints (``stream_checkpoints``): their events, the one deadline of each
+(``expires_at`` in the file) and the one timer that rejects it then. The manager passes each
+request's timeout to the stream and hands out an awaitable ``PendingCheckpoint`` that resolves
+when an approval or rejection is appended by anyone, the stream's own timeout rejection
+included. Nothing is left behind on resolve.
 
 Checkpoints an agent host's server asked for (requested with an ``origin``, e.g. the OpenCode
 bridge's permissions and questions) are adopted: ``get(id)`` returns an awaitable for them too,
-resolved when the server's reply is bridged. The manager sets no timer on them and never rejects
-them itself (only the server decides; the stream expires them); their session ending drops them.
+resolved when the server's reply is bridged. The manager never rejects them itself (only the
+server decides; the stream still expires them): its shutdown leaves them pending, and their
+session ending drops them.
 """
 
 from __future__ import annotations
@@ -19,18 +22,19 @@ from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Protocol, Union
 
+from opencode_addons.background import BackgroundTasks
 from opencode_addons.events import (
     CHECKPOINT_APPROVED,
     CHECKPOINT_REJECTED,
     CHECKPOINT_REQUESTED,
-    PLUGIN_SHUTDOWN,
+    PLUGIN_SHUTDOWN_TYPES,
     SESSION_TERMINAL_TYPES,
     Event,
     Subscriber,
     Unsubscribe,
     session_id_of,
 )
-from opencode_addons.orchestrator.background import BackgroundTasks
+from opencode_addons.stream_checkpoints import TIMEOUT_REASON
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +49,14 @@ class CheckpointStream(Protocol):
     def subscribe(self, event_type: str, callback: Subscriber) -> Unsubscribe: ...
 
     def request_checkpoint(
-        self, stream_id: str, decision_point: str, options: Sequence[str], requested_by: str
+        self,
+        stream_id: str,
+        decision_point: str,
+        options: Sequence[str],
+        requested_by: str,
+        *,
+        timeout: Optional[float] = None,
+        expires_by: str = ...,
     ) -> Any: ...
 
     def approve_checkpoint(
@@ -112,16 +123,20 @@ class PendingCheckpoint:
 class _Entry:
     pending: PendingCheckpoint
     future: asyncio.Future[CheckpointOutcome]
-    # None for an adopted checkpoint (the server that asked decides, not a timer of ours).
-    timer: Optional[asyncio.TimerHandle]
     handler: Optional[OutcomeHandler]
-
-
-_PLUGIN_SHUTDOWN_TYPES = frozenset({PLUGIN_SHUTDOWN, f"lifecycle.{PLUGIN_SHUTDOWN}"})
+    # Asked by a server (adopted), not through this manager.
+    adopted: bool = False
 
 
 class CheckpointManager:
-    """Tracks pending checkpoints of one stream, each with its own timeout."""
+    """Awaitable checkpoints of one stream, each with its own timeout (see the module)."""
+
+    name = "checkpoint_manager"
+
+    @property
+    def closed(self) -> bool:
+        """True once ``shutdown()`` has run."""
+        return self._closed
 
     def __init__(
         self,
@@ -169,7 +184,9 @@ class CheckpointManager:
         timeout: float | None = None,
         handler: OutcomeHandler | None = None,
     ) -> PendingCheckpoint:
-        """Request a checkpoint on the stream and start its timer (needs a running loop)."""
+        """Request a checkpoint on the stream, expiring ``timeout`` s from now (default: the
+        manager's ``default_timeout``); needs a running loop. On expiry the stream rejects it
+        with reason ``"timeout"`` by ``"checkpoint-manager"``."""
         if self._closed:
             raise RuntimeError("checkpoint manager is shut down")
         seconds = self._default_timeout if timeout is None else timeout
@@ -179,15 +196,19 @@ class CheckpointManager:
             raise TypeError("handler must be callable")
         loop = asyncio.get_running_loop()
         checkpoint = self._stream.request_checkpoint(
-            stream_id, decision_point, list(options), requested_by
+            stream_id,
+            decision_point,
+            list(options),
+            requested_by,
+            timeout=seconds,
+            expires_by=MANAGER_ACTOR,
         )
         if inspect.isawaitable(checkpoint):
             raise TypeError("stream.request_checkpoint must return the checkpoint itself")
         checkpoint_id = str(checkpoint.id)
         future: asyncio.Future[CheckpointOutcome] = loop.create_future()
         pending = PendingCheckpoint(checkpoint_id, stream_id, decision_point, options, future)
-        timer = loop.call_later(seconds, self._on_timeout, checkpoint_id)
-        self._entries[checkpoint_id] = _Entry(pending, future, timer, handler)
+        self._entries[checkpoint_id] = _Entry(pending, future, handler)
         self._counts["requested"] += 1
         return pending
 
@@ -225,26 +246,24 @@ class CheckpointManager:
         except RuntimeError:
             return  # nothing could await it without a loop; the stream still tracks it
         options = payload.get("options")
+        future: asyncio.Future[CheckpointOutcome] = loop.create_future()
         pending = PendingCheckpoint(
             checkpoint_id,
             str(payload.get("stream_id") or event.get("stream_id") or ""),
             str(payload.get("decision_point") or ""),
             [str(o) for o in options] if isinstance(options, list) else [],
-            loop.create_future(),
+            future,
         )
-        self._entries[checkpoint_id] = _Entry(pending, pending._future, None, None)
+        self._entries[checkpoint_id] = _Entry(pending, future, None, adopted=True)
         self._counts["adopted"] += 1
 
     def _on_session_end(self, event: Event) -> None:
         """Drop adopted checkpoints whose session ended (the stream drops them silently)."""
-        if event.get("type") in _PLUGIN_SHUTDOWN_TYPES:
-            ended = None
-        else:
-            ended = session_id_of(event)
-            if ended is None:
-                return
+        ended = None if event.get("type") in PLUGIN_SHUTDOWN_TYPES else session_id_of(event)
+        if ended is None and event.get("type") not in PLUGIN_SHUTDOWN_TYPES:
+            return
         for checkpoint_id, entry in list(self._entries.items()):
-            if entry.timer is None and ended in (None, entry.pending.stream_id):
+            if entry.adopted and ended in (None, entry.pending.stream_id):
                 self._drop_adopted(checkpoint_id)
 
     def _drop_adopted(self, checkpoint_id: str) -> None:
@@ -276,14 +295,10 @@ class CheckpointManager:
                 by=payload.get("rejected_by"),
                 reason=payload.get("reason"),
             )
+            if outcome.reason == TIMEOUT_REASON:
+                self._counts["timed_out"] += 1
+                log.info("checkpoint %s timed out", checkpoint_id)
         self._resolve(outcome)
-
-    def _on_timeout(self, checkpoint_id: str) -> None:
-        if checkpoint_id not in self._entries:
-            return
-        self._counts["timed_out"] += 1
-        log.info("checkpoint %s timed out", checkpoint_id)
-        self._reject_on_stream(checkpoint_id, "timeout")
 
     def _reject_on_stream(self, checkpoint_id: str, reason: str) -> None:
         """Reject via the stream (its event resolves us); resolve locally if that fails."""
@@ -301,8 +316,6 @@ class CheckpointManager:
         entry = self._entries.pop(outcome.checkpoint_id, None)
         if entry is None:
             return
-        if entry.timer is not None:
-            entry.timer.cancel()
         self._counts["approved" if outcome.approved else "rejected"] += 1
         if not entry.future.done():
             entry.future.set_result(outcome)
@@ -324,14 +337,12 @@ class CheckpointManager:
         if self._closed and not self._entries and not self._handler_tasks:
             return
         self._closed = True
-        for checkpoint_id in list(self._entries):
-            timer = self._entries[checkpoint_id].timer
-            if timer is None:
+        for checkpoint_id, entry in list(self._entries.items()):
+            if entry.adopted:
                 # Asked by a server: it stays pending there and in the stream's file.
                 self._drop_adopted(checkpoint_id)
-                continue
-            timer.cancel()
-            self._reject_on_stream(checkpoint_id, "shutdown")
+            else:
+                self._reject_on_stream(checkpoint_id, "shutdown")
         unsubscribes, self._unsubscribes = self._unsubscribes, []
         for unsubscribe in unsubscribes:
             try:
