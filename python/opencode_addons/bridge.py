@@ -192,7 +192,12 @@ class _Translation:
     """The stream events of one server event and what to remember once they are stored."""
 
     events: list[dict[str, Any]] = field(default_factory=list)
+    # What to remember once stored (also for a duplicate: replays after a restart of the
+    # recorder teach the bridge what it forgot, e.g. a message's role).
     commits: list[Callable[[], None]] = field(default_factory=list)
+    # Counters to increment once stored (not for a duplicate).
+    counts: list[str] = field(default_factory=list)
+    duplicate: bool = False
 
     def add(
         self, event_type: str, session_id: Optional[str], payload: dict[str, Any], actor: str
@@ -266,7 +271,9 @@ class OpenCodeBridge:
             translation = self._translate(sdk_event)
         except _Malformed:
             return []
-        return translation.events if isinstance(translation, _Translation) else []
+        if isinstance(translation, str) or translation.duplicate:
+            return []
+        return translation.events
 
     def feed(self, sink: BridgeSink, sdk_event: Any) -> Optional[Event]:
         """Store the stream events of one server event in ``sink``; return the last stored one.
@@ -289,7 +296,12 @@ class OpenCodeBridge:
             log.exception("the OpenCode bridge could not map %.200r", sdk_event)
             return None
         if isinstance(translation, str):
-            self._counts[translation] += 1  # a duplicate, a transport or a sync event
+            self._counts[translation] += 1  # a transport or a sync event
+            return None
+        if translation.duplicate:
+            self._counts["duplicates"] += 1
+            for commit in translation.commits:
+                commit()
             return None
         try:
             stored = self._store(sink, translation.events)
@@ -298,8 +310,17 @@ class OpenCodeBridge:
             return None
         for commit in translation.commits:
             commit()
+        for name in translation.counts:
+            self._counts[name] += 1
+            if self._counts[name] <= LOG_FIRST:
+                log.info("OpenCode bridge: %s (%d so far)", name, self._counts[name])
         self._counts["stored"] += len(stored)
         return stored[-1] if stored else None
+
+    @property
+    def dedup_window_size(self) -> int:
+        """How many server event ids are remembered to drop duplicates."""
+        return self._dedup_window
 
     def remember_event_ids(self, event_ids: Iterable[str]) -> int:
         """Add server event ids (oldest first) to the duplicate window; returns how many.
@@ -317,7 +338,8 @@ class OpenCodeBridge:
     # -- translation -------------------------------------------------------------------------
 
     def _translate(self, sdk_event: Mapping[str, Any]) -> _Translation | str:
-        """The events and commits for one server event, or the counter of a skipped one."""
+        """The events and commits for one server event (a duplicate's too), or the counter of
+        a skipped one."""
         directory: Optional[str] = None
         if "payload" in sdk_event and "type" not in sdk_event:
             # A /global/event frame: {directory, project?, workspace?, payload}.
@@ -330,8 +352,6 @@ class OpenCodeBridge:
         if not isinstance(sdk_type, str) or not sdk_type:
             raise _Malformed("an event without a type")
         event_id = str_or_none(sdk_event.get("id"))
-        if event_id is not None and event_id in self._seen:
-            return "duplicates"
         if sdk_type in TRANSPORT_TYPES:
             return "transport"
         if sdk_type == "sync":
@@ -340,14 +360,15 @@ class OpenCodeBridge:
         raw_properties = sdk_event.get("properties", {})
         if not isinstance(raw_properties, Mapping):
             raise _Malformed(f"{sdk_type}: properties is not an object")
-        context = _Context(event_id, directory, _Translation())
+        duplicate = event_id is not None and event_id in self._seen
+        context = _Context(event_id, directory, _Translation(duplicate=duplicate))
         handler = _HANDLERS.get(sdk_type)
         if handler is None:
             self._unknown(context, sdk_type, raw_properties)
         else:
             handler(self, context, raw_properties)
         out = context.out
-        if event_id is not None:
+        if event_id is not None and not duplicate:
             for event in out.events:
                 event["causation_id"] = event_id
             out.then(lambda: self._remember_id(event_id))
@@ -551,11 +572,8 @@ class OpenCodeBridge:
         context.out.add(PLUGIN_SHUTDOWN, None, payload, SYSTEM_ACTOR)
         context.out.then(self.clear)
 
-    def _count(self, name: str) -> None:
-        self._counts[name] += 1
-
     def _unknown(self, context: _Context, sdk_type: str, properties: Mapping[str, Any]) -> None:
-        context.out.then(lambda: self._count("unknown_types"))
+        context.out.counts.append("unknown_types")
         session_id = str_or_none(properties.get("sessionID"))
         payload = dict(properties)
         if context.directory is not None and "directory" not in payload:
@@ -781,13 +799,7 @@ class OpenCodeBridge:
         # or after this delta): kept as a delta of unknown kind, never dropped.
         payload["field"] = field_name
         if part is None:
-
-            def count() -> None:
-                self._count("unknown_part_deltas")
-                if self._counts["unknown_part_deltas"] <= LOG_FIRST:
-                    log.info("delta for a part not seen yet: %s of %s", part_id, session_id)
-
-            context.out.then(count)
+            context.out.counts.append("unknown_part_deltas")
         else:
             payload["part_type"] = part.type
         actor = part.actor if part is not None else SYSTEM_ACTOR

@@ -1,4 +1,4 @@
-"""The ``opencode-addons`` command: ``soak``, ``stats``, ``query`` and ``tail``.
+"""The ``opencode-addons`` command: ``soak``, ``stats``, ``query``, ``tail`` and ``record``.
 
 Exit codes: 0 success; 1 the soak's memory check failed or a store error; 2 bad arguments or a
 file that cannot be read; 3 the store file is locked by another writer. Errors are one line on
@@ -105,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_stats(commands)
     _add_query(commands)
     _add_tail(commands)
+    _add_record(commands)
     return parser
 
 
@@ -441,6 +442,98 @@ def run_soak_command(args: argparse.Namespace, out: TextIO) -> int:
             raise CliError(f"cannot write {args.plot}: {error}", EXIT_USAGE) from None
     out.write(_json_line(result.to_dict()) + "\n" if args.json else format_soak(result))
     return EXIT_OK if result.memory_ok else EXIT_FAILED
+
+
+# -- record -----------------------------------------------------------------------------------
+
+
+def _add_record(commands: Any) -> None:
+    record = commands.add_parser(
+        "record",
+        help="record a running OpenCode server's events, with the orchestration attached",
+        description="Connect to an OpenCode server's event stream (URL/event, or "
+        "URL/global/event with --global), bridge every event into a durable stream with the "
+        "orchestration attached, reconnect with backoff; SIGINT/SIGTERM shut everything down "
+        "in order. Needs the 'opencode' extra (httpx, httpx-sse).",
+    )
+    record.add_argument("url", help="the server, e.g. http://127.0.0.1:4096")
+    record.add_argument("--store", default=None, help="store file (default .opencode/...)")
+    record.add_argument(
+        "--global", dest="global_events", action="store_true", help="every directory's events"
+    )
+    record.add_argument(
+        "--max-reconnects",
+        type=_non_negative_int,
+        default=None,
+        metavar="N",
+        help="give up after N reconnects (0: exit when the server closes the stream); "
+        "default: never",
+    )
+    record.add_argument("--durability", choices=DURABILITY_MODES, default="flush")
+    record.add_argument("--history", type=_positive_int, default=100_000, help="history size")
+    record.add_argument("--cache", type=_positive_int, default=50_000, help="cache size")
+    record.add_argument("--json", action="store_true", help="print the final figures as JSON")
+    record.add_argument("--quiet", action="store_true", help="no live status line")
+    record.add_argument("--backoff", type=_positive_float, default=0.5, help=argparse.SUPPRESS)
+    record.set_defaults(handler=run_record_command)
+
+
+def run_record_command(args: argparse.Namespace, out: TextIO) -> int:
+    import asyncio
+    import logging
+
+    import opencode_addons as oa
+    from opencode_addons import opencode
+
+    try:
+        opencode.require_httpx()
+    except ImportError as error:
+        raise CliError(str(error), EXIT_USAGE) from None
+    from opencode_addons.durable_stream import DEFAULT_STORE_PATH
+    from opencode_addons.recorder import RecordConfig, run_recorder, wants_live_status
+
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.WARNING, format="opencode-addons record: %(message)s")
+    config = RecordConfig(
+        url=args.url,
+        store=args.store or DEFAULT_STORE_PATH,
+        global_events=args.global_events,
+        max_reconnects=args.max_reconnects,
+        durability=args.durability,
+        history=args.history,
+        cache=args.cache,
+        backoff=args.backoff,
+    )
+    status = sys.stderr if not args.quiet and wants_live_status(sys.stderr) else None
+    try:
+        code, summary = asyncio.run(run_recorder(config, status=status))
+    except opencode.RecorderError as error:
+        raise CliError(str(error), EXIT_FAILED) from None
+    except oa.StoreLockedError as error:
+        raise CliError(str(error), EXIT_LOCKED) from None
+    except (oa.StoreError, OSError) as error:
+        raise CliError(str(error), EXIT_FAILED) from None
+    out.write(_json_line(summary) + "\n" if args.json else format_record(summary))
+    out.flush()
+    return code
+
+
+def format_record(summary: dict[str, Any]) -> str:
+    recorder, bridge, stream = summary["recorder"], summary["bridge"], summary["stream"]
+    rows = [
+        ("server", str(summary["url"])),
+        ("events received", f"{bridge['received']:,}"),
+        ("stream events stored", f"{bridge['stored']:,}"),
+        ("duplicates dropped", f"{bridge['duplicates']:,}"),
+        ("bad input", f"{bridge['bad_input'] + recorder['bad_frames']:,}"),
+        ("connections", f"{recorder['connections']:,} ({recorder['reconnects']:,} reconnects)"),
+        ("cut streams / HTTP errors", f"{recorder['cut_streams']:,} / {recorder['http_errors']:,}"),
+        ("sessions open", f"{bridge['sessions']:,}"),
+        ("pending checkpoints", f"{len(summary['pending_checkpoints']):,}"),
+        ("store", f"{stream.get('file_bytes', 0):,} bytes, next seq {stream.get('next_seq')}"),
+        ("shutdown", f"{summary['shutdown_seconds'] * 1000:,.1f} ms"),
+    ]
+    return "\n".join(_table(rows)) + "\n"
 
 
 # -- entry point ------------------------------------------------------------------------------

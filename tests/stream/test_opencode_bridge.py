@@ -17,6 +17,7 @@ from opencode_addons.bridge import (
     fit_event,
 )
 from opencode_addons.durable_stream import DurableStream
+from opencode_addons.opencode import seed_duplicate_window
 from opencode_addons.orchestrator.checkpoints import CheckpointManager
 from opencode_addons.orchestrator.learning import LearningExtractor
 from opencode_fixtures import FIXTURES, NAMES, document, events, unwrap
@@ -77,9 +78,9 @@ def test_every_fixture_names_its_types_file_and_what_it_exercises(name):
 
 CURRENT_TURN = [
     ("lifecycle.session.created", "system"),
-    ("lifecycle.session.status", "system"),
     ("message.created", "user"),
     ("execution.text_snapshot", "user"),
+    ("lifecycle.session.status", "system"),
     ("message.created", "agent"),
     ("execution.step_start", "agent"),
     *[("execution.reasoning_delta", "agent")] * 3,
@@ -381,8 +382,8 @@ def test_global_frames_directories_disposal_and_repeats(stream):
     assert of_type(history, "lifecycle.instance.disposed")[0]["payload"]["sessions"] == [blog]
     assert of_type(history, "session.end")[0]["stream_id"] == blog
     stats = stream.stats()["bridge"]
-    # The sync repeat of session.created has the bus event's id: dropped as a duplicate.
-    assert (stats["duplicates"], stats["transport"]) == (1, 2)
+    # The sync repeat of session.created (same id as the bus event) is skipped.
+    assert (stats["sync_repeats"], stats["transport"], stats["duplicates"]) == (1, 2, 0)
     # global.disposed ended every session, the shop's too.
     assert stats["sessions"] == 0 and shop
 
@@ -693,3 +694,24 @@ async def test_checkpoint_manager_shutdown_leaves_server_requests_pending(stream
     assert stream.query(type="checkpoint.rejected") == []
     assert [c.id for c in stream.pending_checkpoints] == [asked["properties"]["id"]]
     assert pending.done() and manager.stats()["dropped"] == 1
+
+
+def test_a_replay_still_teaches_the_bridge_what_it_forgot(tmp_path):
+    """After a restart the bridge has forgotten the assistant message; the server's replay of
+    it is not stored again, yet the parts that follow are the agent's."""
+    sent = events("current/turn.json")
+    assistant = next(
+        i
+        for i, e in enumerate(sent)
+        if e["type"] == "message.updated" and e["properties"]["info"]["role"] == "assistant"
+    )
+    with DurableStream(tmp_path / "s.jsonl") as stream:
+        for event in sent[: assistant + 1]:
+            stream.bridge(event)
+    with DurableStream(tmp_path / "s.jsonl") as stream:  # the recorder restarted
+        assert seed_duplicate_window(stream) == assistant + 1
+        for event in sent:
+            stream.bridge(event)
+        history = list(stream.get_event_history())
+        assert stream.stats()["bridge"]["duplicates"] == assistant + 1
+    assert types_and_actors(history) == CURRENT_TURN
