@@ -187,41 +187,49 @@ def _bounded_put(mapping: OrderedDict[str, Any], key: str, value: Any, limit: in
         mapping.popitem(last=False)
 
 
-@dataclass
 class _Translation:
-    """The stream events of one server event and what to remember once they are stored."""
+    """The stream events of one server event and what to remember once they are stored.
 
-    events: list[dict[str, Any]] = field(default_factory=list)
-    # What to remember once stored (also for a duplicate: replays after a restart of the
-    # recorder teach the bridge what it forgot, e.g. a message's role).
-    commits: list[Callable[[], None]] = field(default_factory=list)
-    # Counters to increment once stored (not for a duplicate).
-    counts: list[str] = field(default_factory=list)
-    duplicate: bool = False
+    ``commits`` run once the events are stored, and for a duplicate too (a replay after a
+    restart of the recorder teaches the bridge what it forgot, e.g. a message's role);
+    ``counts`` name counters incremented once stored (not for a duplicate). A plain class with
+    slots: one is made per server event.
+    """
+
+    __slots__ = ("commits", "counts", "duplicate", "event_id", "events")
+
+    def __init__(self, event_id: Optional[str], duplicate: bool) -> None:
+        self.event_id = event_id
+        self.duplicate = duplicate
+        self.events: list[dict[str, Any]] = []
+        self.commits: list[Callable[[], None]] = []
+        self.counts: list[str] = []
 
     def add(
         self, event_type: str, session_id: Optional[str], payload: dict[str, Any], actor: str
     ) -> None:
-        self.events.append(
-            {
-                "type": event_type,
-                "stream_id": session_id or BRIDGE_STREAM,
-                "actor": actor,
-                "payload": payload,
-            }
-        )
+        event = {
+            "type": event_type,
+            "stream_id": session_id or BRIDGE_STREAM,
+            "actor": actor,
+            "payload": payload,
+        }
+        if self.event_id is not None:
+            event["causation_id"] = self.event_id
+        self.events.append(event)
 
     def then(self, commit: Callable[[], None]) -> None:
         self.commits.append(commit)
 
 
-@dataclass
 class _Context:
-    """One server event being translated."""
+    """One server event being translated: where it came from, and its translation."""
 
-    event_id: Optional[str]
-    directory: Optional[str]
-    out: _Translation
+    __slots__ = ("directory", "out")
+
+    def __init__(self, directory: Optional[str], out: _Translation) -> None:
+        self.directory = directory
+        self.out = out
 
 
 class OpenCodeBridge:
@@ -303,6 +311,7 @@ class OpenCodeBridge:
             for commit in translation.commits:
                 commit()
             return None
+        event_id = translation.event_id
         try:
             stored = self._store(sink, translation.events)
         except (TypeError, ValueError) as error:
@@ -310,6 +319,8 @@ class OpenCodeBridge:
             return None
         for commit in translation.commits:
             commit()
+        if event_id is not None:
+            self._remember_id(event_id)
         for name in translation.counts:
             self._counts[name] += 1
             if self._counts[name] <= LOG_FIRST:
@@ -361,18 +372,13 @@ class OpenCodeBridge:
         if not isinstance(raw_properties, Mapping):
             raise _Malformed(f"{sdk_type}: properties is not an object")
         duplicate = event_id is not None and event_id in self._seen
-        context = _Context(event_id, directory, _Translation(duplicate=duplicate))
+        context = _Context(directory, _Translation(event_id, duplicate))
         handler = _HANDLERS.get(sdk_type)
         if handler is None:
             self._unknown(context, sdk_type, raw_properties)
         else:
             handler(self, context, raw_properties)
-        out = context.out
-        if event_id is not None and not duplicate:
-            for event in out.events:
-                event["causation_id"] = event_id
-            out.then(lambda: self._remember_id(event_id))
-        return out
+        return context.out
 
     def _remember_id(self, event_id: str) -> None:
         if self._dedup_window == 0:

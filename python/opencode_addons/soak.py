@@ -1,11 +1,16 @@
 """The soak run: a simulated long-running agent host on the real stream and orchestrator.
 
-Sessions are created, go idle and are deleted (``sessions`` of them live at any time); each
-session registers and finishes tasks, streams text deltas, makes tool calls (through the
-OpenCode bridge), requests checkpoints that are approved, rejected or left to expire, spawns and
-completes agents, and gets learnings captured from its transcript. Every event goes through
-``DurableStream`` and its subscribers (session tracker, learning extractor, ledger); learnings are
-stored in a ``MemoryLaneStore``.
+Sessions are created, go idle and are deleted (``sessions`` of them live at any time). The
+simulated agent host speaks today's OpenCode protocol through the bridge (``_ServerEvents``:
+events shaped as ``packages/sdk/js/src/v2/gen/types.gen.ts`` describes them, with ``evt_`` ids):
+each turn a user message, ``session.status`` busy, an assistant message whose text streams as
+``message.part.delta``, a tool call pending -> running -> completed, permissions asked and
+replied (some left pending until the session is deleted), the assistant message completing and
+the session going idle. Around it the host registers and finishes tasks, requests checkpoints
+that are approved, rejected or left to expire, spawns and completes agents, and gets learnings
+captured from its transcript. Every event goes through ``DurableStream`` and its subscribers
+(session tracker, learning extractor, ledger, checkpoint manager); learnings are stored in a
+``MemoryLaneStore``.
 
 The memory-bound promise is checked on every run: the process RSS must not grow by more than
 ``MAX_RSS_GROWTH`` between 20% and 100% of the run.
@@ -28,7 +33,6 @@ import psutil
 
 from opencode_addons import component_registry
 from opencode_addons.durable_stream import DurableStream
-from opencode_addons.events import SYSTEM_ACTOR, TEXT_DELTA, TEXT_SNAPSHOT
 from opencode_addons.memory_lane import MemoryLaneStore
 from opencode_addons.orchestrator.checkpoints import CheckpointManager
 from opencode_addons.orchestrator.learning import LearningExtractor
@@ -160,15 +164,88 @@ def current_rss() -> int:
 # -- the simulated host ---------------------------------------------------------------------
 
 
+class _ServerEvents:
+    """A simulated OpenCode server: today's event shapes (v2 SDK types), ascending ``evt_`` ids."""
+
+    def __init__(self) -> None:
+        self._ids = itertools.count(1)
+
+    def _id(self, prefix: str) -> str:
+        return f"{prefix}_{next(self._ids):012x}AAAAAAAAAAAAAA"
+
+    def event(self, event_type: str, properties: dict[str, Any]) -> dict[str, Any]:
+        return {"id": self._id("evt"), "type": event_type, "properties": properties}
+
+    def new_id(self, prefix: str) -> str:
+        return self._id(prefix)
+
+    def session(self, event_type: str, session_id: str) -> dict[str, Any]:
+        now = int(time.time() * 1000)
+        info = {
+            "id": session_id,
+            "slug": "soak",
+            "projectID": "soak",
+            "directory": "/soak",
+            "title": "soak session",
+            "version": "soak",
+            "time": {"created": now, "updated": now},
+        }
+        return self.event(event_type, {"sessionID": session_id, "info": info})
+
+    def status(self, session_id: str, status: str) -> dict[str, Any]:
+        return self.event("session.status", {"sessionID": session_id, "status": {"type": status}})
+
+    def message(
+        self, session_id: str, message_id: str, role: str, completed: bool = False
+    ) -> dict[str, Any]:
+        now = int(time.time() * 1000)
+        info: dict[str, Any] = {"id": message_id, "sessionID": session_id, "role": role}
+        if role == "user":
+            info.update(time={"created": now}, agent="build", model=_MODEL)
+        else:
+            info.update(
+                time={"created": now, "completed": now} if completed else {"created": now},
+                parentID=message_id,
+                modelID=_MODEL["modelID"],
+                providerID=_MODEL["providerID"],
+                mode="build",
+                agent="build",
+                path={"cwd": "/soak", "root": "/soak"},
+                cost=0.001 if completed else 0,
+                tokens=_TOKENS,
+            )
+        return self.event("message.updated", {"sessionID": session_id, "info": info})
+
+    def part(self, part: dict[str, Any]) -> dict[str, Any]:
+        properties = {"sessionID": part["sessionID"], "part": part, "time": 0}
+        return self.event("message.part.updated", properties)
+
+    def delta(self, part: dict[str, Any], text: str) -> dict[str, Any]:
+        properties = {
+            "sessionID": part["sessionID"],
+            "messageID": part["messageID"],
+            "partID": part["id"],
+            "field": "text",
+            "delta": text,
+        }
+        return self.event("message.part.delta", properties)
+
+
+_MODEL = {"providerID": "anthropic", "modelID": "claude-sonnet-4-5"}
+_TOKENS = {"input": 900, "output": 120, "reasoning": 0, "cache": {"read": 0, "write": 0}}
+_REPLIES = ("once", "always", "reject")
+
+
 @dataclass
 class _Session:
-    """One live simulated session and its precomputed events."""
+    """One live simulated session and its precomputed delta texts."""
 
     id: str
-    deltas: list[dict[str, Any]]
+    deltas: list[str]
     turn: int = 0
     task_id: Optional[str] = None
     checkpoint_id: Optional[str] = None
+    permission_id: Optional[str] = None
     tool_calls: int = 0
 
 
@@ -204,7 +281,7 @@ class _Host:
         )
         for name, component in self.components().items():
             component_registry.register_component(name, component)
-        self._ids = itertools.count(1)
+        self.server = _ServerEvents()
         self._texts = [" ".join(self.rng.sample(_WORDS, 6)) + " " for _ in range(64)]
         self.slots = [self._new_session() for _ in range(config.sessions)]
 
@@ -229,48 +306,69 @@ class _Host:
         }
 
     def _new_session(self) -> _Session:
-        session_id = f"ses_{next(self._ids):07d}"
-        message_id = f"msg_{session_id}"
-        deltas = [
-            {
-                "type": TEXT_DELTA,
-                "stream_id": session_id,
-                "actor": SYSTEM_ACTOR,
-                "correlation_id": self.stream.run_id,
-                "payload": {
-                    "sessionID": session_id,
-                    "messageID": message_id,
-                    "part_id": f"prt_{session_id}",
-                    "delta": text,
-                },
-            }
-            for text in self.rng.sample(self._texts, DELTAS_PER_TURN)
-        ]
-        self.stream.bridge(
-            {
-                "type": "session.created",
-                "properties": {"info": {"id": session_id, "title": "soak session"}},
-            }
-        )
-        return _Session(session_id, deltas)
+        session_id = self.server.new_id("ses")
+        self.stream.bridge(self.server.session("session.created", session_id))
+        return _Session(session_id, self.rng.sample(self._texts, DELTAS_PER_TURN))
 
     def turn(self, slot: int) -> None:
-        """One turn of the session in ``slot``: task, deltas, tool call, checkpoints, idle."""
+        """One turn of the session in ``slot``: the user's prompt, the session busy, a task,
+        the assistant's streamed answer and tool call, permissions, checkpoints, idle."""
         session = self.slots[slot]
         session.turn += 1
+        bridge, server = self.stream.bridge, self.server
+        self._user_prompt(session)
+        bridge(server.status(session.id, "busy"))
         self.client.set_status(session.id, "busy")
         self._task_step(session)
-        self.stream.extend(session.deltas)
-        self._tool_call(session)
-        self._message(session)
+        assistant = server.new_id("msg")
+        bridge(server.message(session.id, assistant, "assistant"))
+        self._answer(session, assistant)
+        self._tool_call(session, assistant)
         if session.turn % CHECKPOINT_EVERY == 0:
+            self._permission_step(session, assistant)
             self._checkpoint_step(session)
         if session.turn % INTENT_EVERY == 0:
             self._intent_step(session)
-        self.stream.bridge({"type": "session.idle", "properties": {"sessionID": session.id}})
+        bridge(server.message(session.id, assistant, "assistant", completed=True))
+        bridge(server.status(session.id, "idle"))
+        bridge(server.event("session.idle", {"sessionID": session.id}))
         self.client.set_status(session.id, "idle")
         if session.turn >= TURNS_PER_SESSION:
             self._end_session(slot)
+
+    def _user_prompt(self, session: _Session) -> None:
+        if session.turn % USER_MESSAGE_EVERY == 0:
+            text = _USER_MESSAGES[session.turn // USER_MESSAGE_EVERY % len(_USER_MESSAGES)]
+        else:
+            text = "continue with the next step"
+        message_id = self.server.new_id("msg")
+        self.stream.bridge(self.server.message(session.id, message_id, "user"))
+        part = {
+            "id": self.server.new_id("prt"),
+            "sessionID": session.id,
+            "messageID": message_id,
+            "type": "text",
+            "text": text,
+        }
+        self.stream.bridge(self.server.part(part))
+
+    def _answer(self, session: _Session, message_id: str) -> None:
+        """A text part started empty, streamed as message.part.delta, then ended."""
+        started = int(time.time() * 1000)
+        part = {
+            "id": self.server.new_id("prt"),
+            "sessionID": session.id,
+            "messageID": message_id,
+            "type": "text",
+            "text": "",
+            "time": {"start": started},
+        }
+        bridge, delta = self.stream.bridge, self.server.delta
+        bridge(self.server.part(part))
+        for text in session.deltas:
+            bridge(delta(part, text))
+        ended = {"start": started, "end": started + 1}
+        bridge(self.server.part({**part, "text": "".join(session.deltas), "time": ended}))
 
     def _task_step(self, session: _Session) -> None:
         self._finish_task(session, failed=self.rng.random() >= 0.9)
@@ -288,40 +386,52 @@ class _Host:
                 self.registry.complete(task.id, result="done")
         session.task_id = None
 
-    def _tool_call(self, session: _Session) -> None:
+    def _tool_call(self, session: _Session, message_id: str) -> None:
+        """A tool part: pending (input unknown), running, completed."""
         session.tool_calls += 1
-        part = {
-            "id": f"prt_tool_{session.tool_calls}",
+        tool = {
+            "id": self.server.new_id("prt"),
             "sessionID": session.id,
-            "messageID": f"msg_{session.id}",
+            "messageID": message_id,
             "type": "tool",
             "callID": f"call_{session.tool_calls}",
             "tool": _TOOLS[session.tool_calls % len(_TOOLS)],
-            "state": {"status": "running", "input": {"path": "src/app.py"}},
         }
-        self.stream.bridge({"type": "message.part.updated", "properties": {"part": part}})
-        part["state"] = {"status": "completed", "output": "ok", "title": "done"}
-        self.stream.bridge({"type": "message.part.updated", "properties": {"part": part}})
+        tool_input = {"filePath": "src/app.py"}
+        started = int(time.time() * 1000)
+        bridge, part = self.stream.bridge, self.server.part
+        bridge(part({**tool, "state": {"status": "pending", "input": {}, "raw": ""}}))
+        running = {"status": "running", "input": tool_input, "time": {"start": started}}
+        bridge(part({**tool, "state": running}))
+        completed = {
+            "status": "completed",
+            "input": tool_input,
+            "output": "ok",
+            "title": "src/app.py",
+            "metadata": {"exit": 0},
+            "time": {"start": started, "end": started + 1},
+        }
+        bridge(part({**tool, "state": completed}))
 
-    def _message(self, session: _Session) -> None:
-        if session.turn % USER_MESSAGE_EVERY == 0:
-            text = _USER_MESSAGES[session.turn // USER_MESSAGE_EVERY % len(_USER_MESSAGES)]
-            role, actor = "user", "user"
-        else:
-            text, role, actor = self._texts[session.turn % len(self._texts)], "assistant", "agent"
-        self.stream.append(
-            {
-                "type": TEXT_SNAPSHOT,
-                "stream_id": session.id,
-                "actor": actor,
-                "payload": {
-                    "sessionID": session.id,
-                    "messageID": f"msg_{session.id}_{session.turn}",
-                    "role": role,
-                    "text": text,
-                },
-            }
-        )
+    def _permission_step(self, session: _Session, message_id: str) -> None:
+        """Reply to the previous permission (once, always or reject), ask a new one; the one
+        asked in a session's last turns stays pending until the session is deleted."""
+        bridge, server = self.stream.bridge, self.server
+        if session.permission_id is not None:
+            reply = _REPLIES[self.rng.randrange(len(_REPLIES))]
+            properties = {"sessionID": session.id, "requestID": session.permission_id}
+            bridge(server.event("permission.replied", {**properties, "reply": reply}))
+        session.permission_id = server.new_id("per")
+        asked = {
+            "id": session.permission_id,
+            "sessionID": session.id,
+            "permission": "bash",
+            "patterns": ["git push"],
+            "metadata": {"command": "git push"},
+            "always": ["git *"],
+            "tool": {"messageID": message_id, "callID": f"call_{session.tool_calls}"},
+        }
+        bridge(server.event("permission.asked", asked))
 
     def _checkpoint_step(self, session: _Session) -> None:
         """Resolve the previous checkpoint, then request a new one (a third of them expire)."""
@@ -365,7 +475,8 @@ class _Host:
         session = self.slots[slot]
         self._finish_task(session)
         self._resolve_checkpoint(session, reason="session ended")
-        self.stream.delete_session(session.id, reason="finished")
+        # session.deleted drops what is left of the session, its pending permission included.
+        self.stream.bridge(self.server.session("session.deleted", session.id))
         self.client.statuses.pop(session.id, None)
         self.slots[slot] = self._new_session()
 

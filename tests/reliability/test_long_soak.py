@@ -48,6 +48,15 @@ CUMULATIVE = {
     # The memory lane is an on-disk SQLite store: its record count grows by design.
     "memory_lane_store": {"count", "embedded"},
     "session_state_tracker": {"created", "dropped", "expired", "evicted"},
+    "checkpoint_manager": {
+        "requested",
+        "approved",
+        "rejected",
+        "timed_out",
+        "handler_errors",
+        "adopted",
+        "dropped",
+    },
 }
 ERROR_COUNTERS = {
     "task_registry": "event_errors",
