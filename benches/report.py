@@ -20,6 +20,7 @@ import orjson
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import cases
+import recorder_bench
 from events import generate
 from opencode_addons import EventRing, JsonlStore
 
@@ -416,7 +417,9 @@ def main() -> int:
         rows += _query_rows(events, directory)
     rows += _shutdown_rows(events)
     floors = _floors(events)
-    text = render(rows, time.perf_counter() - started, floors)
+    _log(f"recorder: {recorder_bench.EVENTS:,} OpenCode events over SSE, three consumers")
+    recorder = recorder_bench.section()
+    text = render(rows, time.perf_counter() - started, floors) + "\n" + recorder
     with open(RESULTS, "w", encoding="utf-8") as handle:
         handle.write(text)
     sys.stdout.write(text)
