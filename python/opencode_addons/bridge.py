@@ -90,7 +90,7 @@ MAX_TOOL_CALLS_PER_SESSION = 1024
 MAX_PARTS_PER_SESSION = 2048
 MAX_MESSAGES_PER_SESSION = 512
 MAX_REQUESTS_PER_SESSION = 256
-# Sessions recently ended, whose late events must not bring their state back.
+# Sessions recently deleted, whose late events must not bring their state back.
 MAX_ENDED_SESSIONS = 1024
 DEFAULT_DEDUP_WINDOW = 10_000
 # A server request (permission, question) the stream never hears answered (a reply missed while
@@ -418,7 +418,11 @@ class OpenCodeBridge:
         context.out.then(commit)
 
     def drop_session(self, session_id: str) -> None:
-        """Forget the session (its terminal event was appended)."""
+        """Forget the session (its terminal event was appended). A session ended by a disposed
+        instance or a shutdown may come back (OpenCode keeps it); a deleted one may not."""
+        self._sessions.pop(session_id, None)
+
+    def _mark_deleted(self, session_id: str) -> None:
         self._sessions.pop(session_id, None)
         _bounded_put(self._ended, session_id, None, MAX_ENDED_SESSIONS)
 
@@ -495,7 +499,9 @@ class OpenCodeBridge:
         payload.setdefault("id", session_id)
         payload["sessionID"] = session_id
         context.out.add(event_type, session_id, payload, SYSTEM_ACTOR)
-        if sdk_type != "session.deleted":
+        if sdk_type == "session.deleted":
+            context.out.then(lambda: self._mark_deleted(session_id))
+        else:
             directory = str_or_none(payload.get("directory"))
             self._touch(context, session_id, directory)
 

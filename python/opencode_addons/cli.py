@@ -457,7 +457,9 @@ def _add_record(commands: Any) -> None:
         "in order. Needs the 'opencode' extra (httpx, httpx-sse).",
     )
     record.add_argument("url", help="the server, e.g. http://127.0.0.1:4096")
-    record.add_argument("--store", default=None, help="store file (default .opencode/...)")
+    record.add_argument(
+        "--store", default=None, help="store file (default: .opencode/durable_stream.jsonl)"
+    )
     record.add_argument(
         "--global", dest="global_events", action="store_true", help="every directory's events"
     )

@@ -96,7 +96,9 @@ class RecorderStats:
 
 
 def _backoff(failures: int, start: float, maximum: float) -> float:
-    delay: float = min(maximum, start * (2 ** min(failures, 16)))
+    """``start`` after a connection that delivered events, doubling per failure up to
+    ``maximum``; jittered down by up to 20% so many recorders do not reconnect in step."""
+    delay: float = min(maximum, start * (2 ** min(max(failures - 1, 0), 16)))
     return delay * random.uniform(0.8, 1.0)
 
 
@@ -179,7 +181,8 @@ async def server_events(
                         f"cannot connect to {target}: {stats.last_error or 'no response'}"
                     )
                 return
-            await asyncio.sleep(_backoff(failures, backoff, max_backoff) if failures else 0)
+            # At least ``backoff`` between connections, doubling while none delivers anything.
+            await asyncio.sleep(_backoff(failures, backoff, max_backoff))
             stats.reconnects += 1
     finally:
         if own_client:

@@ -630,10 +630,11 @@ def test_fit_event_leaves_a_small_event_alone():
 def test_session_memory_is_dropped_with_the_session(stream):
     feed(stream, "current/turn.json")
     assert stream.stats()["bridge"]["sessions"] == 1
-    session_id = events("current/turn.json")[0]["properties"]["sessionID"]
-    stream.delete_session(session_id)
+    created = events("current/turn.json")[0]["properties"]
+    session_id = created["sessionID"]
+    stream.bridge({"type": "session.deleted", "properties": created})
     assert stream.stats()["bridge"]["sessions"] == 0
-    # A late event of the ended session does not bring its memory back.
+    # A late event of the deleted session does not bring its memory back.
     stream.bridge({"type": "session.idle", "properties": {"sessionID": session_id}})
     assert stream.stats()["bridge"]["sessions"] == 0
 
@@ -715,3 +716,20 @@ def test_a_replay_still_teaches_the_bridge_what_it_forgot(tmp_path):
         history = list(stream.get_event_history())
         assert stream.stats()["bridge"]["duplicates"] == assistant + 1
     assert types_and_actors(history) == CURRENT_TURN
+
+
+def test_a_session_ended_by_a_disposed_instance_can_come_back(stream):
+    """OpenCode keeps sessions across instance reloads: after server.instance.disposed the same
+    session's parts are still mapped by their type."""
+    turn = events("current/turn.json")
+    session_id = turn[0]["properties"]["sessionID"]
+    for event in turn[:5]:
+        stream.bridge(event)
+    disposed = {"directory": "/home/dev/shop"}
+    stream.bridge({"type": "server.instance.disposed", "properties": disposed})
+    assert session_id not in stream.opencode_bridge.sessions()
+    for event in turn[5:]:
+        stream.bridge(event)
+    history = list(stream.get_event_history())
+    assert of_type(history, "execution.text_delta") and not of_type(history, "execution.part_delta")
+    assert session_id in stream.opencode_bridge.sessions()
