@@ -1,18 +1,20 @@
 //! Compact JSON bytes to Python objects, built directly with the C API.
 //!
 //! Records come from our own encoder or from lines the scanner validated, but the decoder still
-//! checks every step and reports a damaged record as an error instead of panicking.
+//! checks every step and reports a damaged record as an error instead of panicking. `Copied`
+//! holds records copied out of a ring under its lock, to be decoded once the lock is released.
 
 use std::os::raw::c_char;
 
 use pyo3::exceptions::PyValueError;
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyDict};
+use pyo3::types::{PyBool, PyBytes, PyDict, PyList};
 
 use crate::event::MAX_DEPTH;
 use crate::json::{unescape, Cursor};
-use crate::keys::key_for_token;
+use crate::keys::{expand_record, key_for_token};
+use crate::ring::Ring;
 
 /// Keys repeat across events (type, payload, stream_id, ...): reuse one interned str per key
 /// instead of building a new one for every dict.
@@ -176,7 +178,7 @@ impl<'py> Decoder<'py, '_> {
 
     fn array(&mut self, depth: usize) -> PyResult<Bound<'py, PyAny>> {
         self.cursor.pos += 1;
-        let list = pyo3::types::PyList::empty(self.py);
+        let list = PyList::empty(self.py);
         self.cursor.skip_ws();
         if self.cursor.peek() == Some(b']') {
             self.cursor.pos += 1;
@@ -234,5 +236,66 @@ impl<'py> Decoder<'py, '_> {
         }
         let float: f64 = text.parse().map_err(|_| damaged("bad number"))?;
         Ok(float.into_pyobject(self.py)?.into_any())
+    }
+}
+
+/// Records copied out of a ring: their bytes back to back, with sequence numbers.
+#[derive(Default)]
+pub(crate) struct Copied {
+    bytes: Vec<u8>,
+    records: Vec<(usize, usize, u64)>,
+}
+
+impl Copied {
+    pub(crate) fn push(&mut self, json: &[u8], seq: u64) {
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(json);
+        self.records.push((start, self.bytes.len(), seq));
+    }
+
+    pub(crate) fn from_ring(ring: &Ring, indexes: impl IntoIterator<Item = usize>) -> Self {
+        let mut copied = Self::default();
+        for index in indexes {
+            if let Some(record) = ring.get(index) {
+                copied.push(record.json, record.seq);
+            }
+        }
+        copied
+    }
+
+    /// Each record as the bytes of its JSON line (tokens expanded, `seq` added); no dict.
+    pub(crate) fn into_raw_list<'py>(self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let list = PyList::empty(py);
+        let mut line = Vec::new();
+        for &(start, end, seq) in &self.records {
+            line.clear();
+            expand_record(&self.bytes[start..end], seq, &mut line);
+            list.append(PyBytes::new(py, &line))?;
+        }
+        Ok(list)
+    }
+
+    /// The records as `raw` lines (see `into_raw_list`) or as dicts.
+    pub(crate) fn into_py<'py>(self, py: Python<'py>, raw: bool) -> PyResult<Bound<'py, PyList>> {
+        if raw {
+            self.into_raw_list(py)
+        } else {
+            self.into_list(py)
+        }
+    }
+
+    pub(crate) fn into_list<'py>(self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let list = PyList::empty(py);
+        for &(start, end, seq) in &self.records {
+            list.append(record_to_dict(py, &self.bytes[start..end], seq)?)?;
+        }
+        Ok(list)
+    }
+
+    pub(crate) fn into_single<'py>(self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        match self.records.first() {
+            Some(&(start, end, seq)) => Ok(Some(record_to_dict(py, &self.bytes[start..end], seq)?)),
+            None => Ok(None),
+        }
     }
 }

@@ -789,3 +789,46 @@ pub fn as_dict<'py>(event: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
     dict.update(event.cast::<pyo3::types::PyMapping>()?)?;
     Ok(dict.into_any())
 }
+
+/// One encoded event: where its JSON is in the batch buffer, and its header fields.
+pub(crate) struct Encoded<'a> {
+    pub(crate) end: usize,
+    pub(crate) captured: Captured<'a>,
+}
+
+/// Encodes `events` back to back into `buffer` (each closed with `}`), or fails naming the event.
+pub(crate) fn encode_batch<'a>(
+    events: &'a [Bound<'_, PyAny>],
+    buffer: &mut Vec<u8>,
+    limit: usize,
+    close: bool,
+    defaults: &'a FieldDefaults,
+) -> PyResult<Vec<Encoded<'a>>> {
+    let mut encoded = Vec::with_capacity(events.len());
+    for (index, event) in events.iter().enumerate() {
+        // SAFETY: `event` is a live dict (as_dict made sure) and the GIL is held; the borrowed
+        // strings live as long as `events`.
+        let captured = unsafe { encode_event(event.as_ptr(), buffer, limit, defaults) }
+            .map_err(|e| e.into_pyerr((events.len() > 1).then_some(index)))?;
+        if close {
+            buffer.push(b'}');
+        }
+        encoded.push(Encoded {
+            end: buffer.len(),
+            captured,
+        });
+    }
+    Ok(encoded)
+}
+
+/// The batch's events as dicts we own, converting other mappings.
+pub(crate) fn collect_dicts<'py>(events: &Bound<'py, PyAny>) -> PyResult<Vec<Bound<'py, PyAny>>> {
+    let mut dicts = Vec::new();
+    for (index, item) in events.try_iter()?.enumerate() {
+        let item = item?;
+        dicts.push(as_dict(&item).map_err(|e| {
+            PyTypeError::new_err(format!("event {index}: {}", e.value(events.py())))
+        })?);
+    }
+    Ok(dicts)
+}

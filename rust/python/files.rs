@@ -7,8 +7,9 @@ use std::path::PathBuf;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
-use super::view::Copied;
-use super::{query_from_kwargs, StoreError};
+use super::args::query_from_kwargs;
+use super::decode::Copied;
+use super::errors::StoreError;
 use crate::jsonl::{fields_of, scan, ScanOutcome};
 use crate::query::Query;
 use crate::ring::Ring;

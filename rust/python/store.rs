@@ -7,13 +7,13 @@ use std::time::Duration;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
+use super::args::{positive, query_from_kwargs};
 use super::decode::record_to_dict;
-use super::encode::{as_dict, encode_event, Captured, FieldDefaults};
-use super::ring::{collect_dicts, encode_batch, positive};
+use super::encode::{as_dict, collect_dicts, encode_batch, encode_event, Captured, FieldDefaults};
+use super::errors::{to_pyerr, StoreClosedError, StoreWriteError};
+use super::locks::{lock, lock_for_batch, lock_for_event, with_scratch};
+use super::report::recovery_dict;
 use super::view::{self, EventIterator, EventView, RingHolder, Source};
-use super::{
-    lock, lock_for_batch, lock_for_event, to_pyerr, with_scratch, StoreClosedError, StoreWriteError,
-};
 use crate::event::DEFAULT_MAX_EVENT_BYTES;
 use crate::jsonl::{
     sync_now, CollectSpec, Durability, OpenClose, RecoveryReport, Store, StoreOptions, SyncNeed,
@@ -45,18 +45,6 @@ impl RingHolder for JsonlStore {
 
 fn closed(path: &std::path::Path) -> PyErr {
     StoreClosedError::new_err(format!("the store {} is closed", path.display()))
-}
-
-fn recovery_dict<'py>(py: Python<'py>, report: &RecoveryReport) -> PyResult<Bound<'py, PyDict>> {
-    let dict = PyDict::new(py);
-    dict.set_item("lines", report.lines)?;
-    dict.set_item("corrupt_lines", report.corrupt_lines)?;
-    dict.set_item("duplicate_lines", report.duplicate_lines)?;
-    dict.set_item("truncated_bytes", report.truncated_bytes)?;
-    dict.set_item("padding_bytes", report.padding_bytes)?;
-    dict.set_item("repaired_tail", report.repaired_tail)?;
-    dict.set_item("last_seq", report.last_seq)?;
-    Ok(dict)
 }
 
 impl JsonlStore {
@@ -324,14 +312,14 @@ impl JsonlStore {
 
     fn __iter__(slf: Bound<'_, Self>) -> PyResult<EventIterator> {
         let window = slf.get().max_cache_size;
-        EventIterator::start(slf.py(), Source::Store(slf.unbind()), window)
+        EventIterator::start(slf.py(), Source::new(slf.unbind()), window)
     }
 
     /// The newest `history_size` events: a live, read-only view sharing the cache's records.
     #[getter]
     fn history(slf: Bound<'_, Self>) -> EventView {
         let window = slf.get().history_size;
-        EventView::new(Source::Store(slf.unbind()), window)
+        EventView::new(Source::new(slf.unbind()), window)
     }
 
     fn to_list<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
@@ -346,7 +334,7 @@ impl JsonlStore {
         py: Python<'py>,
         filters: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<Bound<'py, PyList>> {
-        let q = super::query_from_kwargs("query", filters)?;
+        let q = query_from_kwargs("query", filters)?;
         view::query(self, py, self.max_cache_size, &q)
     }
 

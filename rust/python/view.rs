@@ -5,81 +5,21 @@
 //! Python objects (which can run arbitrary code through the garbage collector) never happens while
 //! a lock is held.
 
-use pyo3::exceptions::{PyIndexError, PyTypeError};
+use pyo3::exceptions::{PyIndexError, PySystemError, PyTypeError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList, PySlice};
+use pyo3::pyclass::boolean_struct::True;
+use pyo3::types::{PyDict, PyList, PySlice};
+use pyo3::PyClass;
 
-use super::decode::record_to_dict;
-use super::ring::EventRing;
-use super::store::JsonlStore;
-use super::QueryArgs;
-use crate::keys::expand_record;
+use super::args::{query_from_kwargs, QueryArgs};
+use super::decode::Copied;
 use crate::ring::Ring;
 
 /// Something that owns a ring.
 pub(crate) trait RingHolder {
+    /// Runs `f` on the ring under the owner's lock; an error (a closed store) means `f` did not
+    /// run.
     fn with_ring<R>(&self, py: Python<'_>, f: impl FnOnce(&Ring) -> R) -> PyResult<R>;
-}
-
-/// Records copied out of a ring: their bytes back to back, with sequence numbers.
-#[derive(Default)]
-pub(crate) struct Copied {
-    bytes: Vec<u8>,
-    records: Vec<(usize, usize, u64)>,
-}
-
-impl Copied {
-    pub(crate) fn push(&mut self, json: &[u8], seq: u64) {
-        let start = self.bytes.len();
-        self.bytes.extend_from_slice(json);
-        self.records.push((start, self.bytes.len(), seq));
-    }
-
-    pub(crate) fn from_ring(ring: &Ring, indexes: impl IntoIterator<Item = usize>) -> Self {
-        let mut copied = Self::default();
-        for index in indexes {
-            if let Some(record) = ring.get(index) {
-                copied.push(record.json, record.seq);
-            }
-        }
-        copied
-    }
-
-    /// Each record as the bytes of its JSON line (tokens expanded, `seq` added); no dict.
-    pub(crate) fn into_raw_list<'py>(self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        let list = PyList::empty(py);
-        let mut line = Vec::new();
-        for &(start, end, seq) in &self.records {
-            line.clear();
-            expand_record(&self.bytes[start..end], seq, &mut line);
-            list.append(PyBytes::new(py, &line))?;
-        }
-        Ok(list)
-    }
-
-    /// The records as `raw` lines (see `into_raw_list`) or as dicts.
-    pub(crate) fn into_py<'py>(self, py: Python<'py>, raw: bool) -> PyResult<Bound<'py, PyList>> {
-        if raw {
-            self.into_raw_list(py)
-        } else {
-            self.into_list(py)
-        }
-    }
-
-    pub(crate) fn into_list<'py>(self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        let list = PyList::empty(py);
-        for &(start, end, seq) in &self.records {
-            list.append(record_to_dict(py, &self.bytes[start..end], seq)?)?;
-        }
-        Ok(list)
-    }
-
-    fn into_single<'py>(self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
-        match self.records.first() {
-            Some(&(start, end, seq)) => Ok(Some(record_to_dict(py, &self.bytes[start..end], seq)?)),
-            None => Ok(None),
-        }
-    }
 }
 
 /// Index of the first record of the window.
@@ -153,31 +93,51 @@ pub(crate) fn get_item<'py, H: RingHolder>(
         .ok_or_else(|| PyIndexError::new_err(format!("event index {index} out of range")))
 }
 
-/// Which object an iterator or view reads from.
-pub(crate) enum Source {
-    Ring(Py<EventRing>),
-    Store(Py<JsonlStore>),
+/// The Python object (an `EventRing` or a `JsonlStore`) an iterator or view reads from.
+///
+/// It is reached through `SharedRing`, so this module does not name the classes that use it.
+pub(crate) struct Source(Box<dyn SharedRing>);
+
+/// A reference to a frozen class that holds a ring, with its type erased.
+trait SharedRing: Send + Sync {
+    fn visit(&self, py: Python<'_>, f: &mut dyn FnMut(&Ring)) -> PyResult<()>;
+    fn clone_ref(&self, py: Python<'_>) -> Box<dyn SharedRing>;
+}
+
+impl<T> SharedRing for Py<T>
+where
+    T: RingHolder + PyClass<Frozen = True> + Sync,
+{
+    fn visit(&self, py: Python<'_>, f: &mut dyn FnMut(&Ring)) -> PyResult<()> {
+        self.get().with_ring(py, f)
+    }
+
+    fn clone_ref(&self, py: Python<'_>) -> Box<dyn SharedRing> {
+        Box::new(Py::clone_ref(self, py))
+    }
 }
 
 impl Source {
-    fn clone_ref(&self, py: Python<'_>) -> Self {
-        match self {
-            Source::Ring(ring) => Source::Ring(ring.clone_ref(py)),
-            Source::Store(store) => Source::Store(store.clone_ref(py)),
-        }
+    pub(crate) fn new<T>(object: Py<T>) -> Self
+    where
+        T: RingHolder + PyClass<Frozen = True> + Sync,
+    {
+        Self(Box::new(object))
     }
 
-    fn with_ring<R>(&self, py: Python<'_>, f: impl FnOnce(&Ring) -> R) -> PyResult<R> {
-        match self {
-            Source::Ring(ring) => ring.get().with_ring(py, f),
-            Source::Store(store) => store.get().with_ring(py, f),
-        }
+    fn clone_ref(&self, py: Python<'_>) -> Self {
+        Self(self.0.clone_ref(py))
     }
 }
 
 impl RingHolder for Source {
     fn with_ring<R>(&self, py: Python<'_>, f: impl FnOnce(&Ring) -> R) -> PyResult<R> {
-        Source::with_ring(self, py, f)
+        let mut f = Some(f);
+        let mut result = None;
+        self.0
+            .visit(py, &mut |ring| result = f.take().map(|f| f(ring)))?;
+        // `with_ring` runs its closure whenever it returns Ok, so this error cannot happen.
+        result.ok_or_else(|| PySystemError::new_err("the ring was not lent to a view"))
     }
 }
 
@@ -231,7 +191,7 @@ impl EventView {
         py: Python<'py>,
         filters: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<Bound<'py, PyList>> {
-        let q = super::query_from_kwargs("query", filters)?;
+        let q = query_from_kwargs("query", filters)?;
         query(&self.source, py, self.window, &q)
     }
 
