@@ -70,16 +70,6 @@ impl KeySpans {
         }
     }
 
-    /// The same spans moved by `-delta` (when the record starts `delta` bytes into a buffer).
-    pub fn shifted_back(&self, delta: usize) -> Self {
-        let mut moved = *self;
-        for span in &mut moved.spans[..self.len as usize] {
-            span.0 -= delta as u32;
-            span.1 -= delta as u32;
-        }
-        moved
-    }
-
     /// The size of `json` (its spans all inside) once compacted.
     pub fn compact_len(&self, len: usize) -> usize {
         let saved: usize = self.spans[..self.len as usize]

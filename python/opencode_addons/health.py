@@ -58,20 +58,16 @@ def health(
 
 
 def _stats_of(component: Any) -> Mapping[str, Any]:
-    """``component.stats()`` (or ``get_stats()``), or an empty mapping if it has neither."""
+    """``component.stats()``, or an empty mapping if there is no component or it fails."""
     if component is None:
         return {}
-    for name in ("stats", "get_stats"):
-        method = getattr(component, name, None)
-        if callable(method):
-            try:
-                stats = method()
-            except Exception:
-                # A health report must not fail because one component is unwell.
-                log.exception("%s.%s() failed", type(component).__name__, name)
-                return {}
-            return stats if isinstance(stats, Mapping) else {}
-    return {}
+    try:
+        stats = component.stats()
+    except Exception:
+        # A health report must not fail because one component is unwell.
+        log.exception("%s.stats() failed", type(component).__name__)
+        return {}
+    return stats if isinstance(stats, Mapping) else {}
 
 
 def _int(stats: Mapping[str, Any], key: str) -> int:

@@ -158,14 +158,6 @@ impl Store {
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    pub fn options(&self) -> &StoreOptions {
-        &self.options
-    }
-
     pub fn recovery(&self) -> &RecoveryReport {
         &self.recovery
     }
