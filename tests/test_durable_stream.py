@@ -332,7 +332,7 @@ def test_damaged_file_is_recovered_and_projections_rebuilt(path):
         handle.write(b'not json\n{"type":"checkpoint.appr')  # a corrupt line and a torn tail
     with DurableStream(path) as reopened:
         assert reopened.recovery["corrupt_lines"] == 1
-        assert reopened.recovery["truncated_bytes"] > 0
+        assert reopened.recovery["torn_tail_bytes"] > 0
         assert [c.id for c in reopened.resume().pending_checkpoints] == [checkpoint.id]
         assert len(reopened.get_event_history()) == 5
 

@@ -12,7 +12,7 @@ use super::decode::record_to_dict;
 use super::encode::{as_dict, collect_dicts, encode_batch, encode_event, Captured, FieldDefaults};
 use super::errors::{to_pyerr, StoreClosedError, StoreWriteError};
 use super::locks::{lock, lock_for_batch, lock_for_event, with_scratch};
-use super::report::recovery_dict;
+use super::report::add_recovery;
 use super::view::{self, EventIterator, EventView, RingHolder, Source};
 use crate::event::DEFAULT_MAX_EVENT_BYTES;
 use crate::jsonl::{
@@ -356,11 +356,13 @@ impl JsonlStore {
         Ok(list)
     }
 
-    /// What opening the file found: lines, corrupt_lines, duplicate_lines, truncated_bytes,
-    /// padding_bytes, repaired_tail, last_seq.
+    /// What opening the file found: events, corrupt_lines, duplicate_lines, torn_tail_bytes,
+    /// padding_bytes, unterminated_last_line, last_seq (see the stubs).
     #[getter]
     fn recovery<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        recovery_dict(py, &self.recovery)
+        let dict = PyDict::new(py);
+        add_recovery(&dict, &self.recovery)?;
+        Ok(dict)
     }
 
     #[getter]
