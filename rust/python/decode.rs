@@ -40,8 +40,9 @@ fn cached_key<'py>(py: Python<'py>, raw: &[u8]) -> PyResult<Bound<'py, PyAny>> {
     let hit = KEYS.with(|keys| {
         let keys = keys.borrow();
         match &keys.slots[slot] {
-            // SAFETY: the cache owns a reference, so the object is alive; we take a new one.
             Some((bytes, object)) if **bytes == *raw => {
+                // SAFETY: the cache owns a strong reference to `object`, so it is alive, and the
+                // GIL is held (`py`); the Bound takes a new reference of its own.
                 Some(unsafe { Bound::from_borrowed_ptr(py, *object) })
             }
             _ => None,
@@ -52,16 +53,20 @@ fn cached_key<'py>(py: Python<'py>, raw: &[u8]) -> PyResult<Bound<'py, PyAny>> {
     }
     let key = new_str(py, raw)?;
     let mut object = key.clone().into_ptr();
-    // SAFETY: `object` is a str we own a reference to; interning may swap it for an equal one.
+    // SAFETY: `object` is a str we own a strong reference to, and the GIL is held (`py`).
+    // Interning may replace it with an equal interned str, moving our reference to that one, so
+    // `object` stays a reference we own.
     unsafe { ffi::PyUnicode_InternInPlace(&mut object) };
     KEYS.with(|keys| {
         if let Ok(mut keys) = keys.try_borrow_mut() {
             if let Some((_, old)) = keys.slots[slot].replace((raw.into(), object)) {
-                // SAFETY: the GIL is held and the cache owned this reference.
+                // SAFETY: the GIL is held (`py`), and `old` is the strong reference the slot
+                // owned, just taken out of the cache, so it is released exactly once.
                 unsafe { ffi::Py_DecRef(old) };
             }
         } else {
-            // SAFETY: we own this reference and could not store it.
+            // SAFETY: the GIL is held (`py`), and `object` is our own strong reference, which
+            // the cache did not take, so releasing it here balances it.
             unsafe { ffi::Py_DecRef(object) };
         }
     });
@@ -69,14 +74,16 @@ fn cached_key<'py>(py: Python<'py>, raw: &[u8]) -> PyResult<Bound<'py, PyAny>> {
 }
 
 fn new_str<'py>(py: Python<'py>, text: &[u8]) -> PyResult<Bound<'py, PyAny>> {
-    // SAFETY: a pointer/length pair into a live slice; CPython validates the UTF-8.
+    // SAFETY: the pointer and length describe the live slice `text`, which CPython only reads
+    // (it copies and validates the UTF-8); the GIL is held (`py`).
     let object = unsafe {
         ffi::PyUnicode_FromStringAndSize(
             text.as_ptr().cast::<c_char>(),
             text.len() as ffi::Py_ssize_t,
         )
     };
-    // SAFETY: a new reference or NULL with an exception set.
+    // SAFETY: PyUnicode_FromStringAndSize returns a new reference, or NULL with an exception
+    // set, which is what from_owned_ptr_or_err takes.
     unsafe { Bound::from_owned_ptr_or_err(py, object) }
 }
 
@@ -160,7 +167,8 @@ impl<'py> Decoder<'py, '_> {
                 }
             };
             let value = self.value(depth - 1)?;
-            // SAFETY: a fresh dict and live objects; PyDict_SetItem does not steal references.
+            // SAFETY: `dict`, `key` and `value` are live objects held by Bounds, and the GIL is
+            // held; PyDict_SetItem takes references of its own (it steals none).
             if unsafe { ffi::PyDict_SetItem(dict.as_ptr(), key.as_ptr(), value.as_ptr()) } != 0 {
                 return Err(PyErr::fetch(self.py));
             }
@@ -222,7 +230,8 @@ impl<'py> Decoder<'py, '_> {
 
     fn number(&mut self) -> PyResult<Bound<'py, PyAny>> {
         let (text, integer) = self.cursor.number().map_err(damaged)?;
-        // SAFETY: the scanner accepted only ASCII digits, signs, '.', 'e' and 'E'.
+        // SAFETY: `Cursor::number` returns only bytes it matched as ASCII digits, signs, '.',
+        // 'e' and 'E': valid UTF-8.
         let text = unsafe { std::str::from_utf8_unchecked(text) };
         if integer {
             if let Ok(small) = text.parse::<i64>() {

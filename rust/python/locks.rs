@@ -22,7 +22,11 @@ pub(crate) fn lock<'a, T>(
         Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
         Err(TryLockError::WouldBlock) => {
             before_blocking();
-            // SAFETY: no Python object is touched between saving and restoring the thread state.
+            // SAFETY: the GIL is held here (we are called from Python), as PyEval_SaveThread
+            // requires, and it is taken back with the state it returned before anything else
+            // runs. In between no Python object is touched, and `lock` cannot panic: poisoning
+            // is handled, and this thread does not already hold `mutex` (our mutexes are never
+            // held while Python code runs, so nothing re-enters).
             unsafe {
                 let state = pyo3::ffi::PyEval_SaveThread();
                 let guard = mutex

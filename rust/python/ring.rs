@@ -84,7 +84,10 @@ impl EventRing {
     fn append(&self, event: &Bound<'_, PyAny>) -> PyResult<u64> {
         let dict = as_dict(event)?;
         with_scratch(|buffer| {
-            // SAFETY: `dict` is a live dict and the GIL is held for the whole encoding.
+            // SAFETY: `dict` is a dict (its type says so) that this frame keeps alive, and the GIL
+            // is held. The strings `captured` borrows stay alive while no Python code runs: none
+            // does before the lock, and `lock_for_event` copies them before a wait that releases
+            // the GIL.
             let captured = unsafe {
                 encode_event(
                     dict.as_ptr(),

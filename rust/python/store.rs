@@ -52,7 +52,7 @@ impl JsonlStore {
     fn write(
         &self,
         py: Python<'_>,
-        events: &[Bound<'_, PyAny>],
+        events: &[Bound<'_, PyDict>],
     ) -> PyResult<(u64, Vec<Generated>)> {
         let (first, generated, need) =
             with_scratch(|buffer| -> PyResult<(u64, Vec<Generated>, SyncNeed)> {
@@ -110,15 +110,16 @@ impl Generated {
 
 /// The caller's event as stored: a shallow copy with id, timestamp, defaults and seq filled in.
 fn stored_copy<'py>(
-    event: &Bound<'py, PyAny>,
+    event: &Bound<'py, PyDict>,
     seq: u64,
     generated: Generated,
     defaults: &FieldDefaults,
 ) -> PyResult<Bound<'py, PyAny>> {
     let py = event.py();
-    let copy = event.cast::<PyDict>()?.copy()?;
+    let copy = event.copy()?;
     if let Some(id) = generated.id {
-        // SAFETY: generated ids are ASCII.
+        // SAFETY: `new_event_id` writes only base-36 digits, '_' and hex digits: ASCII, hence
+        // valid UTF-8.
         copy.set_item(pyo3::intern!(py, "id"), unsafe {
             std::str::from_utf8_unchecked(&id)
         })?;
@@ -220,7 +221,10 @@ impl JsonlStore {
         let dict = as_dict(event)?;
         let (seq, generated, need) =
             with_scratch(|buffer| -> PyResult<(u64, Generated, SyncNeed)> {
-                // SAFETY: `dict` is a live dict and the GIL is held for the whole encoding.
+                // SAFETY: `dict` is a dict (its type says so) that this frame keeps alive, and the
+                // GIL is held. The strings `captured` borrows stay alive while no Python code
+                // runs: none does before the lock, and `lock_for_event` copies them before a wait
+                // that releases the GIL.
                 let captured = unsafe {
                     encode_event(dict.as_ptr(), buffer, self.max_event_bytes, &self.defaults)
                 }
