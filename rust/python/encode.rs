@@ -66,14 +66,11 @@ impl EncodeError {
     /// # Safety
     /// The GIL must be held and `value` alive.
     unsafe fn about(value: *mut ffi::PyObject, message: String) -> Self {
+        let mut error = Self::type_error(message);
         // SAFETY: the caller holds the GIL, so assuming it is attached is true, and `value` is
         // alive, so taking a new strong reference to it is sound.
-        let culprit = unsafe {
-            let py = Python::assume_attached();
-            Bound::from_borrowed_ptr(py, value).unbind()
-        };
-        let mut error = Self::type_error(message);
-        error.culprit = Some(culprit);
+        let culprit = unsafe { Bound::from_borrowed_ptr(Python::assume_attached(), value) };
+        error.culprit = Some(culprit.unbind());
         error
     }
 

@@ -3,11 +3,13 @@
 //! Modules, lowest first (each uses only those above it): `errors` (exception classes),
 //! `args` (query keywords, sizes), `encode` (Python objects to JSON), `decode` (JSON to
 //! Python objects), `report` (the recovery report as a dict), `locks` (GIL-aware locking, the
-//! encoding buffer), `view` (read access shared by the classes, `EventView`, `EventIterator`),
-//! then the classes and functions: `ring` (`EventRing`), `store` (`JsonlStore`), `files`
-//! (`read_events`, `file_stats`).
+//! encoding buffer), `classes` (the data of `EventRing` and `JsonlStore`, and `RingHolder`),
+//! `view` (read access shared by the classes, `EventView`, `EventIterator`), then the Python
+//! methods: `ring` (`EventRing`), `store` (`JsonlStore`) and `files` (`read_events`,
+//! `file_stats`).
 
 mod args;
+mod classes;
 mod decode;
 mod encode;
 mod errors;
@@ -26,8 +28,8 @@ use errors::{StoreClosedError, StoreError, StoreLockedError, StoreWriteError};
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     encode::enable_fast_strings(py);
-    m.add_class::<ring::EventRing>()?;
-    m.add_class::<store::JsonlStore>()?;
+    m.add_class::<classes::EventRing>()?;
+    m.add_class::<classes::JsonlStore>()?;
     m.add_class::<view::EventView>()?;
     m.add_class::<view::EventIterator>()?;
     m.add_function(wrap_pyfunction!(files::read_events, m)?)?;

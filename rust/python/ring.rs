@@ -1,4 +1,4 @@
-//! `EventRing`: the in-memory bounded event history, for Python.
+//! `EventRing`'s Python methods: the in-memory bounded event history (its data is in `classes.rs`).
 
 use std::sync::Mutex;
 
@@ -6,32 +6,14 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
 use super::args::{positive, query_from_kwargs};
+use super::classes::{EventRing, RingHolder, RingState};
 use super::encode::{as_dict, collect_dicts, encode_batch, encode_event, Encoded, FieldDefaults};
 use super::errors::to_pyerr;
 use super::locks::{lock, lock_for_batch, lock_for_event, with_scratch};
-use super::view::{self, EventIterator, RingHolder, Source};
+use super::view::{self, EventIterator, Source};
 use crate::event::DEFAULT_MAX_EVENT_BYTES;
 use crate::keys::MAX_PARTS;
 use crate::ring::Ring;
-
-struct RingState {
-    ring: Ring,
-    next_seq: u64,
-}
-
-/// A bounded ring of events: fixed capacity in events and, optionally, in bytes of JSON.
-#[pyclass(frozen, module = "opencode_addons._core", sequence)]
-pub struct EventRing {
-    state: Mutex<RingState>,
-    max_event_bytes: usize,
-}
-
-impl RingHolder for EventRing {
-    fn with_ring<R>(&self, _py: Python<'_>, f: impl FnOnce(&Ring) -> R) -> PyResult<R> {
-        let state = lock(&self.state, || {});
-        Ok(f(&state.ring))
-    }
-}
 
 impl EventRing {
     fn push_encoded(&self, buffer: &[u8], encoded: &[Encoded<'_>]) -> PyResult<u64> {
@@ -143,7 +125,7 @@ impl EventRing {
     }
 
     fn __iter__(slf: Bound<'_, Self>) -> PyResult<EventIterator> {
-        EventIterator::start(slf.py(), Source::new(slf.unbind()), usize::MAX)
+        EventIterator::start(slf.py(), Source::Ring(slf.unbind()), usize::MAX)
     }
 
     #[getter]

@@ -1,4 +1,5 @@
-//! `JsonlStore`: the durable JSONL event file with its bounded cache, for Python.
+//! `JsonlStore`'s Python methods: the durable JSONL event file with its bounded cache (its data
+//! is in `classes.rs`).
 
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -8,44 +9,15 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
 use super::args::{positive, query_from_kwargs};
+use super::classes::{closed, JsonlStore, RingHolder};
 use super::decode::record_to_dict;
 use super::encode::{as_dict, collect_dicts, encode_batch, encode_event, Captured, FieldDefaults};
-use super::errors::{to_pyerr, StoreClosedError, StoreWriteError};
+use super::errors::{to_pyerr, StoreWriteError};
 use super::locks::{lock, lock_for_batch, lock_for_event, with_scratch};
 use super::report::add_recovery;
-use super::view::{self, EventIterator, EventView, RingHolder, Source};
+use super::view::{self, EventIterator, EventView, Source};
 use crate::event::DEFAULT_MAX_EVENT_BYTES;
-use crate::jsonl::{
-    sync_now, CollectSpec, Durability, OpenClose, RecoveryReport, Store, StoreOptions, SyncNeed,
-};
-use crate::ring::Ring;
-
-/// An append-only JSONL event file with a bounded in-memory cache of the newest events.
-#[pyclass(frozen, module = "opencode_addons._core", sequence)]
-pub struct JsonlStore {
-    store: Mutex<Option<Store>>,
-    path: PathBuf,
-    durability: Durability,
-    max_cache_size: usize,
-    history_size: usize,
-    max_event_bytes: usize,
-    recovery: RecoveryReport,
-    defaults: FieldDefaults,
-}
-
-impl RingHolder for JsonlStore {
-    fn with_ring<R>(&self, _py: Python<'_>, f: impl FnOnce(&Ring) -> R) -> PyResult<R> {
-        let guard = lock(&self.store, || {});
-        match guard.as_ref() {
-            Some(store) => Ok(f(store.ring())),
-            None => Err(closed(&self.path)),
-        }
-    }
-}
-
-fn closed(path: &std::path::Path) -> PyErr {
-    StoreClosedError::new_err(format!("the store {} is closed", path.display()))
-}
+use crate::jsonl::{sync_now, CollectSpec, Durability, OpenClose, Store, StoreOptions, SyncNeed};
 
 impl JsonlStore {
     /// Writes a batch; returns the first seq. Only Rust work happens under the lock.
@@ -316,14 +288,14 @@ impl JsonlStore {
 
     fn __iter__(slf: Bound<'_, Self>) -> PyResult<EventIterator> {
         let window = slf.get().max_cache_size;
-        EventIterator::start(slf.py(), Source::new(slf.unbind()), window)
+        EventIterator::start(slf.py(), Source::Store(slf.unbind()), window)
     }
 
     /// The newest `history_size` events: a live, read-only view sharing the cache's records.
     #[getter]
     fn history(slf: Bound<'_, Self>) -> EventView {
         let window = slf.get().history_size;
-        EventView::new(Source::new(slf.unbind()), window)
+        EventView::new(Source::Store(slf.unbind()), window)
     }
 
     fn to_list<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {

@@ -5,22 +5,14 @@
 //! Python objects (which can run arbitrary code through the garbage collector) never happens while
 //! a lock is held.
 
-use pyo3::exceptions::{PyIndexError, PySystemError, PyTypeError};
+use pyo3::exceptions::{PyIndexError, PyTypeError};
 use pyo3::prelude::*;
-use pyo3::pyclass::boolean_struct::True;
 use pyo3::types::{PyDict, PyList, PySlice};
-use pyo3::PyClass;
 
 use super::args::{query_from_kwargs, QueryArgs};
+use super::classes::{EventRing, JsonlStore, RingHolder};
 use super::decode::Copied;
 use crate::ring::Ring;
-
-/// Something that owns a ring.
-pub(crate) trait RingHolder {
-    /// Runs `f` on the ring under the owner's lock; an error (a closed store) means `f` did not
-    /// run.
-    fn with_ring<R>(&self, py: Python<'_>, f: impl FnOnce(&Ring) -> R) -> PyResult<R>;
-}
 
 /// Index of the first record of the window.
 fn window_start(ring: &Ring, window: usize) -> usize {
@@ -93,51 +85,27 @@ pub(crate) fn get_item<'py, H: RingHolder>(
         .ok_or_else(|| PyIndexError::new_err(format!("event index {index} out of range")))
 }
 
-/// The Python object (an `EventRing` or a `JsonlStore`) an iterator or view reads from.
-///
-/// It is reached through `SharedRing`, so this module does not name the classes that use it.
-pub(crate) struct Source(Box<dyn SharedRing>);
-
-/// A reference to a frozen class that holds a ring, with its type erased.
-trait SharedRing: Send + Sync {
-    fn visit(&self, py: Python<'_>, f: &mut dyn FnMut(&Ring)) -> PyResult<()>;
-    fn clone_ref(&self, py: Python<'_>) -> Box<dyn SharedRing>;
-}
-
-impl<T> SharedRing for Py<T>
-where
-    T: RingHolder + PyClass<Frozen = True> + Sync,
-{
-    fn visit(&self, py: Python<'_>, f: &mut dyn FnMut(&Ring)) -> PyResult<()> {
-        self.get().with_ring(py, f)
-    }
-
-    fn clone_ref(&self, py: Python<'_>) -> Box<dyn SharedRing> {
-        Box::new(Py::clone_ref(self, py))
-    }
+/// Which object an iterator or view reads from.
+pub(crate) enum Source {
+    Ring(Py<EventRing>),
+    Store(Py<JsonlStore>),
 }
 
 impl Source {
-    pub(crate) fn new<T>(object: Py<T>) -> Self
-    where
-        T: RingHolder + PyClass<Frozen = True> + Sync,
-    {
-        Self(Box::new(object))
-    }
-
     fn clone_ref(&self, py: Python<'_>) -> Self {
-        Self(self.0.clone_ref(py))
+        match self {
+            Source::Ring(ring) => Source::Ring(ring.clone_ref(py)),
+            Source::Store(store) => Source::Store(store.clone_ref(py)),
+        }
     }
 }
 
 impl RingHolder for Source {
     fn with_ring<R>(&self, py: Python<'_>, f: impl FnOnce(&Ring) -> R) -> PyResult<R> {
-        let mut f = Some(f);
-        let mut result = None;
-        self.0
-            .visit(py, &mut |ring| result = f.take().map(|f| f(ring)))?;
-        // `with_ring` runs its closure whenever it returns Ok, so this error cannot happen.
-        result.ok_or_else(|| PySystemError::new_err("the ring was not lent to a view"))
+        match self {
+            Source::Ring(ring) => ring.get().with_ring(py, f),
+            Source::Store(store) => store.get().with_ring(py, f),
+        }
     }
 }
 
