@@ -32,6 +32,7 @@ from opencode_addons.events import (
     Event,
     Subscriber,
     Unsubscribe,
+    checkpoint_id_of,
     session_id_of,
 )
 from opencode_addons.stream_checkpoints import TIMEOUT_REASON
@@ -238,8 +239,8 @@ class CheckpointManager:
         payload = event.get("payload")
         if self._closed or not isinstance(payload, Mapping) or not payload.get("origin"):
             return
-        checkpoint_id = payload.get("id")
-        if not isinstance(checkpoint_id, str) or checkpoint_id in self._entries:
+        checkpoint_id = checkpoint_id_of(event)
+        if checkpoint_id is None or checkpoint_id in self._entries:
             return
         try:
             loop = asyncio.get_running_loop()
@@ -278,8 +279,8 @@ class CheckpointManager:
         payload = event.get("payload")
         if not isinstance(payload, Mapping):
             return
-        checkpoint_id = payload.get("checkpoint_id")
-        if not isinstance(checkpoint_id, str) or checkpoint_id not in self._entries:
+        checkpoint_id = checkpoint_id_of(event)
+        if checkpoint_id is None or checkpoint_id not in self._entries:
             return
         if event.get("type") == CHECKPOINT_APPROVED:
             outcome = CheckpointOutcome(
