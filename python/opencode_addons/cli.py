@@ -219,12 +219,59 @@ def format_stats(summary: dict[str, Any]) -> str:
         ("torn tail bytes", f"{summary.get('torn_tail_bytes', 0):,}"),
         ("unterminated last line", str(bool(summary.get("unterminated_last_line")))),
     ]
+    segments: list[dict[str, Any]] = summary.get("segments") or []
+    if len(segments) > 1:
+        rows[0] = ("store", summary["path"])
+        rows.insert(1, ("files", f"{len(segments):,}"))
     lines = _table(rows)
+    if len(segments) > 1:
+        lines.append("")
+        lines.extend(_segment_table(segments))
     if types:
         lines.append("")
         ranked = sorted(types.items(), key=lambda item: (-item[1], item[0]))
         lines.extend(_table([("type", "events"), *((t, f"{n:,}") for t, n in ranked)]))
     return "\n".join(lines) + "\n"
+
+
+def _segment_table(segments: Sequence[dict[str, Any]]) -> list[str]:
+    """One line per file of the store, oldest first, then the totals."""
+    header = ("segment", "bytes", "events", "first seq", "last seq", "damaged")
+    rows = [header]
+    for segment in segments:
+        damaged = (
+            int(segment.get("corrupt_lines") or 0)
+            + int(segment.get("duplicate_lines") or 0)
+            + (1 if segment.get("torn_tail_bytes") else 0)
+        )
+        rows.append(
+            (
+                os.path.basename(str(segment.get("path", ""))),
+                f"{int(segment.get('file_bytes') or 0):,}",
+                f"{int(segment.get('events') or 0):,}",
+                str(segment.get("first_seq") or "-"),
+                str(segment.get("last_seq") or "-") if segment.get("events") else "-",
+                f"{damaged:,}",
+            )
+        )
+    rows.append(
+        (
+            "total",
+            f"{sum(int(s.get('file_bytes') or 0) for s in segments):,}",
+            f"{sum(int(s.get('events') or 0) for s in segments):,}",
+            "",
+            "",
+            "",
+        )
+    )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return [
+        "  ".join(
+            cell.ljust(width) if i == 0 else cell.rjust(width)
+            for i, (cell, width) in enumerate(zip(row, widths))
+        ).rstrip()
+        for row in rows
+    ]
 
 
 def _table(rows: Sequence[tuple[str, str]]) -> list[str]:

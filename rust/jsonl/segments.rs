@@ -334,6 +334,69 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// One file of a store, as a reader sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoreFile {
+    pub path: PathBuf,
+    pub compressed: bool,
+    /// The seq of its first event, from its name (sealed segments only).
+    pub first_seq: Option<u64>,
+    /// Whether this is the active segment (the path a store is opened with).
+    pub active: bool,
+}
+
+impl StoreFile {
+    /// A reader of the file's JSON lines.
+    pub fn open(&self) -> io::Result<Box<dyn Read + Send>> {
+        reader_of(open_for_reading(&self.path)?, self.compressed)
+    }
+}
+
+/// Every file of the store whose active segment is `path`, oldest first: reference-rotated
+/// files, sealed segments, then the active one. A path naming a single segment (`.zst` or a
+/// sealed name) is that file alone. NotFound if there is no file at all; InvalidInput if `path`
+/// is not a regular file.
+pub fn store_files(path: &Path) -> io::Result<Vec<StoreFile>> {
+    if let Err(message) = check_regular(path) {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, message));
+    }
+    let exists = path.exists();
+    if is_compressed_name(path) {
+        if !exists {
+            return Err(io::Error::new(io::ErrorKind::NotFound, "no such file"));
+        }
+        return Ok(vec![StoreFile {
+            path: path.to_path_buf(),
+            compressed: true,
+            first_seq: None,
+            active: false,
+        }]);
+    }
+    let layout = Layout::of(path);
+    let mut files: Vec<StoreFile> = list(&layout)?
+        .segments
+        .into_iter()
+        .map(|segment| StoreFile {
+            compressed: segment.compressed(),
+            first_seq: segment.first_seq(),
+            path: segment.path,
+            active: false,
+        })
+        .collect();
+    if exists {
+        files.push(StoreFile {
+            path: path.to_path_buf(),
+            compressed: false,
+            first_seq: None,
+            active: true,
+        });
+    }
+    if files.is_empty() {
+        return Err(io::Error::new(io::ErrorKind::NotFound, "no such file"));
+    }
+    Ok(files)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

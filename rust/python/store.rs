@@ -17,6 +17,7 @@ use super::{
 use crate::event::DEFAULT_MAX_EVENT_BYTES;
 use crate::jsonl::{
     sync_now, CollectSpec, Durability, OpenClose, RecoveryReport, Store, StoreOptions, SyncNeed,
+    DEFAULT_MAX_DISK_BYTES, DEFAULT_MAX_SEGMENT_BYTES,
 };
 use crate::ring::Ring;
 
@@ -31,6 +32,15 @@ pub struct JsonlStore {
     max_event_bytes: usize,
     recovery: RecoveryReport,
     defaults: FieldDefaults,
+    options: SegmentSettings,
+}
+
+/// The segment settings a store was opened with (for `stats()`).
+struct SegmentSettings {
+    max_segment_bytes: u64,
+    max_disk_bytes: Option<u64>,
+    max_age: Option<f64>,
+    compress_sealed: bool,
 }
 
 impl RingHolder for JsonlStore {
@@ -148,13 +158,22 @@ fn stored_copy<'py>(
     Ok(copy.into_any())
 }
 
+/// A size setting in bytes: a positive int (the core checks how it relates to the others).
+fn byte_setting(value: i64, name: &str) -> PyResult<u64> {
+    u64::try_from(value).ok().filter(|&v| v > 0).ok_or_else(|| {
+        pyo3::exceptions::PyValueError::new_err(format!(
+            "{name} must be a positive number of bytes, got {value}"
+        ))
+    })
+}
+
 /// `(open_type, open_fields, close_types, close_fields)`, as Python passes it.
 type PairSpec = (String, Vec<String>, Vec<String>, Vec<String>);
 
 #[pymethods]
 impl JsonlStore {
     #[new]
-    #[pyo3(signature = (path, *, max_cache_size=50_000, durability="flush", max_event_bytes=DEFAULT_MAX_EVENT_BYTES as i64, history_size=None, collect_types=None, collect_pairs=None, group_interval_ms=5.0, default_actor=None, default_correlation_id=None))]
+    #[pyo3(signature = (path, *, max_cache_size=50_000, durability="flush", max_event_bytes=DEFAULT_MAX_EVENT_BYTES as i64, history_size=None, collect_types=None, collect_pairs=None, group_interval_ms=5.0, default_actor=None, default_correlation_id=None, max_segment_bytes=DEFAULT_MAX_SEGMENT_BYTES as i64, max_disk_bytes=Some(DEFAULT_MAX_DISK_BYTES as i64), max_age=None, compress_sealed=false))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -168,6 +187,10 @@ impl JsonlStore {
         group_interval_ms: f64,
         default_actor: Option<String>,
         default_correlation_id: Option<String>,
+        max_segment_bytes: i64,
+        max_disk_bytes: Option<i64>,
+        max_age: Option<f64>,
+        compress_sealed: bool,
     ) -> PyResult<Self> {
         let max_cache_size = positive(max_cache_size, "max_cache_size")?;
         let history_size = history_size
@@ -203,10 +226,22 @@ impl JsonlStore {
                     )
                     .collect(),
             },
+            max_segment_bytes: byte_setting(max_segment_bytes, "max_segment_bytes")?,
+            max_disk_bytes: max_disk_bytes
+                .map(|b| byte_setting(b, "max_disk_bytes"))
+                .transpose()?,
+            max_age,
+            compress_sealed,
         };
         let opened_path = path.clone();
         let durability = options.durability;
         let max_event_bytes = options.max_event_bytes;
+        let settings = SegmentSettings {
+            max_segment_bytes: options.max_segment_bytes,
+            max_disk_bytes: options.max_disk_bytes,
+            max_age: options.max_age,
+            compress_sealed: options.compress_sealed,
+        };
         let store = py
             .detach(move || Store::open(&opened_path, options))
             .map_err(to_pyerr)?;
@@ -223,6 +258,7 @@ impl JsonlStore {
                 actor: default_actor,
                 correlation_id: default_correlation_id,
             },
+            options: settings,
         })
     }
 
@@ -368,6 +404,14 @@ impl JsonlStore {
         Ok(list)
     }
 
+    /// Stops carrying forward the opening `item_id` of `open_type` (a `collect_pairs` opening)
+    /// into new segments: the caller closed it without a closing event. True if it was open.
+    fn forget_open(&self, open_type: &str, item_id: &str) -> PyResult<bool> {
+        let mut guard = lock(&self.store, || {});
+        let store = guard.as_mut().ok_or_else(|| closed(&self.path))?;
+        Ok(store.forget_open(open_type, item_id))
+    }
+
     /// What opening the file found: lines, corrupt_lines, duplicate_lines, truncated_bytes,
     /// padding_bytes, repaired_tail, last_seq.
     #[getter]
@@ -403,7 +447,7 @@ impl JsonlStore {
     /// Counts and sizes: events (cache), history_events, nbytes, memory_bytes, evicted,
     /// file_bytes, next_seq, durability, distinct_strings.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let (numbers, file_bytes, next_seq) = {
+        let (numbers, file_bytes, next_seq, segments) = {
             let guard = lock(&self.store, || {});
             let store = guard.as_ref().ok_or_else(|| closed(&self.path))?;
             let ring = store.ring();
@@ -418,7 +462,12 @@ impl JsonlStore {
                 ("evicted", ring.evicted()),
                 ("distinct_strings", ring.distinct_strings() as u64),
             ];
-            (numbers, store.file_len(), store.next_seq())
+            (
+                numbers,
+                store.file_len(),
+                store.next_seq(),
+                store.segment_stats(),
+            )
         };
         let dict = PyDict::new(py);
         for (key, value) in numbers {
@@ -429,6 +478,30 @@ impl JsonlStore {
         dict.set_item("durability", self.durability.name())?;
         dict.set_item("max_cache_size", self.max_cache_size)?;
         dict.set_item("history_size", self.history_size)?;
+        let keeper = &segments.keeper;
+        for (key, value) in [
+            ("segments", segments.segments as u64),
+            ("sealed_bytes", segments.sealed_bytes),
+            ("disk_bytes", segments.sealed_bytes + segments.active_bytes),
+            ("segments_sealed", segments.sealed),
+            ("segments_dropped", keeper.segments_dropped),
+            ("events_dropped", keeper.events_dropped),
+            ("bytes_dropped", keeper.bytes_dropped),
+            ("carried_forward", segments.carried_forward),
+            ("segments_compressed", keeper.compressed_segments),
+            ("compressed_input_bytes", keeper.compressed_in),
+            ("compressed_output_bytes", keeper.compressed_out),
+            ("compress_failures", keeper.compress_failures),
+        ] {
+            dict.set_item(key, value)?;
+        }
+        dict.set_item("compress_seconds", keeper.compress_seconds)?;
+        dict.set_item("keeper_error", keeper.last_error.clone())?;
+        let options = &self.options;
+        dict.set_item("max_segment_bytes", options.max_segment_bytes)?;
+        dict.set_item("max_disk_bytes", options.max_disk_bytes)?;
+        dict.set_item("max_age", options.max_age)?;
+        dict.set_item("compress_sealed", options.compress_sealed)?;
         Ok(dict)
     }
 
