@@ -115,7 +115,7 @@ def test_8_threads_x_50000_appends_with_queries_and_a_refused_second_writer(tmp_
 
     # The store sealed its file into segments as it grew: in name order they hold every event,
     # each segment after the first starting with its snapshot header (not an event).
-    files = sorted(path.parent.glob(f"{path.stem}_*.jsonl")) + [path]
+    files = [*sorted(path.parent.glob(f"{path.stem}_*.jsonl")), path]
     assert len(files) > 1, "400,000 events should fill more than one 64 MiB segment"
     lines = []
     for file in files:
