@@ -317,7 +317,7 @@ impl Store {
                     },
                 )
                 .map_err(|e| CoreError::io(format!("cannot read {}", segment.path.display()), e))?;
-                if after.is_some() || outcome.report.lines > 0 {
+                if after.is_some() || outcome.report.events > 0 {
                     after = Some(outcome.report.last_seq);
                 }
                 report.add(&outcome.report);
@@ -408,14 +408,6 @@ impl Store {
             carried_forward: 0,
             opened_in: fork::generation(),
         })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    pub fn options(&self) -> &StoreOptions {
-        &self.options
     }
 
     pub fn recovery(&self) -> &RecoveryReport {
@@ -1097,7 +1089,7 @@ mod tests {
             "{\"type\":\"a\",\"seq\":1}\n{\"type\":\"b\",\"seq\":2}\n"
         );
         let mut store = Store::open(&path, options(10)).unwrap();
-        assert_eq!(store.recovery().lines, 2);
+        assert_eq!(store.recovery().events, 2);
         assert_eq!(
             store
                 .append(br#"{"type":"c""#, &fields("c"), &KeySpans::default())
@@ -1135,7 +1127,7 @@ mod tests {
         let store = Store::open(&path, options(3)).unwrap();
         let seqs: Vec<u64> = (0..3).map(|i| store.ring().get(i).unwrap().seq).collect();
         assert_eq!(seqs, [8, 9, 10]);
-        assert_eq!(store.recovery().lines, 10);
+        assert_eq!(store.recovery().events, 10);
     }
 
     #[test]
@@ -1176,7 +1168,7 @@ mod tests {
         std::fs::write(&path, "{\"type\":\"a\",\"seq\":1}\n{\"type\":\"b\",\"se").unwrap();
         let mut store = Store::open(&path, options(5)).unwrap();
         assert_eq!(
-            store.recovery().truncated_bytes,
+            store.recovery().torn_tail_bytes,
             "{\"type\":\"b\",\"se".len() as u64
         );
         store
@@ -1196,7 +1188,7 @@ mod tests {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, "{\"type\":\"a\"}").unwrap();
         let mut store = Store::open(&path, options(5)).unwrap();
-        assert!(store.recovery().repaired_tail);
+        assert!(store.recovery().unterminated_last_line);
         store
             .append(br#"{"type":"c""#, &fields("c"), &KeySpans::default())
             .unwrap();

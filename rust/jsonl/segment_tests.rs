@@ -189,7 +189,7 @@ fn opening_reads_only_the_segments_the_cache_needs() {
         .collect();
     assert_eq!(seqs, (1981..=2000).collect::<Vec<_>>());
     // The active segment and at most the two newest sealed ones (about 40 events each).
-    assert!(store.recovery().lines < 150, "{:?}", store.recovery());
+    assert!(store.recovery().events < 150, "{:?}", store.recovery());
     assert_eq!(store.next_seq(), 2001);
 }
 
@@ -270,7 +270,7 @@ fn reference_rotated_files_load_first_in_time_order() {
         types[0].contains("older") && types[3].contains("current"),
         "{types:?}"
     );
-    assert_eq!(store.recovery().lines, 4);
+    assert_eq!(store.recovery().events, 4);
     assert_eq!(store.next_seq(), 5);
 }
 

@@ -6,8 +6,10 @@ use std::path::{Path, PathBuf};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
-use super::view::Copied;
-use super::{query_from_kwargs, StoreError};
+use super::args::query_from_kwargs;
+use super::decode::Copied;
+use super::errors::StoreError;
+use super::report::add_recovery;
 use crate::jsonl::segments::{store_files, StoreFile};
 use crate::jsonl::{fields_of, scan_segment, RecoveryReport};
 use crate::query::Query;
@@ -184,8 +186,10 @@ struct FileSummary {
     segments: Vec<(PathBuf, u64, bool, RecoveryReport, Option<u64>)>,
 }
 
-/// What a store holds (every segment): events, streams, types with counts, first/last time,
-/// damage, and the same per segment under "segments".
+/// What a store holds, all segments together: path, file_bytes, streams, types (with counts),
+/// first_timestamp, last_timestamp, the recovery report's keys (events, corrupt_lines, ...; see
+/// `report.rs`), and under "segments" one dict per file (path, file_bytes, compressed,
+/// first_seq and the report's keys).
 #[pyfunction]
 pub fn file_stats<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, PyDict>> {
     let files = py.detach(|| files_of(&path))?;
@@ -196,7 +200,6 @@ pub fn file_stats<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, Py
     let dict = PyDict::new(py);
     dict.set_item("path", &path)?;
     dict.set_item("file_bytes", summary.file_bytes)?;
-    dict.set_item("events", report.lines)?;
     dict.set_item("streams", summary.streams.len())?;
     dict.set_item("types", summary.types)?;
     dict.set_item(
@@ -213,26 +216,15 @@ pub fn file_stats<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, Py
             .map(|t| ms_object(py, t))
             .transpose()?,
     )?;
-    dict.set_item("last_seq", report.last_seq)?;
-    dict.set_item("corrupt_lines", report.corrupt_lines)?;
-    dict.set_item("duplicate_lines", report.duplicate_lines)?;
-    dict.set_item("torn_tail_bytes", report.truncated_bytes)?;
-    dict.set_item("padding_bytes", report.padding_bytes)?;
-    dict.set_item("unterminated_last_line", report.repaired_tail)?;
-    dict.set_item("snapshot_lines", report.snapshot_lines)?;
+    add_recovery(&dict, report)?;
     let segments = PyList::empty(py);
     for (file, bytes, compressed, report, first_seq) in &summary.segments {
         let segment = PyDict::new(py);
         segment.set_item("path", file.to_string_lossy())?;
         segment.set_item("file_bytes", bytes)?;
         segment.set_item("compressed", compressed)?;
-        segment.set_item("events", report.lines)?;
         segment.set_item("first_seq", first_seq)?;
-        segment.set_item("last_seq", report.last_seq)?;
-        segment.set_item("corrupt_lines", report.corrupt_lines)?;
-        segment.set_item("duplicate_lines", report.duplicate_lines)?;
-        segment.set_item("torn_tail_bytes", report.truncated_bytes)?;
-        segment.set_item("snapshot_lines", report.snapshot_lines)?;
+        add_recovery(&segment, report)?;
         segments.append(segment)?;
     }
     dict.set_item("segments", segments)?;
@@ -285,7 +277,7 @@ fn summarize(files: &[StoreFile]) -> std::io::Result<FileSummary> {
             },
             |_| {},
         )?;
-        if after.is_some() || outcome.report.lines > 0 {
+        if after.is_some() || outcome.report.events > 0 {
             after = Some(outcome.report.last_seq);
         }
         summary.report.add(&outcome.report);

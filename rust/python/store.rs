@@ -1,4 +1,5 @@
-//! `JsonlStore`: the durable JSONL event file with its bounded cache, for Python.
+//! `JsonlStore`'s Python methods: the durable JSONL event file with its bounded cache (its data
+//! is in `classes.rs`).
 
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -7,74 +8,26 @@ use std::time::Duration;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
+use super::args::{positive, query_from_kwargs};
+use super::classes::{closed, JsonlStore, RingHolder, SegmentSettings};
 use super::decode::record_to_dict;
-use super::encode::{as_dict, encode_event, Captured, FieldDefaults};
-use super::ring::{collect_dicts, encode_batch, positive};
-use super::view::{self, EventIterator, EventView, RingHolder, Source};
-use super::{
-    lock, lock_for_batch, lock_for_event, to_pyerr, with_scratch, StoreClosedError, StoreWriteError,
-};
+use super::encode::{as_dict, collect_dicts, encode_batch, encode_event, Captured, FieldDefaults};
+use super::errors::{to_pyerr, StoreWriteError};
+use super::locks::{lock, lock_for_batch, lock_for_event, with_scratch};
+use super::report::add_recovery;
+use super::view::{self, EventIterator, EventView, Source};
 use crate::event::DEFAULT_MAX_EVENT_BYTES;
 use crate::jsonl::{
-    sync_now, CollectSpec, Durability, OpenClose, RecoveryReport, Store, StoreOptions, SyncNeed,
+    sync_now, CollectSpec, Durability, OpenClose, SegmentStats, Store, StoreOptions, SyncNeed,
     DEFAULT_MAX_DISK_BYTES, DEFAULT_MAX_SEGMENT_BYTES,
 };
-use crate::ring::Ring;
-
-/// An append-only JSONL event file with a bounded in-memory cache of the newest events.
-#[pyclass(frozen, module = "opencode_addons._core", sequence)]
-pub struct JsonlStore {
-    store: Mutex<Option<Store>>,
-    path: PathBuf,
-    durability: Durability,
-    max_cache_size: usize,
-    history_size: usize,
-    max_event_bytes: usize,
-    recovery: RecoveryReport,
-    defaults: FieldDefaults,
-    options: SegmentSettings,
-}
-
-/// The segment settings a store was opened with (for `stats()`).
-struct SegmentSettings {
-    max_segment_bytes: u64,
-    max_disk_bytes: Option<u64>,
-    max_age: Option<f64>,
-    compress_sealed: bool,
-}
-
-impl RingHolder for JsonlStore {
-    fn with_ring<R>(&self, _py: Python<'_>, f: impl FnOnce(&Ring) -> R) -> PyResult<R> {
-        let guard = lock(&self.store, || {});
-        match guard.as_ref() {
-            Some(store) => Ok(f(store.ring())),
-            None => Err(closed(&self.path)),
-        }
-    }
-}
-
-fn closed(path: &std::path::Path) -> PyErr {
-    StoreClosedError::new_err(format!("the store {} is closed", path.display()))
-}
-
-fn recovery_dict<'py>(py: Python<'py>, report: &RecoveryReport) -> PyResult<Bound<'py, PyDict>> {
-    let dict = PyDict::new(py);
-    dict.set_item("lines", report.lines)?;
-    dict.set_item("corrupt_lines", report.corrupt_lines)?;
-    dict.set_item("duplicate_lines", report.duplicate_lines)?;
-    dict.set_item("truncated_bytes", report.truncated_bytes)?;
-    dict.set_item("padding_bytes", report.padding_bytes)?;
-    dict.set_item("repaired_tail", report.repaired_tail)?;
-    dict.set_item("last_seq", report.last_seq)?;
-    Ok(dict)
-}
 
 impl JsonlStore {
     /// Writes a batch; returns the first seq. Only Rust work happens under the lock.
     fn write(
         &self,
         py: Python<'_>,
-        events: &[Bound<'_, PyAny>],
+        events: &[Bound<'_, PyDict>],
     ) -> PyResult<(u64, Vec<Generated>)> {
         let (first, generated, need) =
             with_scratch(|buffer| -> PyResult<(u64, Vec<Generated>, SyncNeed)> {
@@ -132,15 +85,16 @@ impl Generated {
 
 /// The caller's event as stored: a shallow copy with id, timestamp, defaults and seq filled in.
 fn stored_copy<'py>(
-    event: &Bound<'py, PyAny>,
+    event: &Bound<'py, PyDict>,
     seq: u64,
     generated: Generated,
     defaults: &FieldDefaults,
 ) -> PyResult<Bound<'py, PyAny>> {
     let py = event.py();
-    let copy = event.cast::<PyDict>()?.copy()?;
+    let copy = event.copy()?;
     if let Some(id) = generated.id {
-        // SAFETY: generated ids are ASCII.
+        // SAFETY: `new_event_id` writes only base-36 digits, '_' and hex digits: ASCII, hence
+        // valid UTF-8.
         copy.set_item(pyo3::intern!(py, "id"), unsafe {
             std::str::from_utf8_unchecked(&id)
         })?;
@@ -158,13 +112,49 @@ fn stored_copy<'py>(
     Ok(copy.into_any())
 }
 
+/// The segment keys of `stats()`: files, bytes, what retention dropped and carried forward,
+/// compression, and the settings.
+fn add_segment_stats(
+    dict: &Bound<'_, PyDict>,
+    segments: &SegmentStats,
+    settings: &SegmentSettings,
+) -> PyResult<()> {
+    let keeper = &segments.keeper;
+    for (key, value) in [
+        ("segments", segments.segments as u64),
+        ("sealed_bytes", segments.sealed_bytes),
+        ("disk_bytes", segments.sealed_bytes + segments.active_bytes),
+        ("segments_sealed", segments.sealed),
+        ("segments_dropped", keeper.segments_dropped),
+        ("events_dropped", keeper.events_dropped),
+        ("bytes_dropped", keeper.bytes_dropped),
+        ("carried_forward", segments.carried_forward),
+        ("segments_compressed", keeper.compressed_segments),
+        ("compressed_input_bytes", keeper.compressed_in),
+        ("compressed_output_bytes", keeper.compressed_out),
+        ("compress_failures", keeper.compress_failures),
+    ] {
+        dict.set_item(key, value)?;
+    }
+    dict.set_item("compress_seconds", keeper.compress_seconds)?;
+    dict.set_item("keeper_error", keeper.last_error.clone())?;
+    dict.set_item("max_segment_bytes", settings.max_segment_bytes)?;
+    dict.set_item("max_disk_bytes", settings.max_disk_bytes)?;
+    dict.set_item("max_age", settings.max_age)?;
+    dict.set_item("compress_sealed", settings.compress_sealed)?;
+    Ok(())
+}
+
 /// A size setting in bytes: a positive int (the core checks how it relates to the others).
 fn byte_setting(value: i64, name: &str) -> PyResult<u64> {
-    u64::try_from(value).ok().filter(|&v| v > 0).ok_or_else(|| {
-        pyo3::exceptions::PyValueError::new_err(format!(
-            "{name} must be a positive number of bytes, got {value}"
-        ))
-    })
+    u64::try_from(value)
+        .ok()
+        .filter(|&v| v > 0)
+        .ok_or_else(|| {
+            pyo3::exceptions::PyValueError::new_err(format!(
+                "{name} must be a positive number of bytes, got {value}"
+            ))
+        })
 }
 
 /// `(open_type, open_fields, close_types, close_fields)`, as Python passes it.
@@ -258,7 +248,7 @@ impl JsonlStore {
                 actor: default_actor,
                 correlation_id: default_correlation_id,
             },
-            options: settings,
+            segments: settings,
         })
     }
 
@@ -268,7 +258,10 @@ impl JsonlStore {
         let dict = as_dict(event)?;
         let (seq, generated, need) =
             with_scratch(|buffer| -> PyResult<(u64, Generated, SyncNeed)> {
-                // SAFETY: `dict` is a live dict and the GIL is held for the whole encoding.
+                // SAFETY: `dict` is a dict (its type says so) that this frame keeps alive, and the
+                // GIL is held. The strings `captured` borrows stay alive while no Python code
+                // runs: none does before the lock, and `lock_for_event` copies them before a wait
+                // that releases the GIL.
                 let captured = unsafe {
                     encode_event(dict.as_ptr(), buffer, self.max_event_bytes, &self.defaults)
                 }
@@ -382,7 +375,7 @@ impl JsonlStore {
         py: Python<'py>,
         filters: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<Bound<'py, PyList>> {
-        let q = super::query_from_kwargs("query", filters)?;
+        let q = query_from_kwargs("query", filters)?;
         view::query(self, py, self.max_cache_size, &q)
     }
 
@@ -412,11 +405,13 @@ impl JsonlStore {
         Ok(store.forget_open(open_type, item_id))
     }
 
-    /// What opening the file found: lines, corrupt_lines, duplicate_lines, truncated_bytes,
-    /// padding_bytes, repaired_tail, last_seq.
+    /// What opening the file found: events, corrupt_lines, duplicate_lines, torn_tail_bytes,
+    /// padding_bytes, unterminated_last_line, last_seq (see the stubs).
     #[getter]
     fn recovery<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        recovery_dict(py, &self.recovery)
+        let dict = PyDict::new(py);
+        add_recovery(&dict, &self.recovery)?;
+        Ok(dict)
     }
 
     #[getter]
@@ -462,12 +457,7 @@ impl JsonlStore {
                 ("evicted", ring.evicted()),
                 ("distinct_strings", ring.distinct_strings() as u64),
             ];
-            (
-                numbers,
-                store.file_len(),
-                store.next_seq(),
-                store.segment_stats(),
-            )
+            (numbers, store.file_len(), store.next_seq(), store.segment_stats())
         };
         let dict = PyDict::new(py);
         for (key, value) in numbers {
@@ -478,30 +468,7 @@ impl JsonlStore {
         dict.set_item("durability", self.durability.name())?;
         dict.set_item("max_cache_size", self.max_cache_size)?;
         dict.set_item("history_size", self.history_size)?;
-        let keeper = &segments.keeper;
-        for (key, value) in [
-            ("segments", segments.segments as u64),
-            ("sealed_bytes", segments.sealed_bytes),
-            ("disk_bytes", segments.sealed_bytes + segments.active_bytes),
-            ("segments_sealed", segments.sealed),
-            ("segments_dropped", keeper.segments_dropped),
-            ("events_dropped", keeper.events_dropped),
-            ("bytes_dropped", keeper.bytes_dropped),
-            ("carried_forward", segments.carried_forward),
-            ("segments_compressed", keeper.compressed_segments),
-            ("compressed_input_bytes", keeper.compressed_in),
-            ("compressed_output_bytes", keeper.compressed_out),
-            ("compress_failures", keeper.compress_failures),
-        ] {
-            dict.set_item(key, value)?;
-        }
-        dict.set_item("compress_seconds", keeper.compress_seconds)?;
-        dict.set_item("keeper_error", keeper.last_error.clone())?;
-        let options = &self.options;
-        dict.set_item("max_segment_bytes", options.max_segment_bytes)?;
-        dict.set_item("max_disk_bytes", options.max_disk_bytes)?;
-        dict.set_item("max_age", options.max_age)?;
-        dict.set_item("compress_sealed", options.compress_sealed)?;
+        add_segment_stats(&dict, &segments, &self.segments)?;
         Ok(dict)
     }
 
