@@ -147,14 +147,11 @@ fn add_segment_stats(
 
 /// A size setting in bytes: a positive int (the core checks how it relates to the others).
 fn byte_setting(value: i64, name: &str) -> PyResult<u64> {
-    u64::try_from(value)
-        .ok()
-        .filter(|&v| v > 0)
-        .ok_or_else(|| {
-            pyo3::exceptions::PyValueError::new_err(format!(
-                "{name} must be a positive number of bytes, got {value}"
-            ))
-        })
+    u64::try_from(value).ok().filter(|&v| v > 0).ok_or_else(|| {
+        pyo3::exceptions::PyValueError::new_err(format!(
+            "{name} must be a positive number of bytes, got {value}"
+        ))
+    })
 }
 
 /// `(open_type, open_fields, close_types, close_fields)`, as Python passes it.
@@ -457,7 +454,12 @@ impl JsonlStore {
                 ("evicted", ring.evicted()),
                 ("distinct_strings", ring.distinct_strings() as u64),
             ];
-            (numbers, store.file_len(), store.next_seq(), store.segment_stats())
+            (
+                numbers,
+                store.file_len(),
+                store.next_seq(),
+                store.segment_stats(),
+            )
         };
         let dict = PyDict::new(py);
         for (key, value) in numbers {
