@@ -653,11 +653,14 @@ impl Store {
         );
         let mut log = MappedLog::new(file, 0)?;
         let open = self.collector.open_items();
-        let mut lines = Vec::with_capacity(open.len() + 1);
-        lines.push(snapshot::header_line(self.next_seq, open.len(), now_ms()));
-        for (seq, json) in &open {
-            lines.push(snapshot::carried_line(*seq, json));
-        }
+        log.append(&[&snapshot::header_line(self.next_seq, open.len(), now_ms())])?;
+        // A kill here leaves a header without its carried lines: opening sees the snapshot is
+        // incomplete and reads the previous segment instead.
+        crash::point("seal.header");
+        let lines: Vec<Vec<u8>> = open
+            .iter()
+            .map(|(seq, json)| snapshot::carried_line(*seq, json))
+            .collect();
         let parts: Vec<&[u8]> = lines.iter().map(Vec::as_slice).collect();
         log.append(&parts)?;
         crash::point("seal.snapshot");
