@@ -129,7 +129,9 @@ def allowed_states(model: Model, in_flight: list[str] | None) -> list[Model]:
     return [model, after]
 
 
-def check(path: Path, compress: bool, model: Model, in_flight: list[str] | None, acked: dict) -> None:
+def check(
+    path: Path, compress: bool, model: Model, in_flight: list[str] | None, acked: dict
+) -> None:
     events = read_events(path)
     seqs = [e["seq"] for e in events]
     assert seqs, "retention left no event"
@@ -168,7 +170,9 @@ def check(path: Path, compress: bool, model: Model, in_flight: list[str] | None,
 
 
 @pytest.mark.parametrize(
-    ("compress", "points"), [(False, PLAIN_POINTS), (True, COMPRESSED_POINTS)], ids=["plain", "zstd"]
+    ("compress", "points"),
+    [(False, PLAIN_POINTS), (True, COMPRESSED_POINTS)],
+    ids=["plain", "zstd"],
 )
 def test_sigkill_while_sealing_carrying_or_deleting_keeps_every_open_item(
     tmp_path: Path, compress: bool, points: list[str]
