@@ -37,7 +37,9 @@ def snapshot(stream: DurableStream) -> tuple[list[str], list[str], int]:
 def test_resume_after_retention_finds_the_same_pending_items(tmp_path: Path) -> None:
     path = tmp_path / "stream.jsonl"
     with DurableStream(path, **OPTIONS) as stream:
-        kept = stream.request_checkpoint("ses_keep", "deploy?", ["yes", "no"], "agent", timeout=3600)
+        kept = stream.request_checkpoint(
+            "ses_keep", "deploy?", ["yes", "no"], "agent", timeout=3600
+        )
         approved = stream.request_checkpoint("ses_keep", "tag?", ["y"], "agent", timeout=3600)
         stream.approve_checkpoint(approved.id, "user", "y")
         intent = stream.create_intent({"session_id": "ses_other", "agent": "reviewer"})
