@@ -113,7 +113,8 @@ def _add_soak(commands: Any) -> None:
         "soak",
         help="simulate a long-running agent host and check that memory stays flat",
         description="Simulate a long-running agent host on the real stream and orchestrator; "
-        "exit 1 if RSS grows by more than 5% between 20% and 100% of the run.",
+        "exit 1 if RSS grows by more than 5% once every bounded structure is full, or if the "
+        "store's files exceed the disk budget plus one segment.",
     )
     soak.add_argument("--events", type=_positive_int, default=1_000_000, help="default 1000000")
     soak.add_argument("--sessions", type=_positive_int, default=200, help="concurrent sessions")
@@ -121,6 +122,20 @@ def _add_soak(commands: Any) -> None:
     soak.add_argument("--durability", choices=DURABILITY_MODES, default="flush")
     soak.add_argument("--history", type=_positive_int, default=100_000, help="history size")
     soak.add_argument("--cache", type=_positive_int, default=50_000, help="cache size")
+    soak.add_argument(
+        "--max-disk-bytes",
+        type=_non_negative_int,
+        default=64 << 20,
+        metavar="N",
+        help="the store's disk budget (default 64 MiB; 0: unbounded)",
+    )
+    soak.add_argument(
+        "--max-segment-bytes",
+        type=_positive_int,
+        default=8 << 20,
+        metavar="N",
+        help="the store's segment size (default 8 MiB)",
+    )
     soak.add_argument("--seed", type=int, default=7, help=argparse.SUPPRESS)
     soak.add_argument("--plot", metavar="FILE.png", help="write RSS and history against events")
     soak.add_argument("--json", action="store_true", help="print the figures as JSON")
@@ -392,7 +407,8 @@ class ProgressBar:
         bar = "#" * filled + "-" * (self.WIDTH - filled)
         self.stream.write(
             f"\r[{bar}] {fraction:6.1%}  {progress.events:,}/{progress.total:,} events  "
-            f"{rate:,.0f} ev/s  RSS {progress.rss / 2**20:,.1f} MiB "
+            f"{rate:,.0f} ev/s  RSS {progress.rss / 2**20:,.1f} MiB  "
+            f"disk {progress.disk / 2**20:,.1f} MiB "
         )
         self.stream.flush()
         self.shown = True
@@ -410,7 +426,17 @@ def _mib(value: int) -> str:
 def format_soak(result: Any) -> str:
     from opencode_addons.soak import check_description
 
-    verdict = "PASS" if result.memory_ok else "FAIL"
+    if not result.memory_checked:
+        verdict = "NOT CHECKED (still filling at the end: " + ", ".join(result.filling) + ")"
+    else:
+        verdict = "PASS" if result.memory_ok else "FAIL"
+    budget = result.config.max_disk_bytes
+    disk_verdict = "PASS" if result.disk_ok else "FAIL"
+    full_at = (
+        f"{result.full_at_events:,} events (RSS {_mib(result.rss_at_full)})"
+        if result.full_at_events is not None
+        else "never in this run"
+    )
     rows = [
         ("events", f"{result.events:,} in {result.seconds:,.1f} s"),
         ("events/s", f"{result.events_per_second:,.0f}"),
@@ -424,7 +450,13 @@ def format_soak(result: Any) -> str:
         ("history events", f"{result.history_events:,} (max {result.config.history:,})"),
         ("cache events", f"{result.cache_events:,} (max {result.config.cache:,})"),
         ("bytes held", f"{result.bytes_held:,}"),
-        ("file bytes", f"{result.file_bytes:,}"),
+        ("file bytes (active segment)", f"{result.file_bytes:,}"),
+        ("disk bytes at end", f"{result.disk_bytes_end:,} ({_mib(result.disk_bytes_end)})"),
+        ("disk bytes peak", f"{result.disk_bytes_peak:,} ({_mib(result.disk_bytes_peak)})"),
+        ("disk budget", "unbounded" if budget is None else f"{budget:,} ({_mib(budget)})"),
+        ("segment size", f"{result.config.max_segment_bytes:,}"),
+        ("segments dropped", f"{result.segments_dropped:,} ({result.events_dropped:,} events)"),
+        ("everything full at", full_at),
         ("shutdown_all", f"{result.shutdown_seconds * 1000:,.1f} ms ({_ok(result.shutdown_ok)})"),
     ]
     lines = _table(rows)
@@ -434,7 +466,12 @@ def format_soak(result: Any) -> str:
         lines.extend(_table([(key, _short(value)) for key, value in stats.items()] or [("-", "")]))
     lines.append("")
     lines.append(f"memory check: {check_description()}")
-    lines.append(f"RSS growth 20% -> 100%: {result.rss_growth:+.2%}  {verdict}")
+    lines.append(f"RSS growth from full to end: {result.rss_growth:+.2%}  {verdict}")
+    limit = result.disk_limit
+    lines.append(
+        f"disk peak {_mib(result.disk_bytes_peak)} vs limit "
+        f"{'none' if limit is None else _mib(limit)}: {disk_verdict}"
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -458,6 +495,8 @@ def _soak_config(args: argparse.Namespace) -> Any:
         history=args.history,
         cache=args.cache,
         seed=args.seed,
+        max_segment_bytes=args.max_segment_bytes,
+        max_disk_bytes=args.max_disk_bytes or None,
     )
 
 
@@ -487,7 +526,7 @@ def run_soak_command(args: argparse.Namespace, out: TextIO) -> int:
         except OSError as error:
             raise CliError(f"cannot write {args.plot}: {error}", EXIT_USAGE) from None
     out.write(_json_line(result.to_dict()) + "\n" if args.json else format_soak(result))
-    return EXIT_OK if result.memory_ok else EXIT_FAILED
+    return EXIT_OK if result.ok else EXIT_FAILED
 
 
 # -- entry point ------------------------------------------------------------------------------
