@@ -352,6 +352,7 @@ impl Store {
                 .map_err(|e| CoreError::io("cannot duplicate the log handle", e))?,
         );
         let mut log = MappedLog::new(file, outcome.data_end)?;
+        log.limit_allocation(options.max_segment_bytes);
         if outcome.needs_newline {
             log.append(&[b"\n"])?;
         }
@@ -652,6 +653,7 @@ impl Store {
                 .map_err(|e| CoreError::io("cannot duplicate the log handle", e))?,
         );
         let mut log = MappedLog::new(file, 0)?;
+        log.limit_allocation(self.options.max_segment_bytes);
         let open = self.collector.open_items();
         log.append(&[&snapshot::header_line(self.next_seq, open.len(), now_ms())])?;
         // A kill here leaves a header without its carried lines: opening sees the snapshot is
