@@ -179,6 +179,9 @@ pub struct Store {
 struct OpenPlan {
     /// Sealed segments from this index on go into the cache.
     ring_from: usize,
+    /// Where to start reading the segment at `ring_from` when only its newest events are needed
+    /// (and the collector does not need it): a byte offset, 0 for all of it.
+    ring_skip: u64,
     /// The collector starts at this segment (its snapshot, or the oldest file, is complete).
     collect_from: usize,
     /// What the active segment's first lines hold.
@@ -297,7 +300,12 @@ impl Store {
                 }
                 let collect = index >= plan.collect_from && !options.collect.is_empty();
                 let cache = index >= plan.ring_from;
-                let Some(reader) = open_segment(segment)? else {
+                let skip = if index == plan.ring_from {
+                    plan.ring_skip
+                } else {
+                    0
+                };
+                let Some(reader) = open_segment_from(segment, skip)? else {
                     continue;
                 };
                 collecting.borrow_mut().start_file();
@@ -779,6 +787,7 @@ fn plan_open(
     if count == 0 {
         return Ok(OpenPlan {
             ring_from: 0,
+            ring_skip: 0,
             collect_from: 0,
             active_head,
         });
@@ -791,14 +800,22 @@ fn plan_open(
     let mut needed = held.saturating_sub(active_events);
     let mut ring_from = count;
     let mut next_first = active_head.first_seq;
+    // (events the oldest segment read holds, how many of them the cache needs)
+    let mut partial: Option<(u64, u64)> = None;
     while ring_from > 0 && needed > 0 {
         let Some(first) = sealed[ring_from - 1].first_seq() else {
             // Reference-rotated files carry no seqs: all of them are read.
             ring_from = 0;
+            partial = None;
             break;
         };
+        partial = None;
         if let Some(next) = next_first {
-            needed = needed.saturating_sub(next.saturating_sub(first));
+            let events = next.saturating_sub(first);
+            if events > needed {
+                partial = Some((events, needed));
+            }
+            needed = needed.saturating_sub(events);
         }
         next_first = Some(first);
         ring_from -= 1;
@@ -819,8 +836,24 @@ fn plan_open(
         }
         from
     };
+    // Only the newest events of the oldest segment read are needed: start reading it near where
+    // they begin (with a generous margin; lines before them only fall out of the cache again).
+    let ring_skip = match partial {
+        Some((events, wanted)) if ring_from < collect_from && ring_from < count => {
+            let segment = &sealed[ring_from];
+            if segment.compressed() {
+                0
+            } else {
+                let share = 1.0 - (wanted as f64 / events as f64);
+                let estimate = (segment.bytes as f64 * share * 0.8) as u64;
+                estimate.saturating_sub(256 << 10)
+            }
+        }
+        _ => 0,
+    };
     Ok(OpenPlan {
         ring_from,
+        ring_skip,
         collect_from,
         active_head,
     })
@@ -845,6 +878,29 @@ fn last_seq_of(file: &File) -> std::io::Result<Option<u64>> {
         }
     }
     Ok(None)
+}
+
+/// A reader of a sealed (plain) segment from the first whole line at or after `offset`; None if
+/// it is gone.
+fn open_segment_from(
+    segment: &SegmentFile,
+    offset: u64,
+) -> Result<Option<Box<dyn std::io::Read + Send>>, CoreError> {
+    if offset == 0 {
+        return open_segment(segment);
+    }
+    let read_error = |e| CoreError::io(format!("cannot read {}", segment.path.display()), e);
+    let mut file = match segments::open_for_reading(&segment.path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(read_error(e)),
+    };
+    file.seek(SeekFrom::Start(offset)).map_err(read_error)?;
+    let mut reader = std::io::BufReader::with_capacity(1 << 20, file);
+    // The line the offset falls in is partial: skip to the next one.
+    let mut partial = Vec::new();
+    std::io::BufRead::read_until(&mut reader, b'\n', &mut partial).map_err(read_error)?;
+    Ok(Some(Box::new(reader)))
 }
 
 /// A reader of a sealed segment; None if it is gone.

@@ -194,6 +194,27 @@ fn opening_reads_only_the_segments_the_cache_needs() {
 }
 
 #[test]
+fn only_the_newest_part_of_the_oldest_segment_needed_is_read() {
+    let path = temp_store("skip");
+    let options = StoreOptions {
+        max_segment_bytes: 64 << 10,
+        collect: CollectSpec::default(),
+        ..small(700, None)
+    };
+    let mut store = Store::open(&path, options.clone()).unwrap();
+    filler(&mut store, 5000);
+    close(store);
+    let store = Store::open(&path, options).unwrap();
+    let seqs: Vec<u64> = (0..store.ring().len())
+        .map(|i| store.ring().get(i).unwrap().seq)
+        .collect();
+    assert_eq!(seqs, (4301..=5000).collect::<Vec<_>>());
+    // About 600 events per segment: without skipping, two whole segments would be read.
+    assert!(store.recovery().events < 1000, "{:?}", store.recovery());
+    assert_eq!(store.recovery().corrupt_lines, 0);
+}
+
+#[test]
 fn a_snapshot_cut_short_is_not_trusted_and_the_segment_before_is_read() {
     let path = temp_store("torn-snapshot");
     let mut store = Store::open(&path, small(50, Some(3 * 4096))).unwrap();
