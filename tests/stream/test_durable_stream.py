@@ -413,9 +413,11 @@ async def test_approve_cancels_the_timer(stream):
 
 
 def test_expire_checkpoints_without_a_loop(stream):
-    late = stream.request_checkpoint("s1", "a?", ["x"], "me", timeout=0.01)
+    # The fresh one first: appending it after the late one could already expire the late one
+    # (every append expires overdue checkpoints) on a machine slow enough.
     fresh = stream.request_checkpoint("s1", "b?", ["x"], "me")
-    time.sleep(0.03)
+    late = stream.request_checkpoint("s1", "a?", ["x"], "me", timeout=0.05)
+    time.sleep(0.1)
     assert stream.expire_checkpoints() == 1
     assert [e["payload"]["checkpoint_id"] for e in timeouts(stream)] == [late.id]
     assert stream.pending_checkpoints == [fresh]
