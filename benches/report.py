@@ -218,6 +218,16 @@ def _query_rows(events: list[dict[str, Any]], directory: str) -> list[Row]:
     return rows
 
 
+def _segment_rows() -> list[Row]:
+    _log("segments: appends with rotation + retention, compression, opening 1 GiB of segments")
+    import segments
+
+    return [
+        Row(case, contender, figure, ratio, versus, target, met)
+        for case, contender, figure, ratio, versus, target, met in segments.rows()
+    ]
+
+
 def _shutdown_rows(events: list[dict[str, Any]]) -> list[Row]:
     _log("shutdown_all")
     seconds = cases.shutdown_all_seconds(events)
@@ -416,6 +426,7 @@ def main() -> int:
         rows += _resume_rows(directory)
         rows += _query_rows(events, directory)
     rows += _shutdown_rows(events)
+    rows += _segment_rows()
     floors = _floors(events)
     _log(f"recorder: {recorder_bench.EVENTS:,} OpenCode events over SSE, three consumers")
     recorder = recorder_bench.section()

@@ -114,7 +114,8 @@ def _add_soak(commands: Any) -> None:
         "soak",
         help="simulate a long-running agent host and check that memory stays flat",
         description="Simulate a long-running agent host on the real stream and orchestrator; "
-        "exit 1 if RSS grows by more than 5% between 20% and 100% of the run.",
+        "exit 1 if RSS grows by more than 5% once every bounded structure is full, or if the "
+        "store's files exceed the disk budget plus one segment.",
     )
     soak.add_argument("--events", type=_positive_int, default=1_000_000, help="default 1000000")
     soak.add_argument("--sessions", type=_positive_int, default=200, help="concurrent sessions")
@@ -122,6 +123,20 @@ def _add_soak(commands: Any) -> None:
     soak.add_argument("--durability", choices=DURABILITY_MODES, default="flush")
     soak.add_argument("--history", type=_positive_int, default=100_000, help="history size")
     soak.add_argument("--cache", type=_positive_int, default=50_000, help="cache size")
+    soak.add_argument(
+        "--max-disk-bytes",
+        type=_non_negative_int,
+        default=64 << 20,
+        metavar="N",
+        help="the store's disk budget (default 64 MiB; 0: unbounded)",
+    )
+    soak.add_argument(
+        "--max-segment-bytes",
+        type=_positive_int,
+        default=8 << 20,
+        metavar="N",
+        help="the store's segment size (default 8 MiB)",
+    )
     soak.add_argument("--seed", type=int, default=7, help=argparse.SUPPRESS)
     soak.add_argument("--plot", metavar="FILE.png", help="write RSS and history against events")
     soak.add_argument("--json", action="store_true", help="print the figures as JSON")
@@ -220,12 +235,59 @@ def format_stats(summary: dict[str, Any]) -> str:
         ("torn tail bytes", f"{summary.get('torn_tail_bytes', 0):,}"),
         ("unterminated last line", str(bool(summary.get("unterminated_last_line")))),
     ]
+    segments: list[dict[str, Any]] = summary.get("segments") or []
+    if len(segments) > 1:
+        rows[0] = ("store", summary["path"])
+        rows.insert(1, ("files", f"{len(segments):,}"))
     lines = _table(rows)
+    if len(segments) > 1:
+        lines.append("")
+        lines.extend(_segment_table(segments))
     if types:
         lines.append("")
         ranked = sorted(types.items(), key=lambda item: (-item[1], item[0]))
         lines.extend(_table([("type", "events"), *((t, f"{n:,}") for t, n in ranked)]))
     return "\n".join(lines) + "\n"
+
+
+def _segment_table(segments: Sequence[dict[str, Any]]) -> list[str]:
+    """One line per file of the store, oldest first, then the totals."""
+    header = ("segment", "bytes", "events", "first seq", "last seq", "damaged")
+    rows = [header]
+    for segment in segments:
+        damaged = (
+            int(segment.get("corrupt_lines") or 0)
+            + int(segment.get("duplicate_lines") or 0)
+            + (1 if segment.get("torn_tail_bytes") else 0)
+        )
+        rows.append(
+            (
+                os.path.basename(str(segment.get("path", ""))),
+                f"{int(segment.get('file_bytes') or 0):,}",
+                f"{int(segment.get('events') or 0):,}",
+                str(segment.get("first_seq") or "-"),
+                str(segment.get("last_seq") or "-") if segment.get("events") else "-",
+                f"{damaged:,}",
+            )
+        )
+    rows.append(
+        (
+            "total",
+            f"{sum(int(s.get('file_bytes') or 0) for s in segments):,}",
+            f"{sum(int(s.get('events') or 0) for s in segments):,}",
+            "",
+            "",
+            "",
+        )
+    )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return [
+        "  ".join(
+            cell.ljust(width) if i == 0 else cell.rjust(width)
+            for i, (cell, width) in enumerate(zip(row, widths))
+        ).rstrip()
+        for row in rows
+    ]
 
 
 def _table(rows: Sequence[tuple[str, str]]) -> list[str]:
@@ -346,7 +408,8 @@ class ProgressBar:
         bar = "#" * filled + "-" * (self.WIDTH - filled)
         self.stream.write(
             f"\r[{bar}] {fraction:6.1%}  {progress.events:,}/{progress.total:,} events  "
-            f"{rate:,.0f} ev/s  RSS {progress.rss / 2**20:,.1f} MiB "
+            f"{rate:,.0f} ev/s  RSS {progress.rss / 2**20:,.1f} MiB  "
+            f"disk {progress.disk / 2**20:,.1f} MiB "
         )
         self.stream.flush()
         self.shown = True
@@ -364,7 +427,17 @@ def _mib(value: int) -> str:
 def format_soak(result: Any) -> str:
     from opencode_addons.soak import check_description
 
-    verdict = "PASS" if result.memory_ok else "FAIL"
+    if not result.memory_checked:
+        verdict = "NOT CHECKED (still filling at the end: " + ", ".join(result.filling) + ")"
+    else:
+        verdict = "PASS" if result.memory_ok else "FAIL"
+    budget = result.config.max_disk_bytes
+    disk_verdict = "PASS" if result.disk_ok else "FAIL"
+    full_at = (
+        f"{result.full_at_events:,} events (RSS {_mib(result.rss_at_full)})"
+        if result.full_at_events is not None
+        else "never in this run"
+    )
     rows = [
         ("events", f"{result.events:,} in {result.seconds:,.1f} s"),
         ("events/s", f"{result.events_per_second:,.0f}"),
@@ -378,7 +451,13 @@ def format_soak(result: Any) -> str:
         ("history events", f"{result.history_events:,} (max {result.config.history:,})"),
         ("cache events", f"{result.cache_events:,} (max {result.config.cache:,})"),
         ("bytes held", f"{result.bytes_held:,}"),
-        ("file bytes", f"{result.file_bytes:,}"),
+        ("file bytes (active segment)", f"{result.file_bytes:,}"),
+        ("disk bytes at end", f"{result.disk_bytes_end:,} ({_mib(result.disk_bytes_end)})"),
+        ("disk bytes peak", f"{result.disk_bytes_peak:,} ({_mib(result.disk_bytes_peak)})"),
+        ("disk budget", "unbounded" if budget is None else f"{budget:,} ({_mib(budget)})"),
+        ("segment size", f"{result.config.max_segment_bytes:,}"),
+        ("segments dropped", f"{result.segments_dropped:,} ({result.events_dropped:,} events)"),
+        ("everything full at", full_at),
         ("shutdown_all", f"{result.shutdown_seconds * 1000:,.1f} ms ({_ok(result.shutdown_ok)})"),
     ]
     lines = _table(rows)
@@ -388,7 +467,12 @@ def format_soak(result: Any) -> str:
         lines.extend(_table([(key, _short(value)) for key, value in stats.items()] or [("-", "")]))
     lines.append("")
     lines.append(f"memory check: {check_description()}")
-    lines.append(f"RSS growth 20% -> 100%: {result.rss_growth:+.2%}  {verdict}")
+    lines.append(f"RSS growth from full to end: {result.rss_growth:+.2%}  {verdict}")
+    limit = result.disk_limit
+    lines.append(
+        f"disk peak {_mib(result.disk_bytes_peak)} vs limit "
+        f"{'none' if limit is None else _mib(limit)}: {disk_verdict}"
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -412,6 +496,8 @@ def _soak_config(args: argparse.Namespace) -> Any:
         history=args.history,
         cache=args.cache,
         seed=args.seed,
+        max_segment_bytes=args.max_segment_bytes,
+        max_disk_bytes=args.max_disk_bytes or None,
     )
 
 
@@ -441,7 +527,7 @@ def run_soak_command(args: argparse.Namespace, out: TextIO) -> int:
         except OSError as error:
             raise CliError(f"cannot write {args.plot}: {error}", EXIT_USAGE) from None
     out.write(_json_line(result.to_dict()) + "\n" if args.json else format_soak(result))
-    return EXIT_OK if result.memory_ok else EXIT_FAILED
+    return EXIT_OK if result.ok else EXIT_FAILED
 
 
 # -- record -----------------------------------------------------------------------------------

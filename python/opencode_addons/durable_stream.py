@@ -58,6 +58,10 @@ from opencode_addons.validation import require_str
 log = logging.getLogger(__name__)
 
 DEFAULT_STORE_PATH = os.path.join(".opencode", "durable_stream.jsonl")
+# The store seals its file into segments of this size and deletes the oldest ones beyond the
+# budget (carrying what is still open forward first); None as the budget means unbounded.
+DEFAULT_MAX_SEGMENT_BYTES = 64 << 20
+DEFAULT_MAX_DISK_BYTES = 1 << 30
 COMPONENT_NAME = "durable_stream"
 
 # What the store collects while opening the file, so projections can be rebuilt from all of it:
@@ -151,6 +155,10 @@ class DurableStream:
         max_cache_size: int = 50_000,
         durability: str = "flush",
         checkpoint_timeout: float = 300.0,
+        max_segment_bytes: int = DEFAULT_MAX_SEGMENT_BYTES,
+        max_disk_bytes: Optional[int] = DEFAULT_MAX_DISK_BYTES,
+        max_age: Optional[float] = None,
+        compress_sealed: bool = False,
     ) -> None:
         # Settings are checked before the file is opened (and locked).
         self._checkpoints = StreamCheckpoints(self.append, checkpoint_timeout)
@@ -161,6 +169,10 @@ class DurableStream:
             "max_cache_size": max_cache_size,
             "durability": durability,
             "checkpoint_timeout": self._checkpoints.default_timeout,
+            "max_segment_bytes": max_segment_bytes,
+            "max_disk_bytes": max_disk_bytes,
+            "max_age": max_age,
+            "compress_sealed": compress_sealed,
         }
         directory = os.path.dirname(os.path.abspath(path))
         os.makedirs(directory, exist_ok=True)
@@ -175,6 +187,10 @@ class DurableStream:
             collect_pairs=list(COLLECT_PAIRS),
             default_actor=SYSTEM_ACTOR,
             default_correlation_id=self.run_id,
+            max_segment_bytes=max_segment_bytes,
+            max_disk_bytes=max_disk_bytes,
+            max_age=max_age,
+            compress_sealed=compress_sealed,
         )
         self._store_append = self._store.append
         self._history = EventHistory(self._store.history)
@@ -390,8 +406,12 @@ class DurableStream:
             session_id = session_id_of(event)
             ended = {session_id} if session_id is not None else set()
         for session_id in ended:
-            self._checkpoints.drop_session(session_id)
-            self._intents.drop_session(session_id)
+            # Dropped without a closing event: the store must stop carrying them forward into
+            # new segments, or a reopen after retention would bring them back.
+            for checkpoint_id in self._checkpoints.drop_session(session_id):
+                self._store.forget_open(CHECKPOINT_REQUESTED, checkpoint_id)
+            for intent_id in self._intents.drop_session(session_id):
+                self._store.forget_open(AGENT_SPAWNED, intent_id)
             self._bridge.drop_session(session_id)
 
     def _session_ids(self) -> set[str]:
@@ -532,6 +552,13 @@ class DurableStream:
             "history_bytes": store.get("nbytes", 0),
             "evicted": store.get("evicted", 0),
             "file_bytes": store.get("file_bytes", 0),
+            "disk_bytes": store.get("disk_bytes", 0),
+            "max_disk_bytes": self.config["max_disk_bytes"],
+            "segments": store.get("segments", 0),
+            "sealed_bytes": store.get("sealed_bytes", 0),
+            "segments_dropped": store.get("segments_dropped", 0),
+            "events_dropped": store.get("events_dropped", 0),
+            "carried_forward": store.get("carried_forward", 0),
             "next_seq": store.get("next_seq"),
             "durability": self.config["durability"],
             "subscribers": sum(len(c) for c in self._subscribers.values()),

@@ -12,8 +12,12 @@ captured from its transcript. Every event goes through ``DurableStream`` and its
 (session tracker, learning extractor, ledger, checkpoint manager); learnings are stored in a
 ``MemoryLaneStore``.
 
-The memory-bound promise is checked on every run: the process RSS must not grow by more than
-``MAX_RSS_GROWTH`` between 20% and 100% of the run.
+The memory-bound promise is checked on every run: once every bounded structure is full (the
+stream's history and cache, the task registry's finished tasks, the ledger's tables, and the
+store's disk budget reached so segments are being dropped), the process RSS must not grow by more
+than ``MAX_RSS_GROWTH`` to the end of the run. A run too short to fill them says so and checks
+nothing. The disk is checked the same way: the store's files must never exceed the budget
+(``max_disk_bytes``) by more than one segment.
 """
 
 from __future__ import annotations
@@ -45,7 +49,13 @@ from opencode_addons.shutdown import ShutdownReport, shutdown_all
 log = logging.getLogger(__name__)
 
 MAX_RSS_GROWTH = 0.05
+# Kept for the 10%/20% figures of the report; the check itself starts once everything is full.
 CHECK_FROM = 0.20
+# The soak's store: small segments and a small budget, so a default run rotates and drops.
+SOAK_SEGMENT_BYTES = 8 << 20
+SOAK_DISK_BYTES = 64 << 20
+# The task registry keeps this many finished tasks (its bounded structure).
+MAX_FINISHED_TASKS = 1_000
 SAMPLES = 200
 STORE_FILE = "events.jsonl"
 MEMORY_LANE_FILE = "memory_lane.sqlite"
@@ -83,6 +93,8 @@ class SoakConfig:
     history: int = 100_000
     cache: int = 50_000
     seed: int = 7
+    max_segment_bytes: int = SOAK_SEGMENT_BYTES
+    max_disk_bytes: Optional[int] = SOAK_DISK_BYTES
 
 
 @dataclass
@@ -93,6 +105,9 @@ class Sample:
     seconds: float
     rss: int
     history: int
+    # Bytes of the store's files on disk, and whether every bounded structure was full.
+    disk: int = 0
+    full: bool = False
 
 
 @dataclass
@@ -103,6 +118,7 @@ class Progress:
     total: int
     seconds: float
     rss: int
+    disk: int = 0
 
 
 @dataclass
@@ -125,35 +141,73 @@ class SoakResult:
     shutdown_ok: bool
     components: dict[str, dict[str, Any]]
     samples: list[Sample] = field(default_factory=list)
+    # The first sample at which every bounded structure was full (None: never, in this run),
+    # and what was still filling at the end if so.
+    full_at_events: Optional[int] = None
+    rss_at_full: int = 0
+    filling: list[str] = field(default_factory=list)
+    disk_bytes_end: int = 0
+    disk_bytes_peak: int = 0
+    segments_dropped: int = 0
+    events_dropped: int = 0
 
     @property
     def events_per_second(self) -> float:
         return self.events / self.seconds if self.seconds > 0 else 0.0
 
     @property
+    def memory_checked(self) -> bool:
+        """Whether everything was full early enough to measure growth from there."""
+        return self.full_at_events is not None and self.rss_at_full > 0
+
+    @property
     def rss_growth(self) -> float:
-        """Relative RSS growth between 20% and 100% of the run."""
-        if self.rss_at_20pct <= 0:
+        """Relative RSS growth from the moment everything was full to the end (the worst of the
+        later samples and the end)."""
+        if not self.memory_checked:
             return 0.0
-        return (self.rss_end - self.rss_at_20pct) / self.rss_at_20pct
+        later = [s.rss for s in self.samples if s.events >= (self.full_at_events or 0)]
+        worst = max([*later, self.rss_end])
+        return (worst - self.rss_at_full) / self.rss_at_full
 
     @property
     def memory_ok(self) -> bool:
         return self.rss_growth <= MAX_RSS_GROWTH
+
+    @property
+    def disk_limit(self) -> Optional[int]:
+        """The most the store's files may take: the budget plus one segment (None: unbounded)."""
+        budget = self.config.max_disk_bytes
+        return None if budget is None else budget + self.config.max_segment_bytes
+
+    @property
+    def disk_ok(self) -> bool:
+        limit = self.disk_limit
+        return limit is None or self.disk_bytes_peak <= limit
+
+    @property
+    def ok(self) -> bool:
+        return self.memory_ok and self.disk_ok
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["events_per_second"] = round(self.events_per_second, 1)
         data["rss_growth"] = round(self.rss_growth, 5)
         data["max_rss_growth"] = MAX_RSS_GROWTH
+        data["memory_checked"] = self.memory_checked
         data["memory_ok"] = self.memory_ok
         data["memory_check"] = check_description()
+        data["disk_limit"] = self.disk_limit
+        data["disk_ok"] = self.disk_ok
+        data["ok"] = self.ok
         return data
 
 
 def check_description() -> str:
     return (
-        f"RSS growth between {CHECK_FROM:.0%} and 100% of the run must be <= {MAX_RSS_GROWTH:.0%}"
+        "once the history, cache, task registry, ledger and disk budget are all full, RSS must "
+        f"not grow by more than {MAX_RSS_GROWTH:.0%} to the end of the run; the store's files "
+        "must never exceed the disk budget plus one segment"
     )
 
 
@@ -259,9 +313,11 @@ class _Host:
             max_event_history=config.history,
             max_cache_size=config.cache,
             durability=config.durability,
+            max_segment_bytes=config.max_segment_bytes,
+            max_disk_bytes=config.max_disk_bytes,
         )
         self.memory_lane = MemoryLaneStore(os.path.join(directory, MEMORY_LANE_FILE))
-        self.registry = TaskRegistry(self.stream, max_finished=1_000)
+        self.registry = TaskRegistry(self.stream, max_finished=MAX_FINISHED_TASKS)
         self.tracker = SessionStateTracker(self.stream, ttl=600.0)
         self.tracker.on_drop(self._forget_tasks_of)
         self.extractor = LearningExtractor(
@@ -513,24 +569,86 @@ def _health_report(stream: DurableStream, tracker: SessionStateTracker) -> dict[
 # -- the run ---------------------------------------------------------------------------------
 
 
-class _Recorder:
-    """Memory samples at fixed fractions of the run, plus the peak."""
+def store_disk_bytes(store_path: str) -> int:
+    """Bytes of the store's files on disk: the active segment and every sealed one."""
+    directory, name = os.path.split(store_path)
+    stem = name[: -len(".jsonl")] if name.endswith(".jsonl") else name
+    total = 0
+    try:
+        entries = list(os.scandir(directory or "."))
+    except OSError:
+        return 0
+    for entry in entries:
+        if entry.name == name or (entry.name.startswith(stem + "_") and ".jsonl" in entry.name):
+            try:
+                total += entry.stat().st_size
+            except OSError:
+                pass  # deleted by retention meanwhile
+    return total
 
-    def __init__(self, total: int, started: float) -> None:
+
+def still_filling(host: _Host, config: SoakConfig) -> list[str]:
+    """The bounded structures not at their cap yet (empty once everything is full)."""
+    stream = host.stream.stats()
+    registry = host.registry.stats()
+    ledger = host.ledger.stats()
+    filling = []
+    if stream.get("history_events", 0) < config.history:
+        filling.append(f"history {stream.get('history_events', 0):,}/{config.history:,}")
+    if stream.get("cache_events", 0) < config.cache:
+        filling.append(f"cache {stream.get('cache_events', 0):,}/{config.cache:,}")
+    finished = int(registry.get("total", 0)) - int(registry.get("active", 0))
+    if finished < MAX_FINISHED_TASKS:
+        filling.append(f"task registry finished tasks {finished:,}/{MAX_FINISHED_TASKS:,}")
+    for key, cap in (
+        ("lineage", host.ledger.max_lineage),
+        ("epics", host.ledger.max_epics),
+        ("archive", host.ledger.archive.maxlen or 0),
+        ("learnings", host.ledger.learnings.maxlen or 0),
+        ("decisions", host.ledger.decisions.maxlen or 0),
+    ):
+        if int(ledger.get(key, 0)) < cap:
+            filling.append(f"ledger {key} {ledger.get(key, 0):,}/{cap:,}")
+    if config.max_disk_bytes is not None and not stream.get("segments_dropped"):
+        filling.append("disk budget (no segment dropped yet)")
+    return filling
+
+
+class _Recorder:
+    """Memory and disk samples at fixed fractions of the run, plus the peaks."""
+
+    def __init__(self, total: int, started: float, host: _Host, config: SoakConfig) -> None:
         self.total = total
         self.started = started
+        self.host = host
+        self.config = config
         self.samples: list[Sample] = []
         self.step = max(1, total // SAMPLES)
         self.next_at = 0
         self.peak = 0
+        self.disk_peak = 0
+        self.full_at: Optional[Sample] = None
+        self.filling: list[str] = []
 
     def maybe_sample(self, events: int, history: Callable[[], int]) -> None:
         if events < self.next_at:
             return
         rss = current_rss()
         self.peak = max(self.peak, rss)
-        self.samples.append(Sample(events, time.perf_counter() - self.started, rss, history()))
+        disk = store_disk_bytes(self.host.stream.path)
+        self.disk_peak = max(self.disk_peak, disk)
+        if self.full_at is None:
+            self.filling = still_filling(self.host, self.config)
+        full = self.full_at is not None or not self.filling
+        sample = Sample(events, time.perf_counter() - self.started, rss, history(), disk, full)
+        if full and self.full_at is None:
+            self.full_at = sample
+        self.samples.append(sample)
         self.next_at = (events // self.step + 1) * self.step
+
+    def note_disk(self) -> None:
+        """Between samples too: the disk check is about every moment, not only the samples."""
+        self.disk_peak = max(self.disk_peak, store_disk_bytes(self.host.stream.path))
 
     def rss_at(self, fraction: float) -> int:
         target = self.total * fraction
@@ -546,7 +664,7 @@ async def _drive(
     host: _Host, config: SoakConfig, on_progress: Optional[ProgressCallback]
 ) -> tuple[_Recorder, float]:
     started = time.perf_counter()
-    recorder = _Recorder(config.events, started)
+    recorder = _Recorder(config.events, started, host, config)
     history = lambda: len(host.stream.get_event_history())  # noqa: E731
     recorder.maybe_sample(0, history)
     next_report = started
@@ -556,6 +674,8 @@ async def _drive(
     while events - base < config.events:
         host.turn(slot)
         slot = (slot + 1) % len(host.slots)
+        if slot % 8 == 0:
+            recorder.note_disk()
         # Let timers run: learning captures, checkpoint expiry, ledger writes, cleanups.
         await asyncio.sleep(0)
         events = host.events
@@ -563,11 +683,20 @@ async def _drive(
         now = time.perf_counter()
         if on_progress is not None and now >= next_report:
             next_report = now + 0.2
-            on_progress(Progress(events - base, config.events, now - started, current_rss()))
+            on_progress(
+                Progress(
+                    events - base,
+                    config.events,
+                    now - started,
+                    current_rss(),
+                    store_disk_bytes(host.stream.path),
+                )
+            )
     seconds = time.perf_counter() - started
     recorder.maybe_sample(config.events, history)
     if on_progress is not None:
-        on_progress(Progress(events - base, config.events, seconds, current_rss()))
+        disk = store_disk_bytes(host.stream.path)
+        on_progress(Progress(events - base, config.events, seconds, current_rss(), disk))
     return recorder, seconds
 
 
@@ -581,6 +710,7 @@ async def _soak(config: SoakConfig, directory: str, on_progress: Optional[Progre
     stream_stats = host.stream.stats()
     components = host.component_stats()
     rss_end = current_rss()
+    disk_end = store_disk_bytes(host.stream.path)
     shutdown_started = time.perf_counter()
     try:
         report: ShutdownReport = await shutdown_all(components=host.components())
@@ -605,6 +735,13 @@ async def _soak(config: SoakConfig, directory: str, on_progress: Optional[Progre
         shutdown_ok=report.ok,
         components=components,
         samples=recorder.samples,
+        full_at_events=recorder.full_at.events if recorder.full_at is not None else None,
+        rss_at_full=recorder.full_at.rss if recorder.full_at is not None else 0,
+        filling=recorder.filling if recorder.full_at is None else [],
+        disk_bytes_end=disk_end,
+        disk_bytes_peak=max(recorder.disk_peak, disk_end),
+        segments_dropped=int(stream_stats.get("segments_dropped", 0)),
+        events_dropped=int(stream_stats.get("events_dropped", 0)),
     )
 
 
