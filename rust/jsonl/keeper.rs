@@ -262,7 +262,7 @@ fn run(shared: &Shared) {
             active,
         } = job
         {
-            finish_seal(shared, first_seq, &file, &active);
+            finish_seal(shared, first_seq, file, active);
         }
         retention(shared);
         let mut state = shared.lock();
@@ -278,7 +278,7 @@ fn note_error(shared: &Shared, what: String) {
     shared.lock().stats.last_error = Some(what);
 }
 
-fn finish_seal(shared: &Shared, first_seq: u64, file: &Arc<File>, active: &File) {
+fn finish_seal(shared: &Shared, first_seq: u64, file: Arc<File>, active: Arc<File>) {
     let config = &shared.config;
     let synced = file
         .sync_data()
@@ -286,9 +286,13 @@ fn finish_seal(shared: &Shared, first_seq: u64, file: &Arc<File>, active: &File)
         .and_then(|()| segments::sync_dir(&config.layout.dir));
     crash::point("keeper.synced");
     match synced {
-        Ok(()) => shared.lock().unsynced.retain(|f| !Arc::ptr_eq(f, file)),
+        Ok(()) => shared.lock().unsynced.retain(|f| !Arc::ptr_eq(f, &file)),
         Err(e) => note_error(shared, format!("fsync of a sealed segment failed: {e}")),
     }
+    // Closed before the plain file is replaced by its compressed copy, so that deleting it
+    // frees its space at once (an open file keeps its blocks).
+    drop(file);
+    drop(active);
     if config.compress {
         compress_segment(shared, first_seq);
     }
