@@ -3,8 +3,11 @@
 //! For each sealed segment it makes the segment and the new active segment's snapshot durable
 //! (fsync of both files and of the directory), compresses the segment if asked, then applies
 //! retention: the oldest sealed segments are deleted while the store's files are over budget or
-//! (with `max_age`) older than allowed. Retention never deletes the active segment, nor the
-//! sealed segments that the active one's snapshot does not yet make unneeded (`protected`).
+//! (with `max_age`) older than allowed, by the `timestamp` of their newest (last) event
+//! (`Newest`: known when the segment was sealed here, read from its last line for one found on
+//! opening; a reference-rotated file goes by its modification time). Retention never deletes
+//! the active segment, nor the sealed segments that the active one's snapshot does not yet make
+//! unneeded (`protected`).
 //!
 //! Deleting never loses what is still open: every segment made by sealing starts with a
 //! snapshot of it (`snapshot.rs`), written and synced before any older segment is deleted.
@@ -35,6 +38,40 @@ pub struct KeeperConfig {
     pub compress: bool,
 }
 
+/// How old a sealed segment is, for `max_age`: by its newest event.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Newest {
+    /// Not looked up yet (a segment found on opening): retention reads its last line when it
+    /// needs to know (only with `max_age`, and only for the oldest segment).
+    Unknown,
+    /// The `timestamp` (epoch ms) of its newest (last) event.
+    Event(f64),
+    /// No event timestamp to go by (a reference-rotated file, or a last event without a
+    /// `timestamp`): the file's modification time, if known.
+    Modified(Option<SystemTime>),
+}
+
+impl Newest {
+    /// The newest event's time, when `timestamp_ms` is a usable one (a finite epoch ms > 0).
+    pub fn of_event(timestamp_ms: f64) -> Option<Self> {
+        (timestamp_ms.is_finite() && timestamp_ms > 0.0).then_some(Self::Event(timestamp_ms))
+    }
+
+    /// Whether this is older than `age` now (a time in the future is not old).
+    fn older_than(self, age: Duration) -> bool {
+        match self {
+            Self::Event(ms) => {
+                let now_ms = SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map_or(0.0, |d| d.as_secs_f64() * 1000.0);
+                now_ms - ms > age.as_secs_f64() * 1000.0
+            }
+            Self::Modified(Some(modified)) => modified.elapsed().is_ok_and(|elapsed| elapsed > age),
+            Self::Modified(None) | Self::Unknown => false,
+        }
+    }
+}
+
 /// A sealed (or reference-rotated) segment the keeper knows of.
 #[derive(Debug, Clone)]
 pub struct SealedSegment {
@@ -42,6 +79,9 @@ pub struct SealedSegment {
     /// None for a reference-rotated file (its events have no seq in its name).
     pub first_seq: Option<u64>,
     pub bytes: u64,
+    /// Its newest event's time (what `max_age` goes by).
+    pub newest: Newest,
+    /// The file's modification time (what `newest` falls back to).
     pub modified: Option<SystemTime>,
     pub compressed: bool,
 }
@@ -314,7 +354,7 @@ fn compress_segment(shared: &Shared, first_seq: u64) {
             .open(&temporary)?;
         let (read, written) = super::compress::compress(source, &mut target)?;
         if let Some(modified) = modified {
-            // Age-based retention goes by the time of the segment's last event.
+            // Kept, for the files whose age falls back to it (and for people listing them).
             let _ = target.set_modified(modified);
         }
         target.sync_all()?;
@@ -366,17 +406,108 @@ fn over_limits(shared: &Shared, state: &State) -> bool {
     let over_budget = config
         .max_disk_bytes
         .is_some_and(|budget| total > budget.saturating_sub(config.max_segment_bytes));
-    let too_old = config.max_age.is_some_and(|age| {
-        oldest
-            .modified
-            .is_some_and(|m| m.elapsed().is_ok_and(|elapsed| elapsed > age))
-    });
+    let too_old = config
+        .max_age
+        .is_some_and(|age| oldest.newest.older_than(age));
     over_budget || too_old
+}
+
+/// With `max_age`, finds out how old the oldest sealed segment is if nobody knows yet (a
+/// segment found on opening), reading its last line outside the lock.
+fn learn_oldest_age(shared: &Shared) {
+    if shared.config.max_age.is_none() {
+        return;
+    }
+    let (path, compressed, modified) = {
+        let state = shared.lock();
+        match state.sealed.front() {
+            Some(oldest) if oldest.newest == Newest::Unknown => {
+                (oldest.path.clone(), oldest.compressed, oldest.modified)
+            }
+            _ => return,
+        }
+    };
+    let newest = last_timestamp(&path, compressed)
+        .ok()
+        .flatten()
+        .and_then(Newest::of_event)
+        .unwrap_or(Newest::Modified(modified));
+    let mut state = shared.lock();
+    if let Some(oldest) = state.sealed.front_mut() {
+        if oldest.path == path {
+            oldest.newest = newest;
+        }
+    }
+}
+
+/// The `timestamp` of a segment's last event line (None if it has no whole event line, or the
+/// line has no timestamp). A plain file is read backwards from its end; a compressed one is
+/// decoded through (once per segment, in the keeper thread, only with `max_age`).
+pub fn last_timestamp(path: &std::path::Path, compressed: bool) -> io::Result<Option<f64>> {
+    let line = if compressed {
+        last_line_of_stream(segments::reader_of(
+            segments::open_for_reading(path)?,
+            true,
+        )?)?
+    } else {
+        last_line_of_file(&segments::open_for_reading(path)?)?
+    };
+    Ok(line.and_then(|line| {
+        let scanned = crate::json::scan_event_line(&line).ok()?;
+        (scanned.timestamp != 0.0).then_some(scanned.timestamp)
+    }))
+}
+
+/// The last newline-terminated line of a file, without its newline (a torn or NUL tail after
+/// it is skipped), reading backwards in growing steps.
+fn last_line_of_file(file: &File) -> io::Result<Option<Vec<u8>>> {
+    use std::os::unix::fs::FileExt;
+    let size = file.metadata()?.len();
+    let mut step = 64u64 << 10;
+    loop {
+        let start = size.saturating_sub(step);
+        let mut tail = vec![0u8; (size - start) as usize];
+        file.read_exact_at(&mut tail, start)?;
+        let Some(end) = memchr::memrchr(b'\n', &tail) else {
+            if start == 0 {
+                return Ok(None);
+            }
+            step = step.saturating_mul(4);
+            continue;
+        };
+        match memchr::memrchr(b'\n', &tail[..end]) {
+            Some(before) => return Ok(Some(tail[before + 1..end].to_vec())),
+            None if start == 0 => return Ok(Some(tail[..end].to_vec())),
+            None => step = step.saturating_mul(4),
+        }
+    }
+}
+
+/// The last newline-terminated line of a stream, without its newline.
+fn last_line_of_stream(reader: impl io::Read) -> io::Result<Option<Vec<u8>>> {
+    use std::io::BufRead;
+    let mut lines = io::BufReader::with_capacity(256 << 10, reader);
+    let (mut line, mut last) = (Vec::new(), None::<Vec<u8>>);
+    loop {
+        line.clear();
+        if lines.read_until(b'\n', &mut line)? == 0 || line.last() != Some(&b'\n') {
+            return Ok(last);
+        }
+        line.pop();
+        match &mut last {
+            Some(kept) => {
+                kept.clear();
+                kept.extend_from_slice(&line);
+            }
+            None => last = Some(line.clone()),
+        }
+    }
 }
 
 fn retention(shared: &Shared) {
     let mut deleted = false;
     loop {
+        learn_oldest_age(shared);
         let (path, first_seq, next_first_seq, bytes) = {
             let state = shared.lock();
             if state.sealed.len() <= state.protected || !over_limits(shared, &state) {

@@ -32,7 +32,7 @@ pub use collect::{CollectSpec, OpenClose};
 pub use group::GroupSync;
 use group::GroupThread;
 pub use keeper::KeeperStats;
-use keeper::{Keeper, KeeperConfig, SealedSegment};
+use keeper::{Keeper, KeeperConfig, Newest, SealedSegment};
 use log::{lock_exclusive, MappedLog};
 pub use recovery::{scan, scan_segment, LineEvent, RecoveryReport, ScanOutcome};
 use segments::{Layout, SegmentFile};
@@ -106,7 +106,8 @@ pub struct StoreOptions {
     /// Sealed segments are deleted, oldest first, to keep the store's files within this budget
     /// (None: unbounded).
     pub max_disk_bytes: Option<u64>,
-    /// Sealed segments last written longer ago than this many seconds are deleted.
+    /// Sealed segments whose newest (last) event's `timestamp` is older than this many seconds
+    /// are deleted (reference-rotated files: by their modification time).
     pub max_age: Option<f64>,
     /// Sealed segments are compressed to zstd (`.jsonl.zst`).
     pub compress_sealed: bool,
@@ -169,6 +170,8 @@ pub struct Store {
     keeper: Keeper,
     /// The seq of the active segment's first event (None while it has none).
     active_first_seq: Option<u64>,
+    /// The `timestamp` (epoch ms) of the active segment's newest event (0 while unknown).
+    active_newest: f64,
     sealed: u64,
     carried_forward: u64,
     /// The fork generation the store was opened in (see `fork.rs`).
@@ -288,6 +291,7 @@ impl Store {
         let mut report = RecoveryReport::default();
         let mut after: Option<u64> = None;
         let mut active_first_seq = None;
+        let mut active_newest = 0.0;
         let outcome = {
             let collecting = RefCell::new(Collecting {
                 collector: &mut collector,
@@ -339,6 +343,7 @@ impl Store {
                 after,
                 |event| {
                     active_first_seq.get_or_insert(event.seq);
+                    active_newest = event.line.timestamp;
                     if collect {
                         collecting.borrow_mut().event(&event);
                     }
@@ -413,6 +418,7 @@ impl Store {
             _lock: lock,
             keeper,
             active_first_seq,
+            active_newest,
             sealed: 0,
             carried_forward: 0,
             opened_in: fork::generation(),
@@ -484,7 +490,7 @@ impl Store {
             .append(&[body, SeqSuffix::new(seq).as_bytes()])
             .map_err(|e| e.in_file(&self.path))?;
         self.hold(seq, body, fields, spans)?;
-        self.note_appended(seq, fields.event_type, body);
+        self.note_appended(seq, fields, body);
         self.finish_append(seq);
         Ok(seq)
     }
@@ -504,8 +510,10 @@ impl Store {
     }
 
     /// Keeps the collector and the active segment's bookkeeping current after an append.
-    fn note_appended(&mut self, seq: u64, event_type: &str, body: &[u8]) {
+    fn note_appended(&mut self, seq: u64, fields: &EventFields<'_>, body: &[u8]) {
+        let event_type = fields.event_type;
         self.active_first_seq.get_or_insert(seq);
+        self.active_newest = fields.timestamp;
         if self.collector.wants(event_type) {
             let mut line = Vec::with_capacity(body.len() + 1);
             line.extend_from_slice(body);
@@ -553,7 +561,7 @@ impl Store {
         for (offset, (body, fields, spans)) in events.iter().enumerate() {
             let seq = first + offset as u64;
             self.hold(seq, body, fields, spans)?;
-            self.note_appended(seq, fields.event_type, body);
+            self.note_appended(seq, fields, body);
         }
         if !events.is_empty() {
             self.finish_append(first + events.len() as u64 - 1);
@@ -618,6 +626,7 @@ impl Store {
                 path: sealed_path,
                 first_seq: Some(first_seq),
                 bytes,
+                newest: Newest::of_event(self.active_newest).unwrap_or(Newest::Modified(modified)),
                 modified,
                 compressed: false,
             },
@@ -628,6 +637,7 @@ impl Store {
         );
         self.keeper.set_active_bytes(self.log.data_len());
         self.active_first_seq = None;
+        self.active_newest = 0.0;
         self.sealed += 1;
         self.carried_forward += carried as u64;
         Ok(())
@@ -925,6 +935,12 @@ fn sealed_segment(file: &SegmentFile) -> SealedSegment {
         path: file.path.clone(),
         first_seq: file.first_seq(),
         bytes: file.bytes,
+        // A sealed segment's age is its last event's timestamp, read when retention needs it;
+        // the reference plugin's files go by their modification time.
+        newest: match file.kind {
+            segments::Kind::Sealed { .. } => Newest::Unknown,
+            segments::Kind::Reference { .. } => Newest::Modified(file.modified),
+        },
         modified: file.modified,
         compressed: file.compressed(),
     }

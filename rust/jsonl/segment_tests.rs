@@ -340,17 +340,153 @@ fn a_store_on_a_fifo_is_refused() {
     assert!(message.contains("FIFO"), "{message}");
 }
 
+/// Appends a note whose `timestamp` (in its JSON and its fields) is `timestamp_ms`.
+fn add_at(store: &mut Store, timestamp_ms: f64) -> u64 {
+    let body = format!(
+        "{{\"type\":\"note\",\"timestamp\":{timestamp_ms},\"payload\":{{\"text\":\"{}\"}}",
+        "x".repeat(60)
+    );
+    let fields = EventFields {
+        timestamp: timestamp_ms,
+        ..fields("note")
+    };
+    store
+        .append(body.as_bytes(), &fields, &KeySpans::default())
+        .unwrap()
+}
+
+fn now_ms() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+        * 1000.0
+}
+
+const HOUR_MS: f64 = 3_600_000.0;
+
+/// Sets the modification time of every sealed file of the store to `hours_ago`.
+fn touch_sealed(path: &Path, hours_ago: u64) {
+    let when = std::time::SystemTime::now() - std::time::Duration::from_secs(hours_ago * 3600);
+    for file in sealed_files(path) {
+        std::fs::File::options()
+            .write(true)
+            .open(&file.path)
+            .unwrap()
+            .set_modified(when)
+            .unwrap();
+    }
+}
+
+fn first_seq_left(path: &Path) -> u64 {
+    sealed_files(path)
+        .first()
+        .and_then(|f| f.first_seq())
+        .unwrap_or(u64::MAX)
+}
+
 #[test]
-fn max_age_drops_old_sealed_segments() {
-    let path = temp_store("age");
+fn max_age_goes_by_the_newest_event_while_writing() {
+    let path = temp_store("age-live");
     let options = StoreOptions {
-        max_age: Some(0.05),
+        max_age: Some(3600.0),
         ..small(10, None)
     };
     let mut store = Store::open(&path, options).unwrap();
-    filler(&mut store, 200);
-    std::thread::sleep(std::time::Duration::from_millis(400));
+    // Two hours old, then current: each seal runs retention, which drops the old segments as
+    // soon as they are sealed, though their files were written a moment ago.
+    let old = now_ms() - 2.0 * HOUR_MS;
+    let last_old = (0..150).map(|_| add_at(&mut store, old)).last().unwrap();
+    let first_new = add_at(&mut store, now_ms());
+    for _ in 0..150 {
+        add_at(&mut store, now_ms());
+    }
     let stats = close(store);
-    assert!(sealed_files(&path).is_empty(), "{stats:?}");
     assert!(stats.keeper.segments_dropped >= 3, "{stats:?}");
+    // Every segment whose newest event is old is gone; one whose newest event is current stays
+    // (the segment holding the last old events and the first current ones among them).
+    assert!(
+        first_seq_left(&path) <= first_new,
+        "{:?}",
+        sealed_files(&path)
+    );
+    assert!(first_seq_left(&path) > last_old - 150 / 3);
+    assert!(!sealed_files(&path).is_empty());
+}
+
+#[test]
+fn max_age_goes_by_the_newest_event_after_reopening() {
+    for compress in [false, true] {
+        let path = temp_store(&format!("age-reopen-{compress}"));
+        let options = StoreOptions {
+            compress_sealed: compress,
+            ..small(10, None)
+        };
+        // Written without max_age: old events first, current ones after.
+        let mut store = Store::open(&path, options.clone()).unwrap();
+        let old = now_ms() - 2.0 * HOUR_MS;
+        for _ in 0..150 {
+            add_at(&mut store, old);
+        }
+        let first_new = add_at(&mut store, now_ms());
+        for _ in 0..150 {
+            add_at(&mut store, now_ms());
+        }
+        close(store);
+        let before = sealed_files(&path);
+        assert!(before.len() >= 6 && before.iter().all(|f| f.compressed() == compress));
+        // File times say nothing. Three hours old: past a max_age of 2.5 hours, but no event
+        // is that old, so nothing goes. Then just written: under a max_age of one hour, but the
+        // old events are two hours old, so their segments go.
+        let aged = |hours: f64| StoreOptions {
+            max_age: Some(hours * 3600.0),
+            ..options.clone()
+        };
+        touch_sealed(&path, 3);
+        let stats = close(Store::open(&path, aged(2.5)).unwrap());
+        assert_eq!(stats.keeper.segments_dropped, 0, "compress={compress}");
+        assert_eq!(sealed_files(&path).len(), before.len());
+        touch_sealed(&path, 0);
+        let stats = close(Store::open(&path, aged(1.0)).unwrap());
+        let left = sealed_files(&path);
+        assert!(stats.keeper.segments_dropped >= 3, "{stats:?}");
+        assert_eq!(
+            left.len() as u64 + stats.keeper.segments_dropped,
+            before.len() as u64
+        );
+        assert!(
+            first_seq_left(&path) <= first_new,
+            "compress={compress}: {left:?}"
+        );
+        // The oldest segment left has current events: nothing more goes at the next opening.
+        let stats = close(Store::open(&path, aged(1.0)).unwrap());
+        assert_eq!(stats.keeper.segments_dropped, 0);
+    }
+}
+
+#[test]
+fn last_timestamp_reads_the_last_whole_line() {
+    let path = temp_store("last-line");
+    let line = |n: u64| format!("{{\"type\":\"a\",\"timestamp\":{n},\"seq\":{n}}}\n");
+    let mut text: String = (1..=3000).map(line).collect();
+    std::fs::write(&path, &text).unwrap();
+    assert_eq!(keeper::last_timestamp(&path, false).unwrap(), Some(3000.0));
+    // A torn or zeroed tail after the last whole line is not a line.
+    text.push_str("{\"type\":\"a\",\"timest");
+    std::fs::write(&path, format!("{text}\0\0\0")).unwrap();
+    assert_eq!(keeper::last_timestamp(&path, false).unwrap(), Some(3000.0));
+    // One line longer than the first read from the end.
+    let long = format!(
+        "{{\"type\":\"a\",\"timestamp\":7,\"payload\":\"{}\"}}\n",
+        "y".repeat(300_000)
+    );
+    std::fs::write(&path, format!("{}{long}", line(1))).unwrap();
+    assert_eq!(keeper::last_timestamp(&path, false).unwrap(), Some(7.0));
+    std::fs::write(&path, &long).unwrap();
+    assert_eq!(keeper::last_timestamp(&path, false).unwrap(), Some(7.0));
+    // No timestamp, or no whole line: nothing to go by.
+    std::fs::write(&path, "{\"type\":\"a\"}\n").unwrap();
+    assert_eq!(keeper::last_timestamp(&path, false).unwrap(), None);
+    std::fs::write(&path, "{\"type\":\"a\"").unwrap();
+    assert_eq!(keeper::last_timestamp(&path, false).unwrap(), None);
 }

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import threading
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -215,6 +216,40 @@ def test_reference_rotated_files_load_first(tmp_path: Path) -> None:
         assert [e["type"] for e in store] == expected
         assert [e["seq"] for e in store] == [1, 2, 3, 4]
         assert store.append({"type": "new"})["seq"] == 5
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_max_age_goes_by_the_newest_event_not_the_file_time(
+    tmp_path: Path, compress: bool
+) -> None:
+    path = tmp_path / "events.jsonl"
+    hour_ms = 3_600_000
+    now_ms = time.time() * 1000
+    options: dict[str, Any] = {"max_disk_bytes": None, "compress_sealed": compress, **SMALL}
+    with JsonlStore(path, **options) as store:
+        old = [store.append({**event(n), "timestamp": now_ms - 2 * hour_ms}) for n in range(150)]
+        new = [store.append({**event(n), "timestamp": now_ms}) for n in range(150, 300)]
+    files = sealed(path)
+    assert len(files) >= 6
+
+    def touch(hours_ago: float) -> None:
+        when = time.time() - hours_ago * 3600
+        for file in sealed(path):
+            os.utime(file, (when, when))
+
+    # Files three hours old, events at most two: a max_age of 2.5 hours drops nothing.
+    touch(3)
+    JsonlStore(path, **options, max_age=2.5 * 3600).close()
+    assert sealed(path) == files
+    # Files just written, old events two hours old: a max_age of one hour drops their segments,
+    # up to the first one holding a current event.
+    touch(0)
+    JsonlStore(path, **options, max_age=3600).close()
+    assert len(sealed(path)) <= len(files) - 3
+    left = read_events(path)
+    assert left[0]["seq"] > old[len(old) // 2]["seq"]
+    assert left[0]["seq"] <= new[0]["seq"]
+    assert [e["seq"] for e in left] == list(range(left[0]["seq"], 301))
 
 
 @pytest.mark.parametrize(
