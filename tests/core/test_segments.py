@@ -219,9 +219,7 @@ def test_reference_rotated_files_load_first(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("compress", [False, True])
-def test_max_age_goes_by_the_newest_event_not_the_file_time(
-    tmp_path: Path, compress: bool
-) -> None:
+def test_max_age_goes_by_the_newest_event_not_the_file_time(tmp_path: Path, compress: bool) -> None:
     path = tmp_path / "events.jsonl"
     hour_ms = 3_600_000
     now_ms = time.time() * 1000
