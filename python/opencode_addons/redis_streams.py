@@ -452,6 +452,7 @@ class RedisReplicator:
         retry_min: float = 0.05,
         retry_max: float = 5.0,
         socket_timeout: float = 10.0,
+        drain_timeout: float = 2.0,
         name: str = COMPONENT_NAME,
     ) -> None:
         self.url = _check_url(url)
@@ -464,6 +465,7 @@ class RedisReplicator:
         self._retry_min = _positive_number("retry_min", retry_min)
         self._retry_max = max(self._retry_min, _positive_number("retry_max", retry_max))
         self._socket_timeout = _positive_number("socket_timeout", socket_timeout)
+        self._drain_timeout = _positive_number("drain_timeout", drain_timeout)
         self.name = name
         self._store: Any = None
         if isinstance(source, (str, os.PathLike)):
@@ -536,14 +538,16 @@ class RedisReplicator:
             self._checked = True
             return info
 
-    def run_once(self) -> int:
-        """Ships every event readable now past this host's marker; returns how many were
-        written. Raises ``RedisStreamError`` (the position is then read again from Redis)."""
+    def run_once(self, *, timeout: Optional[float] = None) -> int:
+        """Ships every event readable now past this host's marker (or what ``timeout`` seconds
+        allow, whole batches); returns how many were written. Raises ``RedisStreamError`` (the
+        position is then read again from Redis)."""
         if self._closed:
             raise RuntimeError("the replicator is shut down")
+        deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
             try:
-                shipped = self._ship_available()
+                shipped = self._ship_available(deadline=deadline)
             except Exception as error:
                 self._record_error(error)
                 raise self._as_stream_error(error) from None
@@ -564,7 +568,8 @@ class RedisReplicator:
         return self
 
     def stop(self, *, drain: bool = True, timeout: float = 10.0) -> None:
-        """Stop following; with ``drain`` (and Redis answering lately) ship what is left."""
+        """Stop following; with ``drain`` (and Redis answering lately) ship what is left, for
+        at most ``drain_timeout`` seconds."""
         self._stop.set()
         thread, self._thread = self._thread, None
         if thread is not None:
@@ -574,7 +579,7 @@ class RedisReplicator:
                 return
         if drain and self._healthy and not self._closed:
             try:
-                self.run_once()
+                self.run_once(timeout=self._drain_timeout)
             except (RedisStreamError, _core.StoreError, OSError) as error:
                 log.warning("replicator %s: last shipment failed: %s", self.host_id, error)
 
@@ -681,7 +686,9 @@ class RedisReplicator:
 
     # -- shipping ----------------------------------------------------------------------------
 
-    def _ship_available(self, stop: Optional[threading.Event] = None) -> int:
+    def _ship_available(
+        self, stop: Optional[threading.Event] = None, deadline: Optional[float] = None
+    ) -> int:
         client = self._connection()
         if not self._checked:
             check_server(client, self.url, REPLICATOR_COMMANDS)
@@ -696,6 +703,10 @@ class RedisReplicator:
                 break
             try:
                 for chunk in self._batches(lines):
+                    if (deadline is not None and time.monotonic() > deadline) or (
+                        stop is not None and stop.is_set()
+                    ):
+                        return shipped
                     shipped += self._ship_batch(client, chunk)
             except _Rewind as rewind:
                 rewinds += 1
