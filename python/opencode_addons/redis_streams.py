@@ -698,7 +698,7 @@ class RedisReplicator:
         shipped = 0
         rewinds = 0
         while stop is None or not stop.is_set():
-            lines, complete = self._read(self._position)
+            lines, complete = self._read(self._position, polling=stop is not None)
             if not lines:
                 break
             try:
@@ -748,8 +748,9 @@ class RedisReplicator:
             )
         return marker
 
-    def _read(self, after: int) -> tuple[list[bytes], bool]:
-        """Lines past ``after`` (at most one chunk) and whether that was everything."""
+    def _read(self, after: int, polling: bool = False) -> tuple[list[bytes], bool]:
+        """Lines past ``after`` (at most one chunk) and whether that was everything. When
+        ``polling`` a path source is read only if the file may have changed."""
         store = self._store
         if store is not None and getattr(store, "closed", False):
             store = self._store = None  # closed under us: the file has everything
@@ -766,7 +767,7 @@ class RedisReplicator:
                     return lines, len(lines) < limit
                 # The cache starts later than what is left to ship: read the file.
                 return self._read_file(after)
-        if not self._file_changed():
+        if not self._file_changed() and polling:
             return [], True
         return self._read_file(after)
 
@@ -1107,6 +1108,26 @@ class RedisEventReader:
         except Exception as error:
             raise _translate(error, self.url, f"reading {key!r}") from None
         return found
+
+    def latest(
+        self, count: int, *, stream_id: Optional[str] = None, raw: bool = False
+    ) -> tuple[list[Any], str]:
+        """The newest ``count`` events (oldest first) of the global key or of one session, and
+        the entry id to give ``tail(last_id=...)`` to continue right after them."""
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise ValueError(f"count must be an int >= 0, got {count!r}")
+        if stream_id is not None and not isinstance(stream_id, str):
+            raise TypeError("stream_id must be a string")
+        key = self.keys.events if stream_id is None else self.keys.session(stream_id)
+        client = self._sync()
+        try:
+            entries: Any = client.xrevrange(key, count=max(count, 1))
+        except Exception as error:
+            raise _translate(error, self.url, f"reading {key!r}") from None
+        last_id = entries[0][0].decode() if entries else "0-0"
+        events = [self._decode(fields, raw) for _id, fields in entries[:count] if fields]
+        events.reverse()
+        return events, last_id
 
     def _global_skew(self, client: redis.Redis) -> int:
         try:
