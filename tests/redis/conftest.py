@@ -139,7 +139,7 @@ class RedisServer:
 @pytest.fixture
 def redis_factory(tmp_path: Path) -> Iterator[Any]:
     """``make(config=(), password=None)`` starts another server; all are stopped at the end."""
-    _require(REDIS_SERVER is not None, "redis-server is not installed (apt-get install redis-server)")
+    _require(REDIS_SERVER is not None, "redis-server is not installed (apt install redis-server)")
     try:
         import redis  # noqa: F401
     except ImportError:

@@ -183,8 +183,13 @@ def test_exact_trim_keeps_exactly_maxlen(tmp_path, redis_server, rclient, batch)
         for i in range(60):
             store.append(make_event(rng, i, sessions=2))
         replicator = RedisReplicator(
-            store, redis_server.url, host_id="t", session_maxlen=5, global_maxlen=12,
-            exact_trim=True, batch=batch,
+            store,
+            redis_server.url,
+            host_id="t",
+            session_maxlen=5,
+            global_maxlen=12,
+            exact_trim=True,
+            batch=batch,
         )
         replicator.run_once()
         replicator.shutdown()
@@ -312,7 +317,8 @@ def test_two_hosts_ship_to_one_redis_at_once(tmp_path, redis_server, rclient):
     for since, until in [(1_500, 5_000), (1_700_000_000_000, None), (None, 2_000.5)]:
         got = sorted(reader.query(since=since, until=until, raw=True))
         want = sorted(
-            line for path in files.values()
+            line
+            for path in files.values()
             for line in oa.read_events(path, since=since, until=until, raw=True)
         )
         assert got == want
