@@ -95,6 +95,8 @@ SHIP_SCRIPT = """
 local host, prev = ARGV[1], ARGV[2]
 local gmax, smax, trim, ttl = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local count = tonumber(ARGV[7])
+-- Ids past 2^53 - 1 would lose precision in a Lua number.
+local MAX_EXACT = '9007199254740991'
 
 local function seq_lt(a, b)
   if #a ~= #b then return #a < #b end
@@ -123,7 +125,7 @@ for i = 1, #KEYS do
         local id = info[j + 1]
         local dash = string.find(id, '-', 1, true)
         local ms_text, n_text = string.sub(id, 1, dash - 1), string.sub(id, dash + 1)
-        if #ms_text > 15 or #n_text > 15 then
+        if seq_lt(MAX_EXACT, ms_text) or seq_lt(MAX_EXACT, n_text) then
           return redis.error_reply('OCA-BADID ' .. id .. ' ' .. KEYS[i])
         end
         ms, n = tonumber(ms_text), tonumber(n_text)
@@ -1247,13 +1249,17 @@ class RedisEventReader:
         key = self.keys.events if stream_id is None else self.keys.session(stream_id)
         await asyncio.to_thread(self.check)
         client = self._async_client(block_ms)
+        open_client = [True]
 
         def delivery(entry_id: bytes, fields: Any) -> Delivery:
             text = entry_id.decode()
 
             async def ack() -> None:
                 try:
-                    await client.xack(key, group, text)
+                    if open_client[0]:
+                        await client.xack(key, group, text)
+                    else:  # acknowledged after the iteration ended
+                        await asyncio.to_thread(self._sync().xack, key, group, text)
                 except Exception as error:
                     raise _translate(error, self.url, f"acknowledging {text} on {key!r}") from None
 
@@ -1313,6 +1319,7 @@ class RedisEventReader:
                         if fields:
                             yield delivery(entry_id, fields)
         finally:
+            open_client[0] = False
             await client.aclose()
 
     async def _create_group(self, client: aioredis.Redis, key: str, group: str, start: str) -> None:
