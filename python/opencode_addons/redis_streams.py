@@ -267,7 +267,8 @@ def _translate(error: Exception, url: str, doing: str) -> RedisStreamError:
             )
         if text.startswith("WRONGTYPE"):
             return RedisConfigError(
-                f"{where}: a key under the prefix holds another type ({doing}): {text}"
+                f"{where}: wrong key type ({doing}); does another application use this "
+                f"prefix? {text}"
             )
         lowered = text.lower()
         if "unknown command" in lowered or "unknown redis command" in lowered:
@@ -321,6 +322,8 @@ def check_server(client: redis.Redis, url: str, commands: Sequence[str]) -> dict
         wanted = ".".join(map(str, MIN_REDIS_VERSION))
         raise RedisConfigError(f"{where} is version {version}; streams need {wanted} or later")
     try:
+        # Raw reply: None for a command the server does not have (redis-py's parser chokes).
+        client.set_response_callback("COMMAND", lambda response, **_: response)
         found = client.execute_command("COMMAND", "INFO", *commands)
     except redis.ResponseError:
         found = None  # COMMAND itself renamed or denied: the commands are tried when used
@@ -691,10 +694,9 @@ class RedisReplicator:
     def _ship_available(
         self, stop: Optional[threading.Event] = None, deadline: Optional[float] = None
     ) -> int:
-        client = self._connection()
         if not self._checked:
-            check_server(client, self.url, REPLICATOR_COMMANDS)
-            self._checked = True
+            self.check()
+        client = self._connection()
         if self._position is None:
             self._position = self._read_marker(client)
         shipped = 0
