@@ -5,6 +5,7 @@ Integration tests use the real ``DurableStream``; this keeps component tests ind
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import itertools
 import logging
@@ -16,6 +17,19 @@ from typing import Any
 from opencode_addons.events import WILDCARD, Event, Subscriber, Unsubscribe
 
 log = logging.getLogger(__name__)
+
+
+class FakeComponent:
+    """The ``Component`` contract's members, for test doubles that only care about shutdown()."""
+
+    name = "fake"
+    closed = False
+
+    def stats(self) -> dict[str, Any]:
+        return {}
+
+    def shutdown(self) -> None:
+        self.closed = True
 
 
 class MemoryEventStream:
@@ -79,6 +93,7 @@ class FakeCheckpoint:
         self.decision_point = decision_point
         self.options = options
         self.status = "pending"
+        self.timer: asyncio.TimerHandle | None = None
 
 
 class MemoryCheckpointStream(MemoryEventStream):
@@ -95,8 +110,16 @@ class MemoryCheckpointStream(MemoryEventStream):
         return super().append(event)
 
     def request_checkpoint(
-        self, stream_id: str, decision_point: str, options: list[str], requested_by: str
+        self,
+        stream_id: str,
+        decision_point: str,
+        options: list[str],
+        requested_by: str,
+        *,
+        timeout: float | None = None,
+        expires_by: str = "system",
     ) -> FakeCheckpoint:
+        """Like DurableStream's: one timer per checkpoint rejects it at its deadline."""
         checkpoint_id = f"cp_{secrets.token_hex(6)}"
         checkpoint = FakeCheckpoint(checkpoint_id, stream_id, decision_point, list(options))
         self.append(
@@ -113,13 +136,17 @@ class MemoryCheckpointStream(MemoryEventStream):
             }
         )
         self.checkpoints[checkpoint.id] = checkpoint
+        if timeout is not None:
+            checkpoint.timer = asyncio.get_running_loop().call_later(
+                timeout, self.reject_checkpoint, checkpoint.id, expires_by, "timeout"
+            )
         return checkpoint
 
     def approve_checkpoint(self, checkpoint_id: str, by: str, option: str | None = None) -> bool:
         checkpoint = self._pending(checkpoint_id)
         if checkpoint is None:
             return False
-        checkpoint.status = "approved"
+        self._close(checkpoint, "approved")
         payload = {"checkpoint_id": checkpoint_id, "approved_by": by, "selected_option": option}
         self.append(
             {"type": "checkpoint.approved", "stream_id": checkpoint.stream_id, "payload": payload}
@@ -130,12 +157,17 @@ class MemoryCheckpointStream(MemoryEventStream):
         checkpoint = self._pending(checkpoint_id)
         if checkpoint is None:
             return False
-        checkpoint.status = "rejected"
+        self._close(checkpoint, "rejected")
         payload = {"checkpoint_id": checkpoint_id, "rejected_by": by, "reason": reason}
         self.append(
             {"type": "checkpoint.rejected", "stream_id": checkpoint.stream_id, "payload": payload}
         )
         return True
+
+    def _close(self, checkpoint: FakeCheckpoint, status: str) -> None:
+        checkpoint.status = status
+        if checkpoint.timer is not None:
+            checkpoint.timer.cancel()
 
     def _pending(self, checkpoint_id: str) -> FakeCheckpoint | None:
         checkpoint = self.checkpoints.get(checkpoint_id)

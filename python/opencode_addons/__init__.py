@@ -12,7 +12,14 @@ stays quick.
 from __future__ import annotations
 
 import importlib
+import sys
 from typing import TYPE_CHECKING, Any
+
+if not sys.platform.startswith("linux"):  # pragma: no cover - CI runs on Linux
+    raise ImportError(
+        f"opencode-addons runs on Linux only (its store uses posix_fallocate, "
+        f"MADV_POPULATE_WRITE and pthread_atfork); this platform is {sys.platform!r}"
+    )
 
 from opencode_addons._core import (
     DEFAULT_MAX_EVENT_BYTES,
@@ -29,40 +36,37 @@ from opencode_addons._core import (
 )
 
 if TYPE_CHECKING:
-    from opencode_addons.durable_stream import (
-        Checkpoint,
-        DurableStream,
-        EventHistory,
-        Intent,
-        ResumeResult,
-        get_durable_stream,
-        initialize_durable_stream,
-    )
+    from opencode_addons.component import Component
+    from opencode_addons.durable_stream import DurableStream, EventHistory, ResumeResult
     from opencode_addons.health import health
-    from opencode_addons.orchestrator.shutdown import (
+    from opencode_addons.shutdown import (
         ShutdownReport,
         shutdown_all,
         shutdown_all_sync,
     )
-    from opencode_addons.orchestrator.signals import install_atexit_hook, install_signal_handlers
+    from opencode_addons.signals import install_atexit_hook, install_signal_handlers
+    from opencode_addons.stream_checkpoints import Checkpoint
+    from opencode_addons.stream_intents import Intent
+    from opencode_addons.stream_singleton import get_durable_stream, initialize_durable_stream
 
 __version__ = "0.1.0"
 
 # Public name -> the module that defines it, imported on first access.
 _LAZY = {
-    "Checkpoint": "opencode_addons.durable_stream",
+    "Checkpoint": "opencode_addons.stream_checkpoints",
     "DurableStream": "opencode_addons.durable_stream",
     "EventHistory": "opencode_addons.durable_stream",
-    "Intent": "opencode_addons.durable_stream",
+    "Intent": "opencode_addons.stream_intents",
     "ResumeResult": "opencode_addons.durable_stream",
-    "get_durable_stream": "opencode_addons.durable_stream",
-    "initialize_durable_stream": "opencode_addons.durable_stream",
+    "get_durable_stream": "opencode_addons.stream_singleton",
+    "initialize_durable_stream": "opencode_addons.stream_singleton",
     "health": "opencode_addons.health",
-    "ShutdownReport": "opencode_addons.orchestrator.shutdown",
-    "shutdown_all": "opencode_addons.orchestrator.shutdown",
-    "shutdown_all_sync": "opencode_addons.orchestrator.shutdown",
-    "install_signal_handlers": "opencode_addons.orchestrator.signals",
-    "install_atexit_hook": "opencode_addons.orchestrator.signals",
+    "Component": "opencode_addons.component",
+    "ShutdownReport": "opencode_addons.shutdown",
+    "shutdown_all": "opencode_addons.shutdown",
+    "shutdown_all_sync": "opencode_addons.shutdown",
+    "install_signal_handlers": "opencode_addons.signals",
+    "install_atexit_hook": "opencode_addons.signals",
 }
 
 
@@ -83,6 +87,7 @@ __all__ = [
     "DEFAULT_MAX_EVENT_BYTES",
     "MAX_DEPTH",
     "Checkpoint",
+    "Component",
     "DurableStream",
     "EventHistory",
     "EventRing",

@@ -4,9 +4,10 @@ One ``JsonlStore`` holds everything: the file, the bounded cache (newest ``max_c
 events) and the bounded history (newest ``max_event_history`` events). Cache and history share
 their records, so the default limits cost about the history alone.
 
-On top of the store this module keeps small projections rebuilt from the file when it is opened:
-pending checkpoints (each with an owned expiry timer), active intents (spawned agents) and the
-bridge's per-session tool-call state. ``append`` persists first, then updates the projections,
+On top of the store the stream keeps small projections rebuilt from the file when it is opened:
+pending checkpoints with their expiry timers (``stream_checkpoints``), active intents (spawned
+agents, ``stream_intents``) and the bridge's per-session tool-call state (``bridge``). The end of
+a session drops its part of each. ``append`` persists first, then updates the projections,
 then notifies subscribers. Projections go before subscribers so that a subscriber reacting to an
 event (for instance approving a checkpoint the moment it is requested, or reading
 ``active_intents`` after ``agent.completed``) sees the state that event produced.
@@ -17,30 +18,26 @@ safe to call from another thread.
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import logging
-import math
 import os
 import secrets
-import string
-import time
 from collections.abc import Awaitable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Optional, Union, overload
 
-from opencode_addons import _core
+from opencode_addons import _core, component_registry
+from opencode_addons.background import BackgroundTasks, running_loop
 from opencode_addons.bridge import BRIDGE_STREAM as BRIDGE_STREAM  # re-exported
-from opencode_addons.bridge import OpenCodeBridge, as_mapping, str_or_none
+from opencode_addons.bridge import OpenCodeBridge
 from opencode_addons.events import (
-    AGENT_ABORTED,
-    AGENT_COMPLETED,
-    AGENT_FAILED,
     AGENT_SPAWNED,
-    CHECKPOINT_APPROVED,
-    CHECKPOINT_REJECTED,
+    CHECKPOINT_ID_KEYS,
     CHECKPOINT_REQUESTED,
-    PLUGIN_SHUTDOWN,
+    CHECKPOINT_STATUS,
+    INTENT_END_STATUS,
+    INTENT_ID_KEYS,
+    PLUGIN_SHUTDOWN_TYPES,
     SESSION_ABORTED,
     SESSION_DELETED,
     SESSION_TERMINAL_TYPES,
@@ -53,131 +50,29 @@ from opencode_addons.events import (
     Unsubscribe,
     session_id_of,
 )
-from opencode_addons.orchestrator import runtime
-from opencode_addons.orchestrator.background import BackgroundTasks
+from opencode_addons.stream_checkpoints import Checkpoint, StreamCheckpoints
+from opencode_addons.stream_intents import INTENT_STREAM as INTENT_STREAM  # re-exported
+from opencode_addons.stream_intents import Intent, StreamIntents
+from opencode_addons.validation import require_str
 
 log = logging.getLogger(__name__)
 
 DEFAULT_STORE_PATH = os.path.join(".opencode", "durable_stream.jsonl")
 COMPONENT_NAME = "durable_stream"
-# Stream of intents whose spec names neither a stream nor a session.
-INTENT_STREAM = "intents"
 
-_BASE36 = string.digits + string.ascii_lowercase
-_PLUGIN_SHUTDOWN_TYPES = frozenset({PLUGIN_SHUTDOWN, f"lifecycle.{PLUGIN_SHUTDOWN}"})
-# Events after which a session's checkpoints, intents and bridge state are dropped.
-_SESSION_END_TYPES = SESSION_TERMINAL_TYPES | {SESSION_ABORTED}
-_INTENT_END_STATUS = {
-    AGENT_COMPLETED: "completed",
-    AGENT_FAILED: "failed",
-    AGENT_ABORTED: "aborted",
-}
-_CHECKPOINT_STATUS = {CHECKPOINT_APPROVED: "approved", CHECKPOINT_REJECTED: "rejected"}
 # What the store collects while opening the file, so projections can be rebuilt from all of it:
 # session ends, and the checkpoints and intents that no later event resolved (the store drops
 # an opening event as soon as its closing event is read, so this stays small on long files).
-COLLECT_TYPES = frozenset(_SESSION_END_TYPES)
+COLLECT_TYPES = SESSION_TERMINAL_TYPES
 COLLECT_PAIRS = (
-    (CHECKPOINT_REQUESTED, ["id", "checkpoint_id"], sorted(_CHECKPOINT_STATUS), ["checkpoint_id"]),
-    (AGENT_SPAWNED, ["id", "intent_id"], sorted(_INTENT_END_STATUS), ["intent_id", "id"]),
+    (
+        CHECKPOINT_REQUESTED,
+        list(CHECKPOINT_ID_KEYS),
+        sorted(CHECKPOINT_STATUS),
+        list(CHECKPOINT_ID_KEYS),
+    ),
+    (AGENT_SPAWNED, list(INTENT_ID_KEYS), sorted(INTENT_END_STATUS), list(INTENT_ID_KEYS)),
 )
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-def _new_id(prefix: str) -> str:
-    """``<prefix>_<epoch ms>_<6 base36 chars>``, the reference's id shape."""
-    suffix = "".join(secrets.choice(_BASE36) for _ in range(6))
-    return f"{prefix}_{_now_ms()}_{suffix}"
-
-
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
-
-
-def _positive_seconds(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"{name} must be a number > 0, got {value!r}")
-    return float(value)
-
-
-def _require_str(name: str, value: Any) -> str:
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"{name} must be a non-empty str, got {value!r}")
-    return value
-
-
-# -- records ---------------------------------------------------------------------------------
-
-
-@dataclass
-class Checkpoint:
-    """A human-in-the-loop decision point; times are epoch milliseconds."""
-
-    id: str
-    stream_id: str
-    decision_point: str
-    options: list[str]
-    requested_by: str
-    requested_at: int
-    expires_at: int
-    status: str = "pending"
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_event(cls, event: Mapping[str, Any], timeout_ms: int) -> Optional[Checkpoint]:
-        """The checkpoint a ``checkpoint.requested`` event describes, or None if it has no id."""
-        payload = as_mapping(event.get("payload"))
-        checkpoint_id = str_or_none(payload.get("id")) or str_or_none(payload.get("checkpoint_id"))
-        if checkpoint_id is None:
-            return None
-        requested_at = payload.get("requested_at")
-        if not isinstance(requested_at, int):
-            requested_at = int(event.get("timestamp") or _now_ms())
-        expires_at = payload.get("expires_at")
-        options = payload.get("options")
-        return cls(
-            id=checkpoint_id,
-            stream_id=str(payload.get("stream_id") or event.get("stream_id") or ""),
-            decision_point=str(payload.get("decision_point") or ""),
-            options=[str(o) for o in options] if isinstance(options, list) else [],
-            requested_by=str(payload.get("requested_by") or event.get("actor") or SYSTEM_ACTOR),
-            requested_at=requested_at,
-            expires_at=expires_at if isinstance(expires_at, int) else requested_at + timeout_ms,
-        )
-
-
-@dataclass
-class Intent:
-    """An agent spawned to do something (``agent.spawned``) that has not finished yet."""
-
-    id: str
-    stream_id: str
-    spec: dict[str, Any]
-    created_at: int
-    session_id: Optional[str] = None
-    status: str = "active"
-
-    @classmethod
-    def from_event(cls, event: Mapping[str, Any]) -> Optional[Intent]:
-        payload = as_mapping(event.get("payload"))
-        intent_id = str_or_none(payload.get("id")) or str_or_none(payload.get("intent_id"))
-        if intent_id is None:
-            return None
-        return cls(
-            id=intent_id,
-            stream_id=str(event.get("stream_id") or INTENT_STREAM),
-            spec={k: v for k, v in payload.items() if k != "id"},
-            created_at=int(event.get("timestamp") or _now_ms()),
-            session_id=session_id_of(event),
-        )
 
 
 @dataclass
@@ -195,17 +90,6 @@ class ResumeResult:
     active_intents: list[Intent]
     last_event_at: Optional[int]
     expired_checkpoints: int = 0
-
-
-@dataclass
-class _SessionIndex:
-    """Which pending checkpoints and active intents belong to one session."""
-
-    checkpoints: set[str] = field(default_factory=set)
-    intents: set[str] = field(default_factory=set)
-
-    def empty(self) -> bool:
-        return not self.checkpoints and not self.intents
 
 
 class EventHistory(Sequence[Event]):
@@ -262,6 +146,8 @@ class DurableStream:
     stops it first.
     """
 
+    name = COMPONENT_NAME
+
     def __init__(
         self,
         store_path: Union[str, os.PathLike[str]] = DEFAULT_STORE_PATH,
@@ -273,14 +159,15 @@ class DurableStream:
         replicate_to: Optional[str] = None,
         replicate_options: Optional[Mapping[str, Any]] = None,
     ) -> None:
-        self._checkpoint_timeout = _positive_seconds("checkpoint_timeout", checkpoint_timeout)
+        # Settings are checked before the file is opened (and locked).
+        self._checkpoints = StreamCheckpoints(self.append, checkpoint_timeout)
         path = os.fspath(store_path)
         self.config: dict[str, Any] = {
             "store_path": os.path.abspath(path),
             "max_event_history": max_event_history,
             "max_cache_size": max_cache_size,
             "durability": durability,
-            "checkpoint_timeout": self._checkpoint_timeout,
+            "checkpoint_timeout": self._checkpoints.default_timeout,
             "replicate_to": replicate_to,
             "replicate_options": replicate_options,
         }
@@ -305,18 +192,7 @@ class DurableStream:
         self._tasks = BackgroundTasks("async subscriber")
         self._subscriber_errors = 0
         self._projection_errors = 0
-        self._checkpoints: dict[str, Checkpoint] = {}
-        self._intents: dict[str, Intent] = {}
-        self._sessions: dict[str, _SessionIndex] = {}
-        # Objects handed to callers by request_checkpoint/create_intent, adopted by the
-        # projection so that later status changes are visible on them.
-        self._adopt: dict[str, Union[Checkpoint, Intent]] = {}
-        self._timers: dict[str, asyncio.TimerHandle] = {}
-        self._timer_loop: asyncio.AbstractEventLoop | None = None
-        # Pending checkpoints whose timer waits for an event loop to be seen.
-        self._unarmed: set[str] = set()
-        self._next_expiry_ms = math.inf
-        self._expiring = False
+        self._intents = StreamIntents(self.append)
         # session id -> {tool call id -> finished?}; least recently used session first.
         self._bridge = OpenCodeBridge()
         self._projectors = self._build_projectors()
@@ -368,7 +244,7 @@ class DurableStream:
         if self._subscribers:
             self._notify(stored)
         if self._checkpoints:
-            self._housekeep()
+            self._checkpoints.housekeep()
         return stored
 
     def sync(self) -> None:
@@ -392,7 +268,7 @@ class DurableStream:
         if self._subscribers:
             self._notify(event)
         if self._checkpoints:
-            self._housekeep()
+            self._checkpoints.housekeep()
 
     # -- subscribers -------------------------------------------------------------------------
 
@@ -402,7 +278,7 @@ class DurableStream:
         A callback that raises is logged and does not affect the append or other callbacks.
         A callback returning an awaitable has it scheduled on the running event loop.
         """
-        _require_str("event_type", event_type)
+        require_str("event_type", event_type)
         if not callable(callback):
             raise TypeError("callback must be callable")
         # Tuples are replaced, never mutated, so a notification in progress is unaffected.
@@ -440,7 +316,7 @@ class DurableStream:
             self._schedule(result, event)
 
     def _schedule(self, awaitable: Awaitable[Any], event: Event) -> None:
-        if _running_loop() is None:
+        if running_loop() is None:
             log.warning("async subscriber for %s dropped: no running event loop", event["type"])
             close = getattr(awaitable, "close", None)
             if callable(close):
@@ -497,15 +373,15 @@ class DurableStream:
         """
         self._require_open()
         self._apply_collected()
-        expired = self.expire_checkpoints()
-        self._arm_pending_timers()
+        expired = self._checkpoints.expire_overdue()
+        self._checkpoints.arm_timers()
         self._resumes += 1
         history = self._store.history
         last_event_at = history[-1].get("timestamp") if len(history) else None
         return ResumeResult(
             events_replayed=self._events_loaded,
-            pending_checkpoints=list(self._checkpoints.values()),
-            active_intents=list(self._intents.values()),
+            pending_checkpoints=self._checkpoints.pending,
+            active_intents=self._intents.active,
             last_event_at=last_event_at,
             expired_checkpoints=expired,
         )
@@ -520,17 +396,14 @@ class DurableStream:
 
     def _build_projectors(self) -> dict[str, Callable[[Event], None]]:
         projectors: dict[str, Callable[[Event], None]] = {
-            CHECKPOINT_REQUESTED: self._on_checkpoint_requested,
-            AGENT_SPAWNED: self._on_intent_spawned,
+            CHECKPOINT_REQUESTED: self._checkpoints.on_requested,
+            AGENT_SPAWNED: self._intents.on_spawned,
             TOOL_START: self._bridge.observe_tool_event,
             TOOL_FINISH: self._bridge.observe_tool_event,
         }
-        for event_type in _CHECKPOINT_STATUS:
-            projectors[event_type] = self._on_checkpoint_resolved
-        for event_type in _INTENT_END_STATUS:
-            projectors[event_type] = self._on_intent_ended
-        for event_type in _SESSION_END_TYPES:
-            projectors[event_type] = self._on_session_end
+        projectors.update(dict.fromkeys(CHECKPOINT_STATUS, self._checkpoints.on_resolved))
+        projectors.update(dict.fromkeys(INTENT_END_STATUS, self._intents.on_ended))
+        projectors.update(dict.fromkeys(SESSION_TERMINAL_TYPES, self._on_session_end))
         return projectors
 
     def _project(self, event: Event) -> None:
@@ -544,88 +417,22 @@ class DurableStream:
             self._projection_errors += 1
             log.exception("projection failed on %s %s", event.get("type"), event.get("id"))
 
-    def _on_checkpoint_requested(self, event: Event) -> None:
-        timeout_ms = int(self._checkpoint_timeout * 1000)
-        parsed = Checkpoint.from_event(event, timeout_ms)
-        if parsed is None or parsed.id in self._checkpoints:
-            return
-        adopted = self._adopt.pop(parsed.id, None)
-        checkpoint = adopted if isinstance(adopted, Checkpoint) else parsed
-        self._checkpoints[checkpoint.id] = checkpoint
-        self._session_index(checkpoint.stream_id).checkpoints.add(checkpoint.id)
-        self._next_expiry_ms = min(self._next_expiry_ms, checkpoint.expires_at)
-        self._schedule_expiry(checkpoint)
-
-    def _on_checkpoint_resolved(self, event: Event) -> None:
-        checkpoint_id = as_mapping(event.get("payload")).get("checkpoint_id")
-        if isinstance(checkpoint_id, str):
-            self._forget_checkpoint(checkpoint_id, _CHECKPOINT_STATUS[event["type"]])
-
-    def _on_intent_spawned(self, event: Event) -> None:
-        parsed = Intent.from_event(event)
-        if parsed is None or parsed.id in self._intents:
-            return
-        adopted = self._adopt.pop(parsed.id, None)
-        intent = adopted if isinstance(adopted, Intent) else parsed
-        self._intents[intent.id] = intent
-        self._session_index(intent.session_id or intent.stream_id).intents.add(intent.id)
-
-    def _on_intent_ended(self, event: Event) -> None:
-        payload = as_mapping(event.get("payload"))
-        intent_id = str_or_none(payload.get("intent_id")) or str_or_none(payload.get("id"))
-        if intent_id is not None:
-            self._forget_intent(intent_id, _INTENT_END_STATUS[event["type"]])
-
     def _on_session_end(self, event: Event) -> None:
-        if event["type"] in _PLUGIN_SHUTDOWN_TYPES:
-            for session_id in {*self._sessions, *self._bridge.sessions()}:
-                self._drop_session_state(session_id)
-            return
-        ended = session_id_of(event)
-        if ended is not None:
-            self._drop_session_state(ended)
+        if event["type"] in PLUGIN_SHUTDOWN_TYPES:
+            ended = self._session_ids()
+        else:
+            session_id = session_id_of(event)
+            ended = {session_id} if session_id is not None else set()
+        for session_id in ended:
+            self._checkpoints.drop_session(session_id)
+            self._intents.drop_session(session_id)
+            self._bridge.drop_session(session_id)
 
-    def _drop_session_state(self, session_id: str) -> None:
-        index = self._sessions.get(session_id)
-        if index is not None:
-            for checkpoint_id in list(index.checkpoints):
-                self._forget_checkpoint(checkpoint_id, "dropped")
-            for intent_id in list(index.intents):
-                self._forget_intent(intent_id, "dropped")
-        self._sessions.pop(session_id, None)
-        self._bridge.drop_session(session_id)
+    def _session_ids(self) -> set[str]:
+        """Every session the stream holds state for (checkpoints, intents, bridge)."""
+        return self._checkpoints.sessions() | self._intents.sessions() | self._bridge.sessions()
 
-    def _session_index(self, session_id: str) -> _SessionIndex:
-        index = self._sessions.get(session_id)
-        if index is None:
-            index = self._sessions[session_id] = _SessionIndex()
-        return index
-
-    def _unindex(self, session_id: str, item_id: str) -> None:
-        index = self._sessions.get(session_id)
-        if index is None:
-            return
-        index.checkpoints.discard(item_id)
-        index.intents.discard(item_id)
-        if index.empty():
-            del self._sessions[session_id]
-
-    def _forget_checkpoint(self, checkpoint_id: str, status: str) -> None:
-        checkpoint = self._checkpoints.pop(checkpoint_id, None)
-        if checkpoint is None:
-            return
-        checkpoint.status = status
-        self._cancel_timer(checkpoint_id)
-        self._unindex(checkpoint.stream_id, checkpoint_id)
-
-    def _forget_intent(self, intent_id: str, status: str) -> None:
-        intent = self._intents.pop(intent_id, None)
-        if intent is None:
-            return
-        intent.status = status
-        self._unindex(intent.session_id or intent.stream_id, intent_id)
-
-    # -- checkpoints -------------------------------------------------------------------------
+    # -- checkpoints (stream_checkpoints.py) -------------------------------------------------
 
     def request_checkpoint(
         self,
@@ -635,214 +442,83 @@ class DurableStream:
         requested_by: str,
         *,
         timeout: float | None = None,
+        expires_by: str = SYSTEM_ACTOR,
     ) -> Checkpoint:
         """Append ``checkpoint.requested`` and return the pending checkpoint.
 
-        It expires ``timeout`` seconds from now (default: the stream's ``checkpoint_timeout``)
-        and is then rejected with reason ``"timeout"``.
+        It expires ``timeout`` seconds from now (default: the stream's ``checkpoint_timeout``):
+        that deadline is written into the event as ``expires_at``, and one timer rejects the
+        checkpoint then with reason ``"timeout"``, by ``expires_by``.
         """
-        _require_str("stream_id", stream_id)
-        _require_str("requested_by", requested_by)
-        if isinstance(options, str) or not all(isinstance(o, str) for o in options):
-            raise TypeError("options must be a sequence of str")
-        seconds = self._checkpoint_timeout if timeout is None else timeout
-        timeout_ms = int(_positive_seconds("timeout", seconds) * 1000)
-        now = _now_ms()
-        checkpoint = Checkpoint(
-            id=_new_id("cp"),
-            stream_id=stream_id,
-            decision_point=str(decision_point),
-            options=list(options),
-            requested_by=requested_by,
-            requested_at=now,
-            expires_at=now + timeout_ms,
+        return self._checkpoints.request(
+            stream_id,
+            decision_point,
+            options,
+            requested_by,
+            timeout=timeout,
+            expires_by=expires_by,
         )
-        self._append_adopted(
-            checkpoint,
-            {
-                "type": CHECKPOINT_REQUESTED,
-                "stream_id": stream_id,
-                "actor": requested_by,
-                "payload": checkpoint.to_dict(),
-            },
-        )
-        return checkpoint
-
-    def _append_adopted(self, record: Union[Checkpoint, Intent], event: Mapping[str, Any]) -> None:
-        self._adopt[record.id] = record
-        try:
-            self.append(event)
-        finally:
-            self._adopt.pop(record.id, None)
 
     def approve_checkpoint(self, checkpoint_id: str, by: str, option: str | None = None) -> bool:
         """Approve a pending checkpoint; False if unknown, already resolved or expired.
 
         An expired checkpoint found here is rejected with reason ``"timeout"`` instead.
         """
-        checkpoint = self._checkpoints.get(checkpoint_id)
-        if checkpoint is None:
-            return False
-        if option is not None and checkpoint.options and option not in checkpoint.options:
-            raise ValueError(f"option {option!r} is not one of {checkpoint.options}")
-        if checkpoint.expires_at <= _now_ms():
-            self.reject_checkpoint(checkpoint_id, SYSTEM_ACTOR, reason="timeout")
-            return False
-        payload = {"checkpoint_id": checkpoint_id, "approved_by": by, "selected_option": option}
-        self._append_resolution(checkpoint, CHECKPOINT_APPROVED, by, payload)
-        return True
+        return self._checkpoints.approve(checkpoint_id, by, option)
 
     def reject_checkpoint(self, checkpoint_id: str, by: str, reason: str | None = None) -> bool:
         """Reject a pending checkpoint; False if unknown or already resolved."""
-        checkpoint = self._checkpoints.get(checkpoint_id)
-        if checkpoint is None:
-            return False
-        payload = {"checkpoint_id": checkpoint_id, "rejected_by": by, "reason": reason}
-        self._append_resolution(checkpoint, CHECKPOINT_REJECTED, by, payload)
-        return True
-
-    def _append_resolution(
-        self, checkpoint: Checkpoint, event_type: str, by: str, payload: dict[str, Any]
-    ) -> None:
-        self.append(
-            {"type": event_type, "stream_id": checkpoint.stream_id, "actor": by, "payload": payload}
-        )
+        return self._checkpoints.reject(checkpoint_id, by, reason)
 
     def expire_checkpoints(self) -> int:
         """Reject every pending checkpoint past its ``expires_at``; return how many."""
-        if self._closed:
-            return 0
-        now = _now_ms()
-        overdue = [c.id for c in self._checkpoints.values() if c.expires_at <= now]
-        expired = 0
-        self._expiring = True
-        try:
-            for checkpoint_id in overdue:
-                expired += self.reject_checkpoint(checkpoint_id, SYSTEM_ACTOR, reason="timeout")
-        finally:
-            self._expiring = False
-            self._next_expiry_ms = min(
-                (c.expires_at for c in self._checkpoints.values()), default=math.inf
-            )
-        if expired:
-            log.info("expired %d checkpoint(s)", expired)
-        return expired
+        return self._checkpoints.expire_overdue()
 
     @property
     def pending_checkpoints(self) -> list[Checkpoint]:
-        return list(self._checkpoints.values())
+        return self._checkpoints.pending
 
     def get_checkpoint(self, checkpoint_id: str) -> Checkpoint | None:
         """The pending checkpoint with this id, or None."""
         return self._checkpoints.get(checkpoint_id)
 
-    # -- checkpoint timers -------------------------------------------------------------------
+    @property
+    def checkpoints(self) -> StreamCheckpoints:
+        """The checkpoint projection and its timers (what ``CheckpointManager`` builds on)."""
+        return self._checkpoints
 
-    def _schedule_expiry(self, checkpoint: Checkpoint) -> None:
-        self._unarmed.add(checkpoint.id)
-        self._arm_pending_timers()
-
-    def _arm_timer(self, checkpoint: Checkpoint, loop: asyncio.AbstractEventLoop) -> None:
-        self._cancel_timer(checkpoint.id)
-        delay = max(0.0, (checkpoint.expires_at - _now_ms()) / 1000)
-        self._timers[checkpoint.id] = loop.call_later(delay, self._on_expiry_timer, checkpoint.id)
-
-    def _arm_pending_timers(self) -> None:
-        loop = _running_loop()
-        if loop is None or self._closed:
-            return
-        if loop is not self._timer_loop:
-            # Timers armed on another (perhaps closed) loop would never fire on this one.
-            for checkpoint_id in list(self._timers):
-                self._cancel_timer(checkpoint_id)
-                self._unarmed.add(checkpoint_id)
-            self._timer_loop = loop
-        if not self._unarmed:
-            return
-        unarmed, self._unarmed = self._unarmed, set()
-        for checkpoint_id in unarmed:
-            checkpoint = self._checkpoints.get(checkpoint_id)
-            if checkpoint is not None:
-                self._arm_timer(checkpoint, loop)
-
-    def _cancel_timer(self, checkpoint_id: str) -> None:
-        self._unarmed.discard(checkpoint_id)
-        timer = self._timers.pop(checkpoint_id, None)
-        if timer is not None:
-            timer.cancel()
-
-    def _on_expiry_timer(self, checkpoint_id: str) -> None:
-        self._timers.pop(checkpoint_id, None)
-        if self._closed or checkpoint_id not in self._checkpoints:
-            return
-        try:
-            self.reject_checkpoint(checkpoint_id, SYSTEM_ACTOR, reason="timeout")
-        except Exception:
-            log.exception("could not expire checkpoint %s", checkpoint_id)
-
-    def _housekeep(self) -> None:
-        """After each append: arm timers on the running loop, expire overdue checkpoints."""
-        if not self._checkpoints:
-            return
-        self._arm_pending_timers()
-        if not self._expiring and _now_ms() >= self._next_expiry_ms:
-            self.expire_checkpoints()
-
-    # -- intents -----------------------------------------------------------------------------
+    # -- intents (stream_intents.py) ---------------------------------------------------------
 
     def create_intent(self, spec: Mapping[str, Any]) -> Intent:
         """Append ``agent.spawned`` with payload ``{id, **spec}`` and return the active intent.
 
         The intent's stream is ``spec["stream_id"]``, else its session id, else ``"intents"``.
         """
-        if not isinstance(spec, Mapping):
-            raise TypeError(f"spec must be a mapping, got {type(spec).__name__}")
-        intent_id = _new_id("intent")
-        payload: dict[str, Any] = {"id": intent_id}
-        payload.update((k, v) for k, v in spec.items() if k != "id")
-        stream_id = _intent_stream(spec)
-        event = {"type": AGENT_SPAWNED, "stream_id": stream_id, "payload": payload}
-        intent = Intent(
-            id=intent_id,
-            stream_id=stream_id,
-            spec={k: v for k, v in payload.items() if k != "id"},
-            created_at=_now_ms(),
-            session_id=session_id_of(event),
-        )
-        self._append_adopted(intent, event)
-        return intent
+        return self._intents.create(spec)
 
     def complete_intent(self, intent_id: str, result: Any = None) -> bool:
         """Append ``agent.completed {intent_id, result}``; False if the intent is not active."""
-        return self._end_intent(intent_id, AGENT_COMPLETED, {"result": result})
+        return self._intents.complete(intent_id, result)
 
     def fail_intent(self, intent_id: str, error: Any) -> bool:
         """Append ``agent.failed {intent_id, error}``; False if the intent is not active."""
-        return self._end_intent(intent_id, AGENT_FAILED, {"error": error})
-
-    def _end_intent(self, intent_id: str, event_type: str, detail: dict[str, Any]) -> bool:
-        intent = self._intents.get(intent_id)
-        if intent is None:
-            return False
-        payload = {"intent_id": intent_id, **detail}
-        self.append({"type": event_type, "stream_id": intent.stream_id, "payload": payload})
-        return True
+        return self._intents.fail(intent_id, error)
 
     @property
     def active_intents(self) -> list[Intent]:
-        return list(self._intents.values())
+        return self._intents.active
 
     # -- sessions ----------------------------------------------------------------------------
 
     def delete_session(self, session_id: str, reason: str | None = None) -> Event:
         """Append ``lifecycle.session.deleted``; the session's state is dropped with it."""
-        _require_str("session_id", session_id)
+        require_str("session_id", session_id)
         payload = {"session_id": session_id, "reason": reason}
         return self.append({"type": SESSION_DELETED, "stream_id": session_id, "payload": payload})
 
     def abort_session(self, session_id: str) -> Event:
         """Append ``lifecycle.session.aborted``; the session's state is dropped with it."""
-        _require_str("session_id", session_id)
+        require_str("session_id", session_id)
         payload = {"session_id": session_id}
         return self.append({"type": SESSION_ABORTED, "stream_id": session_id, "payload": payload})
 
@@ -886,11 +562,9 @@ class DurableStream:
             "subscriber_errors": self._subscriber_errors + self._tasks.failures,
             "projection_errors": self._projection_errors,
             "async_tasks": len(self._tasks),
-            "pending_checkpoints": len(self._checkpoints),
+            **self._checkpoints.stats(),
             "active_intents": len(self._intents),
-            "timers": len(self._timers),
-            "unarmed_checkpoints": len(self._unarmed),
-            "sessions": len(self._sessions.keys() | self._bridge.sessions()),
+            "sessions": len(self._session_ids()),
             "bridge_sessions": len(self._bridge),
             "resumes": self._resumes,
             "run_id": self.run_id,
@@ -916,16 +590,13 @@ class DurableStream:
         if self._closed:
             return
         self._closed = True
-        timers, self._timers = self._timers, {}
-        for timer in timers.values():
-            timer.cancel()
-        self._unarmed.clear()
+        self._checkpoints.close()
         self._tasks.cancel_threadsafe()
         self._stop_replicator()
         try:
             self._store.close()
         finally:
-            runtime.unregister(COMPONENT_NAME, self)
+            component_registry.unregister(COMPONENT_NAME, self)
         log.info("durable stream %s shut down", self.path)
 
     close = shutdown
@@ -939,52 +610,3 @@ class DurableStream:
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
         return f"DurableStream(path={self.config['store_path']!r}, run_id={self.run_id!r}, {state})"
-
-
-def _intent_stream(spec: Mapping[str, Any]) -> str:
-    for key in ("stream_id", "session_id", "sessionID", "sessionId"):
-        value = spec.get(key)
-        if isinstance(value, str) and value:
-            return value
-    return INTENT_STREAM
-
-
-# -- the process-wide instance -----------------------------------------------------------------
-
-
-def _full_config(kwargs: Mapping[str, Any]) -> dict[str, Any]:
-    """The constructor's arguments with defaults filled in, as ``DurableStream.config`` has them."""
-    bound = inspect.signature(DurableStream).bind(**kwargs)
-    bound.apply_defaults()
-    config = dict(bound.arguments)
-    config["store_path"] = os.path.abspath(os.fspath(config["store_path"]))
-    config["checkpoint_timeout"] = float(config["checkpoint_timeout"])
-    return config
-
-
-def initialize_durable_stream(**kwargs: Any) -> DurableStream:
-    """The process-wide stream, created and registered under ``"durable_stream"`` if needed.
-
-    Takes the constructor's keyword arguments. A second call returns the existing stream when
-    its arguments (defaults filled in, path made absolute) are the same, and raises
-    ``ValueError`` when they differ. A stream that was shut down is replaced by a new one.
-    ``shutdown_all()`` clears the registration.
-    """
-    config = _full_config(kwargs)
-    existing = runtime.get_component(COMPONENT_NAME)
-    if isinstance(existing, DurableStream) and existing.closed:
-        runtime.unregister(COMPONENT_NAME, existing)
-    stream = runtime.get_or_create(COMPONENT_NAME, lambda: DurableStream(**kwargs))
-    if not isinstance(stream, DurableStream):
-        raise TypeError(f"'durable_stream' is registered as a {type(stream).__name__}")
-    if stream.config != config:
-        raise ValueError(
-            f"the durable stream is already initialized with {stream.config}; got {config}"
-        )
-    return stream
-
-
-def get_durable_stream() -> DurableStream | None:
-    """The stream registered by ``initialize_durable_stream``, or None."""
-    stream = runtime.get_component(COMPONENT_NAME)
-    return stream if isinstance(stream, DurableStream) else None

@@ -8,6 +8,9 @@ across restarts. Any other top-level key a caller passes is preserved.
 
 from __future__ import annotations
 
+import secrets
+import string
+import time
 from collections.abc import Awaitable, Mapping
 from typing import Any, Callable, Protocol, Union
 
@@ -44,16 +47,28 @@ SESSION_TERMINAL_TYPES = frozenset(
     }
 )
 
+# ``plugin.shutdown`` under either spelling: every session ends at once.
+PLUGIN_SHUTDOWN_TYPES = frozenset({PLUGIN_SHUTDOWN, f"lifecycle.{PLUGIN_SHUTDOWN}"})
+
 # Agents and intents.
 AGENT_SPAWNED = "agent.spawned"
 AGENT_COMPLETED = "agent.completed"
 AGENT_FAILED = "agent.failed"
 AGENT_ABORTED = "agent.aborted"
 
+# An intent-ending event type -> the status it leaves the intent in.
+INTENT_END_STATUS = {
+    AGENT_COMPLETED: "completed",
+    AGENT_FAILED: "failed",
+    AGENT_ABORTED: "aborted",
+}
+
 # Human-in-the-loop checkpoints.
 CHECKPOINT_REQUESTED = "checkpoint.requested"
 CHECKPOINT_APPROVED = "checkpoint.approved"
 CHECKPOINT_REJECTED = "checkpoint.rejected"
+# A checkpoint-resolving event type -> the status it leaves the checkpoint in.
+CHECKPOINT_STATUS = {CHECKPOINT_APPROVED: "approved", CHECKPOINT_REJECTED: "rejected"}
 
 # Execution (from message parts).
 MESSAGE_COMPLETED = "message.completed"
@@ -102,3 +117,50 @@ def session_id_of(event: Mapping[str, Any]) -> str | None:
             return str(info["id"])
     stream_id = event.get("stream_id")
     return stream_id if isinstance(stream_id, str) else None
+
+
+# -- id rules ----------------------------------------------------------------------------------
+# Which payload field holds the id of the checkpoint or intent an event opens or closes: the
+# first of these keys holding a non-empty string. One rule for opening and closing events, for
+# Python and for the native collector that pairs them while a file is read.
+CHECKPOINT_ID_KEYS = ("checkpoint_id", "checkpointId", "id")
+INTENT_ID_KEYS = ("intent_id", "intentId", "id")
+
+
+def payload_of(event: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The event's payload, or an empty mapping when it has none (or not a mapping)."""
+    payload = event.get("payload")
+    return payload if isinstance(payload, Mapping) else {}
+
+
+def first_str(mapping: Mapping[str, Any], keys: tuple[str, ...]) -> str | None:
+    """The first of ``keys`` whose value in ``mapping`` is a non-empty string."""
+    for key in keys:
+        value = mapping.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def checkpoint_id_of(event: Mapping[str, Any]) -> str | None:
+    """The id of the checkpoint a ``checkpoint.*`` event opens or resolves."""
+    return first_str(payload_of(event), CHECKPOINT_ID_KEYS)
+
+
+def intent_id_of(event: Mapping[str, Any]) -> str | None:
+    """The id of the intent an ``agent.*`` event opens or ends (``INTENT_ID_KEYS``)."""
+    return first_str(payload_of(event), INTENT_ID_KEYS)
+
+
+_BASE36 = string.digits + string.ascii_lowercase
+
+
+def now_ms() -> int:
+    """The current time in epoch milliseconds, the unit of every event time."""
+    return int(time.time() * 1000)
+
+
+def new_id(prefix: str) -> str:
+    """``<prefix>_<epoch ms>_<6 base36 chars>``, the reference's id shape."""
+    suffix = "".join(secrets.choice(_BASE36) for _ in range(6))
+    return f"{prefix}_{now_ms()}_{suffix}"

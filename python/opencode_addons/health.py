@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import psutil
 
-from opencode_addons.orchestrator import runtime
+from opencode_addons import component_registry
+from opencode_addons.component import Component
 
 if TYPE_CHECKING:
     from opencode_addons.durable_stream import DurableStream
-    from opencode_addons.orchestrator.sessions import SessionStateTracker
 
 log = logging.getLogger(__name__)
 
@@ -27,23 +27,25 @@ log = logging.getLogger(__name__)
 def health(
     stream: Optional[DurableStream] = None,
     *,
-    session_tracker: Optional[SessionStateTracker] = None,
+    session_tracker: Optional[Component] = None,
 ) -> dict[str, int]:
     """Counts and bytes of the registered components (a missing component counts 0).
 
     ``stream`` defaults to the registered ``durable_stream``; the task registry, learning
-    extractor, checkpoint manager, ledger and observer are read from ``orchestrator.runtime``.
-    ``sessions`` counts the sessions of ``session_tracker`` when one is given (trackers are not
-    registered components), else the sessions the stream holds state for.
+    extractor, checkpoint manager, ledger and observer are read from ``component_registry``.
+    ``sessions`` counts the sessions of ``session_tracker`` (default: the registered
+    ``session_state_tracker``), else the sessions the stream holds state for.
 
     Keys: ``event_history``, ``event_cache``, ``history_bytes``, ``tasks``,
     ``pending_captures``, ``sessions``, ``timers`` (owned timers and periodic tasks armed now)
     and ``rss_bytes``.
     """
-    components = runtime.registered()
+    components = component_registry.registered()
     if stream is None:
         stream = components.get("durable_stream")
     stream_stats = _stats_of(stream)
+    if session_tracker is None:
+        session_tracker = components.get("session_state_tracker")
     extractor = components.get("learning_extractor")
     return {
         "event_history": _int(stream_stats, "history_events"),
@@ -58,20 +60,16 @@ def health(
 
 
 def _stats_of(component: Any) -> Mapping[str, Any]:
-    """``component.stats()`` (or ``get_stats()``), or an empty mapping if it has neither."""
+    """``component.stats()``, or an empty mapping if there is no component or it fails."""
     if component is None:
         return {}
-    for name in ("stats", "get_stats"):
-        method = getattr(component, name, None)
-        if callable(method):
-            try:
-                stats = method()
-            except Exception:
-                # A health report must not fail because one component is unwell.
-                log.exception("%s.%s() failed", type(component).__name__, name)
-                return {}
-            return stats if isinstance(stats, Mapping) else {}
-    return {}
+    try:
+        stats = component.stats()
+    except Exception:
+        # A health report must not fail because one component is unwell.
+        log.exception("%s.stats() failed", type(component).__name__)
+        return {}
+    return stats if isinstance(stats, Mapping) else {}
 
 
 def _int(stats: Mapping[str, Any], key: str) -> int:
@@ -86,9 +84,7 @@ def _size(collection: Any) -> int:
         return 0
 
 
-def _sessions(
-    session_tracker: Optional[SessionStateTracker], stream_stats: Mapping[str, Any]
-) -> int:
+def _sessions(session_tracker: Optional[Component], stream_stats: Mapping[str, Any]) -> int:
     if session_tracker is not None:
         return _size(session_tracker)
     return _int(stream_stats, "sessions")
@@ -97,7 +93,7 @@ def _sessions(
 def _timers(
     components: Mapping[str, Any],
     stream_stats: Mapping[str, Any],
-    session_tracker: Optional[SessionStateTracker],
+    session_tracker: Optional[Component],
 ) -> int:
     """Every timer or periodic task the components own right now."""
     count = _int(stream_stats, "timers")

@@ -143,6 +143,8 @@ def _normalize_entities(entities: Iterable[str] | None) -> set[str]:
 class MemoryLaneStore:
     """Embedded learning memory; thread-safe (one connection behind a lock)."""
 
+    name = "memory_lane_store"
+
     def __init__(
         self,
         path: str | os.PathLike[str] = ":memory:",

@@ -26,17 +26,17 @@ from typing import Any, Callable, Optional
 
 import psutil
 
+from opencode_addons import component_registry
 from opencode_addons.durable_stream import DurableStream
 from opencode_addons.events import SYSTEM_ACTOR, TEXT_DELTA, TEXT_SNAPSHOT
 from opencode_addons.memory_lane import MemoryLaneStore
-from opencode_addons.orchestrator import runtime
 from opencode_addons.orchestrator.checkpoints import CheckpointManager
 from opencode_addons.orchestrator.learning import LearningExtractor
 from opencode_addons.orchestrator.ledger import EventDrivenLedger
 from opencode_addons.orchestrator.observer import InMemorySessionClient, TaskObserver
-from opencode_addons.orchestrator.registry import TaskRegistry
 from opencode_addons.orchestrator.sessions import SessionStateTracker
-from opencode_addons.orchestrator.shutdown import ShutdownReport, shutdown_all
+from opencode_addons.orchestrator.task_registry import TaskRegistry
+from opencode_addons.shutdown import ShutdownReport, shutdown_all
 
 log = logging.getLogger(__name__)
 
@@ -203,8 +203,7 @@ class _Host:
             max_interval=0.5,
         )
         for name, component in self.components().items():
-            if name in runtime.SHUTDOWN_ORDER:
-                runtime.register_component(name, component)
+            component_registry.register_component(name, component)
         self._ids = itertools.count(1)
         self._texts = [" ".join(self.rng.sample(_WORDS, 6)) + " " for _ in range(64)]
         self.slots = [self._new_session() for _ in range(config.sessions)]
@@ -217,7 +216,7 @@ class _Host:
         return int(self.stream.stats()["next_seq"] or 1) - 1
 
     def components(self) -> dict[str, Any]:
-        """The components in shutdown order (the tracker is not in the reference order)."""
+        """The components in shutdown order (the tracker, not in the reference order, last)."""
         return {
             "task_observer": self.observer,
             "task_registry": self.registry,
@@ -226,7 +225,7 @@ class _Host:
             "event_driven_ledger": self.ledger,
             "durable_stream": self.stream,
             "memory_lane_store": self.memory_lane,
-            "session_tracker": self.tracker,
+            "session_state_tracker": self.tracker,
         }
 
     def _new_session(self) -> _Session:
@@ -377,8 +376,7 @@ class _Host:
 
     def unregister(self) -> None:
         for name, component in self.components().items():
-            if name in runtime.SHUTDOWN_ORDER:
-                runtime.unregister(name, component)
+            component_registry.unregister(name, component)
 
 
 def _stats_of(component: Any) -> dict[str, Any]:

@@ -20,9 +20,9 @@ import sys
 import time
 from typing import Any
 
-from opencode_addons.durable_stream import initialize_durable_stream
 from opencode_addons.orchestrator import CheckpointManager, register_component
-from opencode_addons.orchestrator.signals import install_atexit_hook, install_signal_handlers
+from opencode_addons.signals import install_atexit_hook, install_signal_handlers
+from opencode_addons.stream_singleton import initialize_durable_stream
 
 
 def say(text: str) -> None:
@@ -34,6 +34,12 @@ def work(n: int) -> dict[str, Any]:
 
 
 class Hanging:
+    name = "hanging"
+    closed = False
+
+    def stats(self) -> dict[str, Any]:
+        return {}
+
     def shutdown(self) -> None:
         time.sleep(60)
 

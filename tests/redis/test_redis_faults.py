@@ -7,7 +7,6 @@ from typing import Any
 
 import opencode_addons as oa
 import pytest
-from conftest import RedisServer, free_port
 from opencode_addons.durable_stream import DurableStream
 from opencode_addons.redis_streams import (
     RedisConfigError,
@@ -17,6 +16,7 @@ from opencode_addons.redis_streams import (
     RedisUnavailableError,
 )
 from redis_checks import append_events, assert_exactly_once, wait_until
+from redis_server import RedisServer, free_port
 
 
 @pytest.fixture

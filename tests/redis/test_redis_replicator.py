@@ -11,6 +11,7 @@ from typing import Any
 
 import opencode_addons as oa
 import pytest
+from opencode_addons.component import Component
 from opencode_addons.durable_stream import DurableStream
 from opencode_addons.redis_streams import RedisEventReader, RedisReplicator
 from redis_checks import append_events, assert_exactly_once, make_event, seq_of, wait_until
@@ -327,6 +328,7 @@ def test_two_hosts_ship_to_one_redis_at_once(tmp_path, redis_server, rclient):
 
 def test_component_protocol(tmp_path, redis_server):
     replicator = RedisReplicator(str(tmp_path / "x.jsonl"), redis_server.url)
+    assert isinstance(replicator, Component)
     assert replicator.name == "redis_replicator"
     assert isinstance(replicator.stats(), dict) and not replicator.closed
     replicator.shutdown()

@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+from opencode_addons.component_registry import (
+    SHUTDOWN_ORDER,
+    get_component,
+    get_or_create,
+    register_component,
+    registered,
+    unregister,
+)
 from opencode_addons.orchestrator.checkpoints import (
     CheckpointManager,
     CheckpointOutcome,
@@ -15,17 +23,9 @@ from opencode_addons.orchestrator.observer import (
     SessionClient,
     TaskObserver,
 )
-from opencode_addons.orchestrator.registry import Task, TaskRegistry, TaskState
-from opencode_addons.orchestrator.runtime import (
-    SHUTDOWN_ORDER,
-    get_component,
-    get_or_create,
-    register_component,
-    registered,
-    unregister,
-)
 from opencode_addons.orchestrator.sessions import SessionState, SessionStateTracker
-from opencode_addons.orchestrator.shutdown import (
+from opencode_addons.orchestrator.task_registry import Task, TaskRegistry, TaskState
+from opencode_addons.shutdown import (
     ShutdownReport,
     ShutdownStep,
     shutdown_all,

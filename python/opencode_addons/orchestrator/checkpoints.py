@@ -1,8 +1,10 @@
-"""CheckpointManager: awaitable human-in-the-loop checkpoints with a timeout each.
+"""CheckpointManager: awaitable human-in-the-loop checkpoints, a facade over the stream's.
 
-The stream stores the checkpoints (``checkpoint.requested/approved/rejected`` events); the manager
-owns one timer per pending checkpoint, resolves it when an approval or rejection is appended by
-anyone, and rejects it on the stream when its time runs out. Nothing is left behind on resolve.
+The stream owns the checkpoints (``stream_checkpoints``): their events, the one deadline of each
+(``expires_at`` in the file) and the one timer that rejects it then. The manager passes each
+request's timeout to the stream and hands out an awaitable ``PendingCheckpoint`` that resolves
+when an approval or rejection is appended by anyone, the stream's own timeout rejection
+included. Nothing is left behind on resolve.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Protocol, Union
 
+from opencode_addons.background import BackgroundTasks
 from opencode_addons.events import (
     CHECKPOINT_APPROVED,
     CHECKPOINT_REJECTED,
@@ -21,7 +24,7 @@ from opencode_addons.events import (
     Subscriber,
     Unsubscribe,
 )
-from opencode_addons.orchestrator.background import BackgroundTasks
+from opencode_addons.stream_checkpoints import TIMEOUT_REASON
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +39,14 @@ class CheckpointStream(Protocol):
     def subscribe(self, event_type: str, callback: Subscriber) -> Unsubscribe: ...
 
     def request_checkpoint(
-        self, stream_id: str, decision_point: str, options: Sequence[str], requested_by: str
+        self,
+        stream_id: str,
+        decision_point: str,
+        options: Sequence[str],
+        requested_by: str,
+        *,
+        timeout: Optional[float] = None,
+        expires_by: str = ...,
     ) -> Any: ...
 
     def approve_checkpoint(
@@ -103,12 +113,18 @@ class PendingCheckpoint:
 class _Entry:
     pending: PendingCheckpoint
     future: asyncio.Future[CheckpointOutcome]
-    timer: asyncio.TimerHandle
     handler: Optional[OutcomeHandler]
 
 
 class CheckpointManager:
-    """Tracks pending checkpoints of one stream, each with its own timeout."""
+    """Awaitable checkpoints of one stream, each with its own timeout (see the module)."""
+
+    name = "checkpoint_manager"
+
+    @property
+    def closed(self) -> bool:
+        """True once ``shutdown()`` has run."""
+        return self._closed
 
     def __init__(
         self,
@@ -149,7 +165,9 @@ class CheckpointManager:
         timeout: float | None = None,
         handler: OutcomeHandler | None = None,
     ) -> PendingCheckpoint:
-        """Request a checkpoint on the stream and start its timer (needs a running loop)."""
+        """Request a checkpoint on the stream, expiring ``timeout`` s from now (default: the
+        manager's ``default_timeout``); needs a running loop. On expiry the stream rejects it
+        with reason ``"timeout"`` by ``"checkpoint-manager"``."""
         if self._closed:
             raise RuntimeError("checkpoint manager is shut down")
         seconds = self._default_timeout if timeout is None else timeout
@@ -159,15 +177,19 @@ class CheckpointManager:
             raise TypeError("handler must be callable")
         loop = asyncio.get_running_loop()
         checkpoint = self._stream.request_checkpoint(
-            stream_id, decision_point, list(options), requested_by
+            stream_id,
+            decision_point,
+            list(options),
+            requested_by,
+            timeout=seconds,
+            expires_by=MANAGER_ACTOR,
         )
         if inspect.isawaitable(checkpoint):
             raise TypeError("stream.request_checkpoint must return the checkpoint itself")
         checkpoint_id = str(checkpoint.id)
         future: asyncio.Future[CheckpointOutcome] = loop.create_future()
         pending = PendingCheckpoint(checkpoint_id, stream_id, decision_point, options, future)
-        timer = loop.call_later(seconds, self._on_timeout, checkpoint_id)
-        self._entries[checkpoint_id] = _Entry(pending, future, timer, handler)
+        self._entries[checkpoint_id] = _Entry(pending, future, handler)
         self._counts["requested"] += 1
         return pending
 
@@ -214,14 +236,10 @@ class CheckpointManager:
                 by=payload.get("rejected_by"),
                 reason=payload.get("reason"),
             )
+            if outcome.reason == TIMEOUT_REASON:
+                self._counts["timed_out"] += 1
+                log.info("checkpoint %s timed out", checkpoint_id)
         self._resolve(outcome)
-
-    def _on_timeout(self, checkpoint_id: str) -> None:
-        if checkpoint_id not in self._entries:
-            return
-        self._counts["timed_out"] += 1
-        log.info("checkpoint %s timed out", checkpoint_id)
-        self._reject_on_stream(checkpoint_id, "timeout")
 
     def _reject_on_stream(self, checkpoint_id: str, reason: str) -> None:
         """Reject via the stream (its event resolves us); resolve locally if that fails."""
@@ -239,7 +257,6 @@ class CheckpointManager:
         entry = self._entries.pop(outcome.checkpoint_id, None)
         if entry is None:
             return
-        entry.timer.cancel()
         self._counts["approved" if outcome.approved else "rejected"] += 1
         if not entry.future.done():
             entry.future.set_result(outcome)
@@ -262,7 +279,6 @@ class CheckpointManager:
             return
         self._closed = True
         for checkpoint_id in list(self._entries):
-            self._entries[checkpoint_id].timer.cancel()
             self._reject_on_stream(checkpoint_id, "shutdown")
         unsubscribes, self._unsubscribes = self._unsubscribes, []
         for unsubscribe in unsubscribes:

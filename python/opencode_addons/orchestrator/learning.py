@@ -25,7 +25,7 @@ from opencode_addons.events import (
     CHECKPOINT_REJECTED,
     LEARNING_CAPTURED,
     MESSAGE_COMPLETED,
-    PLUGIN_SHUTDOWN,
+    PLUGIN_SHUTDOWN_TYPES,
     RAW_SESSION_IDLE,
     SESSION_IDLE,
     SESSION_TERMINAL_TYPES,
@@ -68,7 +68,6 @@ _SUCCESS = re.compile(
     r"\b(?:works|worked|working\s+now|perfect|thanks|thank\s+you|great)\b", re.IGNORECASE
 )
 _TRANSCRIPT_TYPES = frozenset({TEXT_SNAPSHOT, MESSAGE_COMPLETED, TEXT_DELTA})
-_PLUGIN_SHUTDOWN_TYPES = frozenset({PLUGIN_SHUTDOWN, "lifecycle.plugin.shutdown"})
 _ASSISTANT_ROLES = frozenset({"assistant", "tool", "system"})
 MAX_CONTENT_CHARS = 500
 
@@ -160,6 +159,13 @@ class _Message:
 
 class LearningExtractor:
     """Captures learnings from the event stream; see the module docstring."""
+
+    name = "learning_extractor"
+
+    @property
+    def closed(self) -> bool:
+        """True once ``shutdown()`` has run."""
+        return self._closed
 
     def __init__(
         self,
@@ -261,7 +267,7 @@ class LearningExtractor:
 
     def _dispatch(self, event: Event) -> None:
         event_type = str(event.get("type", ""))
-        if event_type in _PLUGIN_SHUTDOWN_TYPES:
+        if event_type in PLUGIN_SHUTDOWN_TYPES:
             self.capture_all()
             return
         session_id = session_id_of(event)

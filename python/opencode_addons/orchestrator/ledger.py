@@ -34,12 +34,13 @@ from opencode_addons.events import (
     LEARNING_CAPTURED,
     LEDGER_ACTOR,
     LEDGER_STREAM,
-    PLUGIN_SHUTDOWN,
+    PLUGIN_SHUTDOWN_TYPES,
     SESSION_TERMINAL_TYPES,
     WILDCARD,
     Event,
     EventStream,
     Unsubscribe,
+    checkpoint_id_of,
     session_id_of,
 )
 
@@ -74,7 +75,6 @@ AGENT_STATES: Mapping[str, str] = {
     AGENT_FAILED: "failed",
     AGENT_ABORTED: "aborted",
 }
-_PLUGIN_SHUTDOWN_TYPES = frozenset({PLUGIN_SHUTDOWN, f"lifecycle.{PLUGIN_SHUTDOWN}"})
 MAX_CELL_CHARS = 120
 HANDOFF_TASK_LINES = 20
 
@@ -182,6 +182,13 @@ class ArchivedEpic:
 
 class EventDrivenLedger:
     """Keeps a model of the work from the stream and renders it as Markdown; see module doc."""
+
+    name = "event_driven_ledger"
+
+    @property
+    def closed(self) -> bool:
+        """True once ``shutdown()`` has run."""
+        return self._closed
 
     def __init__(
         self,
@@ -367,7 +374,7 @@ class EventDrivenLedger:
 
     def _on_checkpoint_requested(self, event: Event) -> None:
         payload = _payload(event)
-        checkpoint_id = _first(payload, "checkpoint_id", "checkpointId", "id") or str(event["id"])
+        checkpoint_id = checkpoint_id_of(event) or str(event["id"])
         question = _first(payload, "question", "description", "reason", "title") or "-"
         stream_id = _first(payload, "stream_id") or _first(event, "stream_id")
         expires_at = payload.get("expires_at")
@@ -387,7 +394,7 @@ class EventDrivenLedger:
 
     def _on_checkpoint_decided(self, event: Event, event_type: str, at: int) -> None:
         payload = _payload(event)
-        checkpoint_id = _first(payload, "checkpoint_id", "checkpointId", "id") or str(event["id"])
+        checkpoint_id = checkpoint_id_of(event) or str(event["id"])
         decision = Decision(
             checkpoint_id=checkpoint_id,
             decision="approved" if event_type == CHECKPOINT_APPROVED else "rejected",
@@ -406,7 +413,7 @@ class EventDrivenLedger:
 
     def _on_session_end(self, event: Event, event_type: str) -> None:
         """Close the checkpoints of the session that ended (all of them on plugin shutdown)."""
-        if event_type in _PLUGIN_SHUTDOWN_TYPES:
+        if event_type in PLUGIN_SHUTDOWN_TYPES:
             ended = list(self.open_checkpoints)
         else:
             session_id = session_id_of(event)

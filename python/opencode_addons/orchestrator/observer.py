@@ -14,21 +14,20 @@ from collections.abc import Sequence
 from typing import Any, Callable, Optional, Protocol
 
 from opencode_addons.events import (
-    PLUGIN_SHUTDOWN,
+    PLUGIN_SHUTDOWN_TYPES,
     SESSION_TERMINAL_TYPES,
     Event,
     EventStream,
     Unsubscribe,
     session_id_of,
 )
-from opencode_addons.orchestrator.registry import Task, TaskRegistry, TaskState
+from opencode_addons.orchestrator.task_registry import Task, TaskRegistry, TaskState
 
 log = logging.getLogger(__name__)
 
 OBSERVER_ACTOR = "task-observer"
 SESSION_STATUSES = frozenset({"idle", "busy", "error", "unknown"})
 CONTINUE_PROMPT = "Continue the task: {description}"
-_PLUGIN_SHUTDOWN_TYPES = frozenset({PLUGIN_SHUTDOWN, f"lifecycle.{PLUGIN_SHUTDOWN}"})
 
 
 class SessionClient(Protocol):
@@ -98,6 +97,13 @@ def _positive(name: str, value: float) -> float:
 class TaskObserver:
     """Periodically checks the registry's running tasks against their sessions."""
 
+    name = "task_observer"
+
+    @property
+    def closed(self) -> bool:
+        """True once ``shutdown()`` has run."""
+        return self._closed
+
     def __init__(
         self,
         registry: TaskRegistry,
@@ -124,6 +130,7 @@ class TaskObserver:
         self._task: asyncio.Task[None] | None = None
         self._cancelled: asyncio.Task[None] | None = None
         self._unsubscribes: list[Unsubscribe] = []
+        self._closed = False
         self._stats: dict[str, Any] = {
             "checks_performed": 0,
             "tasks_retried": 0,
@@ -143,6 +150,7 @@ class TaskObserver:
         loop = asyncio.get_running_loop()
         if self.running:
             return
+        self._closed = False  # restartable after shutdown
         self._task = loop.create_task(self._run(), name="task-observer")
         if self._stream is not None and not self._unsubscribes:
             for event_type in sorted(SESSION_TERMINAL_TYPES):
@@ -163,6 +171,7 @@ class TaskObserver:
 
     async def shutdown(self) -> None:
         """``stop()`` and wait until the cancelled task has ended; idempotent."""
+        self._closed = True
         self.stop()
         task, self._cancelled = self._cancelled, None
         if task is None or task is asyncio.current_task():
@@ -285,7 +294,7 @@ class TaskObserver:
     # -- session events ----------------------------------------------------------------------
 
     def _on_terminal(self, event: Event) -> None:
-        if event.get("type") in _PLUGIN_SHUTDOWN_TYPES:
+        if event.get("type") in PLUGIN_SHUTDOWN_TYPES:
             sessions = {t.session_id for t in self._registry.tasks.values()}
         else:
             session_id = session_id_of(event)
@@ -294,11 +303,13 @@ class TaskObserver:
             if self._registry.remove_session(session_id):
                 self._stats["sessions_dropped"] += 1
 
-    def get_stats(self) -> dict[str, Any]:
+    def stats(self) -> dict[str, Any]:
         stats = dict(self._stats)
         stats["running"] = self.running
         stats["interval"] = self._interval
+        stats["closed"] = self._closed
         return stats
 
-    # Every component reports through stats(); get_stats() is the reference's name.
-    stats = get_stats
+    def get_stats(self) -> dict[str, Any]:
+        """``stats()`` under the reference's name (``observer.getStats()``)."""
+        return self.stats()

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from opencode_addons.events import (
-    PLUGIN_SHUTDOWN,
+    PLUGIN_SHUTDOWN_TYPES,
     SESSION_CREATED,
     SESSION_TERMINAL_TYPES,
     WILDCARD,
@@ -29,7 +29,6 @@ from opencode_addons.events import (
 log = logging.getLogger(__name__)
 
 DropCallback = Callable[[str, str], None]
-_PLUGIN_SHUTDOWN_TYPES = frozenset({PLUGIN_SHUTDOWN, f"lifecycle.{PLUGIN_SHUTDOWN}"})
 _SESSION_START_TYPES = frozenset({SESSION_CREATED, "session.created"})
 # How many ended session ids are remembered, so late events cannot resurrect them.
 _RECENTLY_ENDED_LIMIT = 4096
@@ -47,6 +46,13 @@ class SessionState:
 
 class SessionStateTracker:
     """Tracks live sessions seen on the stream, bounded by TTL and an optional count."""
+
+    name = "session_state_tracker"
+
+    @property
+    def closed(self) -> bool:
+        """True once ``shutdown()`` has run."""
+        return self._closed
 
     def __init__(
         self,
@@ -89,7 +95,7 @@ class SessionStateTracker:
         if self._closed:
             return
         event_type = event.get("type")
-        if event_type in _PLUGIN_SHUTDOWN_TYPES:
+        if event_type in PLUGIN_SHUTDOWN_TYPES:
             self.drop_all(str(event_type))
             return
         session_id = session_id_of(event)

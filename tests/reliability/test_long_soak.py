@@ -47,7 +47,7 @@ CUMULATIVE = {
     },
     # The memory lane is an on-disk SQLite store: its record count grows by design.
     "memory_lane_store": {"count", "embedded"},
-    "session_tracker": {"created", "dropped", "expired", "evicted"},
+    "session_state_tracker": {"created", "dropped", "expired", "evicted"},
 }
 ERROR_COUNTERS = {
     "task_registry": "event_errors",
@@ -138,6 +138,6 @@ def test_10_million_event_soak_keeps_memory_flat_and_state_bounded():
     assert components["durable_stream"]["projection_errors"] == 0
     assert components["durable_stream"]["evicted"] >= EVENTS - HISTORY
     assert components["event_driven_ledger"]["events_seen"] > EVENTS // 2
-    assert components["session_tracker"]["created"] > SESSIONS
+    assert components["session_state_tracker"]["created"] > SESSIONS
     assert result["shutdown_ok"], components["shutdown"]
     assert all(v in ("ok", "not started") for v in components["shutdown"].values())

@@ -1,23 +1,43 @@
+"""CheckpointManager against the real DurableStream (a temporary file). The manager is a facade:
+the stream owns each checkpoint's one timer and one deadline, the ``expires_at`` in the file."""
+
 from __future__ import annotations
 
 import asyncio
 import logging
 
 import pytest
-from fakes import MemoryCheckpointStream
+from opencode_addons import StoreWriteError, read_events
+from opencode_addons.durable_stream import DurableStream
 from opencode_addons.orchestrator.checkpoints import CheckpointManager, CheckpointOutcome
 
 
-def subscriber_count(stream: MemoryCheckpointStream) -> int:
-    return stream.subscriber_count()
+@pytest.fixture
+def stream(tmp_path):
+    with DurableStream(tmp_path / "events.jsonl") as stream:
+        yield stream
 
 
-async def test_approval_by_event_resolves_cancels_timer_and_drops_handler():
-    stream = MemoryCheckpointStream()
+def subscriber_count(stream: DurableStream) -> int:
+    return stream.stats()["subscribers"]
+
+
+def of_type(stream: DurableStream, event_type: str) -> list[dict]:
+    return stream.query(type=event_type)
+
+
+def live_timers() -> int:
+    """Timers armed on the running loop and not cancelled (asyncio keeps them in _scheduled)."""
+    loop = asyncio.get_running_loop()
+    return sum(not handle.cancelled() for handle in loop._scheduled)  # type: ignore[attr-defined]
+
+
+async def test_approval_by_event_resolves_cancels_timer_and_drops_handler(stream):
     manager = CheckpointManager(stream, default_timeout=5.0)
     outcomes: list[CheckpointOutcome] = []
     pending = manager.request("s1", "deploy?", ["yes", "no"], "agent", handler=outcomes.append)
-    timer = manager._entries[pending.id].timer
+    timer = stream.checkpoints.timer_of(pending.id)
+    assert timer is not None
     assert manager.pending == 1 and not pending.done()
     # Approved by someone else, directly on the stream.
     assert stream.approve_checkpoint(pending.id, "alice", "yes") is True
@@ -30,6 +50,7 @@ async def test_approval_by_event_resolves_cancels_timer_and_drops_handler():
     stream.append(
         {
             "type": "checkpoint.approved",
+            "stream_id": "s1",
             "payload": {"checkpoint_id": pending.id, "approved_by": "x"},
         }
     )
@@ -38,8 +59,7 @@ async def test_approval_by_event_resolves_cancels_timer_and_drops_handler():
     await manager.shutdown()
 
 
-async def test_rejection_through_manager_resolves_with_reason():
-    stream = MemoryCheckpointStream()
+async def test_rejection_through_manager_resolves_with_reason(stream):
     manager = CheckpointManager(stream)
     pending = manager.request("s1", "delete files?", ["ok"], "agent")
     assert manager.reject(pending.id, "bob", reason="too risky") is True
@@ -50,25 +70,23 @@ async def test_rejection_through_manager_resolves_with_reason():
     await manager.shutdown()
 
 
-async def test_approve_convenience_delegates_to_stream():
-    stream = MemoryCheckpointStream()
+async def test_approve_convenience_delegates_to_stream(stream):
     manager = CheckpointManager(stream)
     pending = manager.request("s1", "merge?", ["merge", "wait"], "agent")
     assert manager.approve(pending.id, "carol", option="merge") is True
     assert (await pending.wait(1.0)).option == "merge"
-    assert stream.of_type("checkpoint.approved")[0]["payload"]["approved_by"] == "carol"
+    assert of_type(stream, "checkpoint.approved")[0]["payload"]["approved_by"] == "carol"
     await manager.shutdown()
 
 
-async def test_timeout_appends_rejected_event_with_reason_timeout():
-    stream = MemoryCheckpointStream()
+async def test_timeout_appends_rejected_event_with_reason_timeout(stream):
     manager = CheckpointManager(stream)
     calls: list[CheckpointOutcome] = []
     pending = manager.request("s1", "q?", ["a"], "agent", timeout=0.02, handler=calls.append)
     outcome = await asyncio.wait_for(pending, 1.0)
     assert outcome.approved is False and outcome.reason == "timeout"
     assert outcome.by == "checkpoint-manager"
-    rejected = stream.of_type("checkpoint.rejected")
+    rejected = of_type(stream, "checkpoint.rejected")
     assert len(rejected) == 1
     assert rejected[0]["payload"] == {
         "checkpoint_id": pending.id,
@@ -80,31 +98,62 @@ async def test_timeout_appends_rejected_event_with_reason_timeout():
     await manager.shutdown()
 
 
-async def test_timeout_resolves_locally_when_stream_rejection_fails():
-    class RefusingStream(MemoryCheckpointStream):
-        def reject_checkpoint(self, checkpoint_id, by, reason=None):
-            raise RuntimeError("stream closed")
+async def test_timeout_whose_rejection_cannot_be_written_is_retried_on_the_next_append(stream):
+    # The stream's timer fires while the store refuses the rejection (a full disk, say): the
+    # checkpoint stays pending and overdue, and the next append expires it for good.
+    store_append = stream._store_append
+    refused = []
 
-    manager = CheckpointManager(RefusingStream())
+    def refuse_rejections(event):
+        if event.get("type") == "checkpoint.rejected" and not refused:
+            refused.append(event)
+            raise StoreWriteError("no space left on device")
+        return store_append(event)
+
+    stream._store_append = refuse_rejections
+    manager = CheckpointManager(stream)
     pending = manager.request("s1", "q?", ["a"], "agent", timeout=0.01)
+    await asyncio.sleep(0.05)
+    assert refused and not pending.done()
+    assert stream.stats()["checkpoint_expiry_errors"] == 1
+    assert stream.get_checkpoint(pending.id) is not None
+    stream.append({"type": "note", "stream_id": "s1", "payload": {}})
     outcome = await asyncio.wait_for(pending, 1.0)
-    assert outcome.reason == "timeout" and manager.pending == 0
+    assert outcome.reason == "timeout" and outcome.by == "checkpoint-manager"
+    assert manager.pending == 0 and len(of_type(stream, "checkpoint.rejected")) == 1
     await manager.shutdown()
 
 
-async def test_resolved_checkpoint_leaves_no_timer_behind():
-    stream = MemoryCheckpointStream()
+async def test_timeout_is_passed_through_one_timer_one_deadline_the_one_in_the_file(stream):
+    manager = CheckpointManager(stream, default_timeout=300)
+    before = live_timers()
+    pending = manager.request("s1", "q?", ["a"], "agent", timeout=1.5)
+    # One timer for the checkpoint, owned by the stream; the manager arms none.
+    assert live_timers() == before + 1 and stream.stats()["timers"] == 1
+    stream.sync()
+    (requested,) = read_events(stream.path, type="checkpoint.requested")
+    payload = requested["payload"]
+    assert payload["expires_at"] - payload["requested_at"] == 1500
+    outcome = await asyncio.wait_for(pending, 5.0)
+    assert outcome.reason == "timeout"
+    await asyncio.sleep(0.05)
+    assert len(of_type(stream, "checkpoint.rejected")) == 1  # expired once
+    assert live_timers() == before and stream.stats()["timers"] == 0
+    assert manager.stats()["timed_out"] == 1
+    await manager.shutdown()
+
+
+async def test_resolved_checkpoint_leaves_no_timer_behind(stream):
     manager = CheckpointManager(stream)
     pending = manager.request("s1", "q?", ["a"], "agent", timeout=0.05)
     manager.approve(pending.id, "alice")
     await asyncio.sleep(0.1)  # past the would-be timeout
-    assert stream.of_type("checkpoint.rejected") == []
+    assert of_type(stream, "checkpoint.rejected") == []
     assert manager.stats()["timed_out"] == 0
     await manager.shutdown()
 
 
-async def test_raising_handlers_are_logged_not_propagated(caplog):
-    stream = MemoryCheckpointStream()
+async def test_raising_handlers_are_logged_not_propagated(stream, caplog):
     manager = CheckpointManager(stream)
 
     def sync_handler(outcome):
@@ -125,8 +174,7 @@ async def test_raising_handlers_are_logged_not_propagated(caplog):
     assert "sync handler bug" in caplog.text and "async handler bug" in caplog.text
 
 
-async def test_async_handler_is_awaited_once():
-    stream = MemoryCheckpointStream()
+async def test_async_handler_is_awaited_once(stream):
     manager = CheckpointManager(stream)
     seen: list[str] = []
 
@@ -141,8 +189,7 @@ async def test_async_handler_is_awaited_once():
     assert asyncio.all_tasks() == {asyncio.current_task()}
 
 
-async def test_cancelled_waiter_does_not_cancel_the_checkpoint():
-    stream = MemoryCheckpointStream()
+async def test_cancelled_waiter_does_not_cancel_the_checkpoint(stream):
     manager = CheckpointManager(stream)
     pending = manager.request("s", "q", ["a"], "agent")
     with pytest.raises(asyncio.TimeoutError):
@@ -153,20 +200,19 @@ async def test_cancelled_waiter_does_not_cancel_the_checkpoint():
     await manager.shutdown()
 
 
-async def test_shutdown_rejects_pending_with_reason_shutdown_and_is_idempotent():
-    stream = MemoryCheckpointStream()
+async def test_shutdown_rejects_pending_with_reason_shutdown_and_is_idempotent(stream):
     manager = CheckpointManager(stream, default_timeout=60)
     assert subscriber_count(stream) == 2
     first = manager.request("s", "q1", ["a"], "agent")
     second = manager.request("s", "q2", ["a"], "agent")
-    timers = [entry.timer for entry in manager._entries.values()]
+    timers = [stream.checkpoints.timer_of(p.id) for p in (first, second)]
     await manager.shutdown()
     await manager.shutdown()
     for pending in (first, second):
         outcome = await pending
         assert outcome.approved is False and outcome.reason == "shutdown"
     assert all(timer.cancelled() for timer in timers)
-    reasons = [e["payload"]["reason"] for e in stream.of_type("checkpoint.rejected")]
+    reasons = [e["payload"]["reason"] for e in of_type(stream, "checkpoint.rejected")]
     assert reasons == ["shutdown", "shutdown"]
     assert manager.pending == 0 and subscriber_count(stream) == 0
     assert asyncio.all_tasks() == {asyncio.current_task()}
@@ -174,27 +220,26 @@ async def test_shutdown_rejects_pending_with_reason_shutdown_and_is_idempotent()
         manager.request("s", "q3", ["a"], "agent")
 
 
-async def test_shutdown_resolves_even_when_the_stream_is_closed():
-    stream = MemoryCheckpointStream()
+async def test_shutdown_resolves_even_when_the_stream_is_closed(stream):
     manager = CheckpointManager(stream)
     pending = manager.request("s", "q", ["a"], "agent")
-    stream.closed = True
+    stream.shutdown()
     await manager.shutdown()
     assert (await pending).reason == "shutdown"
 
 
-async def test_events_for_other_checkpoints_are_ignored():
-    stream = MemoryCheckpointStream()
+async def test_events_for_other_checkpoints_are_ignored(stream):
     manager = CheckpointManager(stream)
     pending = manager.request("s", "q", ["a"], "agent")
-    stream.append({"type": "checkpoint.approved", "payload": {"checkpoint_id": "cp_other"}})
-    stream.append({"type": "checkpoint.rejected", "payload": "not a mapping"})
+    stream.append(
+        {"type": "checkpoint.approved", "stream_id": "s", "payload": {"checkpoint_id": "cp_other"}}
+    )
+    stream.append({"type": "checkpoint.rejected", "stream_id": "s", "payload": "not a mapping"})
     assert manager.pending == 1 and not pending.done()
     await manager.shutdown()
 
 
-async def test_invalid_arguments():
-    stream = MemoryCheckpointStream()
+async def test_invalid_arguments(stream):
     with pytest.raises(ValueError):
         CheckpointManager(stream, default_timeout=0)
     manager = CheckpointManager(stream)
@@ -206,14 +251,13 @@ async def test_invalid_arguments():
     await manager.shutdown()
 
 
-def test_request_needs_a_running_loop():
-    manager = CheckpointManager(MemoryCheckpointStream())
+def test_request_needs_a_running_loop(stream):
+    manager = CheckpointManager(stream)
     with pytest.raises(RuntimeError):
         manager.request("s", "q", ["a"], "agent")
 
 
-async def test_shutdown_cancels_handlers_that_outlive_the_grace_period():
-    stream = MemoryCheckpointStream()
+async def test_shutdown_cancels_handlers_that_outlive_the_grace_period(stream):
     manager = CheckpointManager(stream, handler_grace=0.02)
     finished = []
 

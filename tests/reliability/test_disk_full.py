@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from opencode_addons import JsonlStore
 
-CHILD = Path(__file__).parent / "helpers" / "disk_full_child.py"
+CHILD = Path(__file__).parents[1] / "helpers" / "disk_full_child.py"
 
 
 def run_child(kind: str, api: str, durability: str, path: Path) -> dict:

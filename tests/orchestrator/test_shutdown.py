@@ -5,13 +5,13 @@ import threading
 import time
 
 import pytest
-from fakes import MemoryCheckpointStream
-from opencode_addons.orchestrator import runtime
+from fakes import FakeComponent, MemoryCheckpointStream
+from opencode_addons import component_registry
+from opencode_addons.component_registry import SHUTDOWN_ORDER
 from opencode_addons.orchestrator.checkpoints import CheckpointManager
 from opencode_addons.orchestrator.observer import InMemorySessionClient, TaskObserver
-from opencode_addons.orchestrator.registry import TaskRegistry
-from opencode_addons.orchestrator.runtime import SHUTDOWN_ORDER
-from opencode_addons.orchestrator.shutdown import (
+from opencode_addons.orchestrator.task_registry import TaskRegistry
+from opencode_addons.shutdown import (
     ShutdownReport,
     ShutdownStep,
     shutdown_all,
@@ -21,12 +21,12 @@ from opencode_addons.orchestrator.shutdown import (
 
 @pytest.fixture(autouse=True)
 def clean_runtime():
-    runtime.clear()
+    component_registry.clear()
     yield
-    runtime.clear()
+    component_registry.clear()
 
 
-class AsyncComponent:
+class AsyncComponent(FakeComponent):
     def __init__(self, name: str, log: list[str]) -> None:
         self.name, self.log = name, log
 
@@ -35,7 +35,7 @@ class AsyncComponent:
         self.log.append(self.name)
 
 
-class SyncComponent:
+class SyncComponent(FakeComponent):
     def __init__(self, name: str, log: list[str]) -> None:
         self.name, self.log = name, log
         self.thread: str | None = None
@@ -45,12 +45,12 @@ class SyncComponent:
         self.log.append(self.name)
 
 
-class RaisingComponent:
+class RaisingComponent(FakeComponent):
     def shutdown(self) -> None:
         raise OSError("disk gone")
 
 
-class HangingAsyncComponent:
+class HangingAsyncComponent(FakeComponent):
     def __init__(self) -> None:
         self.cancelled = False
 
@@ -62,7 +62,7 @@ class HangingAsyncComponent:
             raise
 
 
-class HangingSyncComponent:
+class HangingSyncComponent(FakeComponent):
     def __init__(self) -> None:
         self.release = threading.Event()
 
@@ -74,7 +74,7 @@ def register_all(log: list[str]) -> None:
     # Registered in reverse to show that the order comes from SHUTDOWN_ORDER, not registration.
     for i, name in enumerate(reversed(SHUTDOWN_ORDER)):
         component = AsyncComponent(name, log) if i % 2 else SyncComponent(name, log)
-        runtime.register_component(name, component)
+        component_registry.register_component(name, component)
 
 
 async def test_components_stop_in_reference_order():
@@ -134,7 +134,7 @@ async def test_errors_and_timeouts_are_isolated_and_reported():
 async def test_sync_shutdown_returning_an_awaitable_is_awaited():
     done = []
 
-    class Hybrid:
+    class Hybrid(FakeComponent):
         def shutdown(self):
             async def finish():
                 done.append(True)
@@ -149,7 +149,7 @@ async def test_second_call_is_harmless_and_reports_not_started():
     log: list[str] = []
     register_all(log)
     first = await shutdown_all()
-    assert runtime.registered() == {}
+    assert component_registry.registered() == {}
     second = await shutdown_all()
     assert log == list(SHUTDOWN_ORDER)
     assert [s.outcome for s in second.steps] == ["not started"] * len(SHUTDOWN_ORDER)
@@ -176,15 +176,15 @@ async def test_real_components_shut_down_cleanly():
     pending = manager.request("s", "q", ["a"], "agent")
     observer = TaskObserver(registry, InMemorySessionClient(), stream=stream, base_interval=0.01)
     observer.start()
-    runtime.register_component("task_observer", observer)
-    runtime.register_component("task_registry", registry)
-    runtime.register_component("checkpoint_manager", manager)
+    component_registry.register_component("task_observer", observer)
+    component_registry.register_component("task_registry", registry)
+    component_registry.register_component("checkpoint_manager", manager)
     report = await shutdown_all(timeout_per_component=1.0)
     assert report.ok, str(report)
     assert (await pending).reason == "shutdown"
     assert stream.subscriber_count() == 0
     assert asyncio.all_tasks() == {asyncio.current_task()}
-    assert runtime.get_component("task_observer") is None
+    assert component_registry.get_component("task_observer") is None
 
 
 def test_report_str_is_an_aligned_table_with_every_name():
@@ -223,18 +223,20 @@ async def test_invalid_timeout_is_rejected():
         await shutdown_all(timeout_per_component=0)
 
 
-def test_runtime_registry_api():
-    component = object()
-    with pytest.raises(ValueError, match="unknown component"):
-        runtime.register_component("nope", component)
-    assert runtime.register_component("durable_stream", component) is component
-    assert runtime.get_component("durable_stream") is component
-    assert runtime.registered() == {"durable_stream": component}
-    other = object()
-    assert runtime.unregister("durable_stream", other) is None
-    assert runtime.unregister("durable_stream") is component
-    assert runtime.get_component("durable_stream") is None
-    created = runtime.get_or_create("task_registry", TaskRegistry)
-    assert runtime.get_or_create("task_registry", TaskRegistry) is created
-    runtime.clear()
-    assert runtime.registered() == {}
+def test_component_registry_api():
+    with pytest.raises(TypeError, match=r"object is not a Component: it has no shutdown\(\), "):
+        component_registry.register_component("durable_stream", object())
+    with pytest.raises(ValueError, match="non-empty str"):
+        component_registry.register_component("", FakeComponent())
+    component = FakeComponent()
+    assert component_registry.register_component("durable_stream", component) is component
+    assert component_registry.get_component("durable_stream") is component
+    assert component_registry.registered() == {"durable_stream": component}
+    other = FakeComponent()
+    assert component_registry.unregister("durable_stream", other) is None
+    assert component_registry.unregister("durable_stream") is component
+    assert component_registry.get_component("durable_stream") is None
+    created = component_registry.get_or_create("task_registry", TaskRegistry)
+    assert component_registry.get_or_create("task_registry", TaskRegistry) is created
+    component_registry.clear()
+    assert component_registry.registered() == {}

@@ -1,6 +1,6 @@
 """Guarantee 6: SIGTERM/SIGINT shut a host down gracefully; an atexit hook closes what is open.
 
-Each case runs tests/helpers/signal_child.py: a DurableStream registered in the runtime, a pending
+Each case runs tests/helpers/signal_child.py: a DurableStream registered as a component, a pending
 checkpoint on the stream, events being appended and acknowledged on stdout. After the signal the
 child must exit (128 + signum) within a generous bound, having logged the shutdown, and leave a
 complete file: every acknowledged event present, trimmed (no NUL tail, nothing torn), the
@@ -18,11 +18,12 @@ import threading
 from pathlib import Path
 
 import pytest
+from fakes import FakeComponent
+from opencode_addons import component_registry
 from opencode_addons.durable_stream import DurableStream
-from opencode_addons.orchestrator import runtime
-from opencode_addons.orchestrator.signals import install_atexit_hook, install_signal_handlers
+from opencode_addons.signals import install_atexit_hook, install_signal_handlers
 
-CHILD = Path(__file__).parent / "helpers" / "signal_child.py"
+CHILD = Path(__file__).parents[1] / "helpers" / "signal_child.py"
 # "Exits at all": far above the 5 s per component the children use.
 EXIT_BOUND = 60
 
@@ -152,9 +153,9 @@ def test_atexit_hook_closes_the_stream_on_normal_exit(tmp_path):
 
 @pytest.fixture
 def clean_runtime():
-    runtime.clear()
+    component_registry.clear()
     yield
-    runtime.clear()
+    component_registry.clear()
 
 
 def test_uninstall_restores_previous_handlers_and_is_idempotent(clean_runtime):
@@ -222,16 +223,16 @@ def test_not_from_a_worker_thread(clean_runtime):
 def test_atexit_hook_never_raises(clean_runtime, caplog):
     import atexit
 
-    class Broken:
+    class Broken(FakeComponent):
         def shutdown(self):
             raise RuntimeError("boom")
 
-    runtime.register_component("task_registry", Broken())
+    component_registry.register_component("task_registry", Broken())
     unregister = install_atexit_hook(timeout_per_component=1)
     try:
         # Run the registered hook the way the interpreter would.
         atexit._run_exitfuncs()
     finally:
         unregister()
-    assert runtime.registered() == {}
+    assert component_registry.registered() == {}
     assert "task_registry shutdown error: RuntimeError: boom" in caplog.text

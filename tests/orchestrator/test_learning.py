@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from fakes import MemoryEventStream, eventually
+from fakes import eventually
 from opencode_addons.events import (
     AGENT_COMPLETED,
     AGENT_FAILED,
@@ -23,12 +23,13 @@ from opencode_addons.events import (
 )
 from opencode_addons.memory_lane import MemoryLaneStore
 from opencode_addons.orchestrator.learning import Learning, LearningExtractor
+from real_stream import real_stream
 
 DELAY = 0.05
 
 
 def make(stream=None, **kwargs):
-    stream = stream or MemoryEventStream()
+    stream = stream or real_stream()
     kwargs.setdefault("capture_delay", DELAY)
     return stream, LearningExtractor(stream, **kwargs).attach()
 
@@ -77,7 +78,7 @@ def other_tasks():
     ],
 )
 def test_classify_event_numbers(event_type, kind, confidence):
-    extractor = LearningExtractor(MemoryEventStream())
+    extractor = LearningExtractor(real_stream())
     event = {
         "id": "evt_1",
         "type": event_type,
@@ -95,12 +96,12 @@ def test_classify_event_numbers(event_type, kind, confidence):
 
 
 def test_classify_event_ignores_other_types():
-    extractor = LearningExtractor(MemoryEventStream())
+    extractor = LearningExtractor(real_stream())
     assert extractor.classify_event({"type": "task.started", "payload": {}}) is None
 
 
 def test_classify_transcript_kinds_and_numbers():
-    extractor = LearningExtractor(MemoryEventStream())
+    extractor = LearningExtractor(real_stream())
     messages = [
         {"role": "user", "text": "Please add a cache"},
         {"role": "assistant", "text": "Traceback (most recent call last): boom"},
@@ -123,7 +124,7 @@ def test_classify_transcript_kinds_and_numbers():
 
 
 def test_classify_transcript_ignores_neutral_messages():
-    extractor = LearningExtractor(MemoryEventStream())
+    extractor = LearningExtractor(real_stream())
     messages = [
         {"role": "user", "text": "Add a README section"},
         {"role": "assistant", "text": "I added it"},
@@ -133,7 +134,7 @@ def test_classify_transcript_ignores_neutral_messages():
 
 
 def test_min_confidence_filters_out_lower_kinds():
-    extractor = LearningExtractor(MemoryEventStream(), min_confidence=0.85)
+    extractor = LearningExtractor(real_stream(), min_confidence=0.85)
     messages = [
         {"role": "assistant", "text": "error: disk full"},
         {"role": "user", "text": "great"},
@@ -143,7 +144,7 @@ def test_min_confidence_filters_out_lower_kinds():
 
 
 def test_top_ten_cut_keeps_highest_confidence_in_stable_order():
-    extractor = LearningExtractor(MemoryEventStream())
+    extractor = LearningExtractor(real_stream())
     messages = [{"role": "assistant", "text": f"error number {i}"} for i in range(8)]
     messages += [{"role": "user", "text": f"no, do step {i} instead"} for i in range(5)]
     learnings = extractor.classify_transcript(messages)

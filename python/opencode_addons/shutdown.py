@@ -1,8 +1,9 @@
 """shutdown_all: stop every component in the reference's order, each step isolated and time-boxed.
 
-A component's ``shutdown()`` may be async (awaited under the timeout) or sync (run in a dedicated
-daemon thread, so a hanging one can be timed out too and cannot block interpreter exit). A step
-that raises or times out is reported and the next step still runs.
+Every component follows the ``Component`` contract (``opencode_addons.component``), which says
+how a sync or async ``shutdown()`` is run. A sync one runs in a dedicated daemon thread, so a
+hanging one can be timed out too and cannot block interpreter exit. A step that raises or times
+out is reported and the next step still runs.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from opencode_addons.orchestrator import runtime
-from opencode_addons.orchestrator.runtime import SHUTDOWN_ORDER
+from opencode_addons import component_registry
+from opencode_addons.component_registry import SHUTDOWN_ORDER, check_component
 
 log = logging.getLogger(__name__)
 
@@ -78,14 +79,14 @@ async def shutdown_all(
     *,
     components: Mapping[str, Any] | None = None,
 ) -> ShutdownReport:
-    """Stop ``components`` (default: the runtime registry) in ``SHUTDOWN_ORDER``.
+    """Stop ``components`` (default: the component registry) in ``SHUTDOWN_ORDER``.
 
     Names outside the reference order are stopped afterwards, in the mapping's order. Components
-    taken from the runtime registry are unregistered, so a second call finds nothing to do.
+    taken from the component registry are unregistered, so a second call finds nothing to do.
     """
     timeout = _check_timeout(timeout_per_component)
     from_runtime = components is None
-    targets = runtime.registered() if components is None else dict(components)
+    targets = component_registry.registered() if components is None else dict(components)
     names = [*SHUTDOWN_ORDER, *(n for n in targets if n not in SHUTDOWN_ORDER)]
     report = ShutdownReport()
     for name in names:
@@ -96,7 +97,7 @@ async def shutdown_all(
         step = await _stop_component(name, component, timeout)
         report.steps.append(step)
         if from_runtime:
-            runtime.unregister(name, component)
+            component_registry.unregister(name, component)
     log.info("shutdown_all finished (%s)", "ok" if report.ok else "with problems")
     return report
 
@@ -142,9 +143,7 @@ async def _stop_component(name: str, component: Any, timeout: float) -> Shutdown
 
 
 async def _invoke_shutdown(name: str, component: Any, timeout: float) -> None:
-    shutdown = getattr(component, "shutdown", None)
-    if not callable(shutdown):
-        raise TypeError(f"{type(component).__name__} has no shutdown() method")
+    shutdown = check_component(component).shutdown
     deadline = time.monotonic() + timeout
     if inspect.iscoroutinefunction(shutdown):
         await _await_within(shutdown(), timeout)

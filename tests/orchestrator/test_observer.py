@@ -5,10 +5,11 @@ import logging
 from types import SimpleNamespace
 
 import pytest
-from fakes import MemoryCheckpointStream, MemoryEventStream
+from fakes import MemoryCheckpointStream
 from opencode_addons.orchestrator.checkpoints import CheckpointManager
 from opencode_addons.orchestrator.observer import InMemorySessionClient, TaskObserver
-from opencode_addons.orchestrator.registry import TaskRegistry, TaskState
+from opencode_addons.orchestrator.task_registry import TaskRegistry, TaskState
+from real_stream import real_stream
 
 
 class Clock:
@@ -226,7 +227,7 @@ async def test_interval_doubles_while_idle_and_resets_when_tasks_are_active():
 
 
 async def test_stop_cancels_its_task_and_unsubscribes():
-    stream = MemoryEventStream()
+    stream = real_stream()
     clock = Clock()
     _registry, _client, observer = make(clock, stream=stream, base_interval=0.01)
     observer.start()
@@ -262,7 +263,7 @@ def test_start_needs_a_running_loop():
 
 
 async def test_terminal_session_events_drop_that_sessions_tasks():
-    stream = MemoryEventStream()
+    stream = real_stream()
     clock = Clock()
     registry, _client, observer = make(clock, stream=stream, base_interval=10)
     for i, session in enumerate(["s1", "s1", "s2", "s3"]):

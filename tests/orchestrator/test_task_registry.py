@@ -4,7 +4,8 @@ import asyncio
 
 import pytest
 from fakes import MemoryEventStream
-from opencode_addons.orchestrator.registry import FINISHED_STATES, TaskRegistry, TaskState
+from opencode_addons.orchestrator.task_registry import FINISHED_STATES, TaskRegistry, TaskState
+from real_stream import real_stream
 
 
 class Clock:
@@ -193,7 +194,7 @@ def test_remove_session_forgets_its_tasks_only():
 
 
 def test_state_changes_append_task_events_on_the_session_stream():
-    stream = MemoryEventStream()
+    stream = real_stream()
     registry = TaskRegistry(stream, max_retries=1)
     registry.register("t1", session_id="s1", description="d")
     registry.start("t1")

@@ -21,6 +21,7 @@ from opencode_addons.events import (
     SESSION_END,
 )
 from opencode_addons.orchestrator.ledger import EventDrivenLedger
+from real_stream import real_stream
 
 
 def task(stream, suffix, task_id, stream_id="ses_1", **payload):
@@ -85,7 +86,7 @@ def populate(stream):
 
 
 def test_model_and_every_section_render():
-    stream = MemoryEventStream()
+    stream = real_stream()
     ledger = EventDrivenLedger(stream, path=None)
     populate(stream)
     text = ledger.render()
@@ -108,7 +109,7 @@ def test_model_and_every_section_render():
 
 
 def test_emits_ledger_events_without_recursion():
-    stream = MemoryEventStream()
+    stream = real_stream()
     ledger = EventDrivenLedger(stream, path=None)
     populate(stream)
     created = ledger_events(stream, "ledger.epic.created")
@@ -134,7 +135,7 @@ def test_emits_ledger_events_without_recursion():
 
 
 def test_rejected_checkpoint_goes_to_governance():
-    stream = MemoryEventStream()
+    stream = real_stream()
     ledger = EventDrivenLedger(stream, path=None)
     stream.append(
         {
@@ -148,7 +149,7 @@ def test_rejected_checkpoint_goes_to_governance():
 
 
 def test_completed_epics_move_to_bounded_archive():
-    stream = MemoryEventStream()
+    stream = real_stream()
     ledger = EventDrivenLedger(stream, path=None, max_completed_epics=1, max_archive=2)
     for index in range(5):
         task(stream, "started", f"t{index}", stream_id=f"epic_{index}")
@@ -162,7 +163,7 @@ def test_completed_epics_move_to_bounded_archive():
 
 
 def test_epic_and_task_bounds():
-    stream = MemoryEventStream()
+    stream = real_stream()
     ledger = EventDrivenLedger(stream, path=None, max_epics=3, max_tasks_per_epic=4)
     for index in range(10):
         task(stream, "started", f"t{index}", stream_id=f"s{index}")
@@ -178,7 +179,7 @@ def test_epic_and_task_bounds():
 
 
 def test_agent_completion_updates_intent_epic():
-    stream = MemoryEventStream()
+    stream = real_stream()
     ledger = EventDrivenLedger(stream, path=None, max_completed_epics=5)
     spawn = {"intent_id": "int_9", "agent": "fixer", "intent": "Fix bug"}
     stream.append({"type": AGENT_SPAWNED, "stream_id": "s", "payload": spawn})
@@ -190,7 +191,7 @@ def test_agent_completion_updates_intent_epic():
 
 
 def test_lineage_is_bounded_and_duplicates_skipped():
-    stream = MemoryEventStream()
+    stream = real_stream()
     ledger = EventDrivenLedger(stream, path=None, max_lineage=50, emit_events=False)
     first = task(stream, "started", "t0")
     for index in range(500):
@@ -206,7 +207,7 @@ def test_lineage_is_bounded_and_duplicates_skipped():
 
 
 def test_causation_is_recorded_in_lineage():
-    stream = MemoryEventStream()
+    stream = real_stream()
     ledger = EventDrivenLedger(stream, path=None)
     parent = task(stream, "started", "t1")
     child = stream.append(
@@ -221,7 +222,7 @@ def test_causation_is_recorded_in_lineage():
 
 
 def test_write_is_atomic_and_equals_render(tmp_path):
-    stream = MemoryEventStream()
+    stream = real_stream()
     path = tmp_path / "LEDGER.md"
     ledger = EventDrivenLedger(stream, path=path)
     populate(stream)
@@ -235,7 +236,7 @@ def test_write_is_atomic_and_equals_render(tmp_path):
 
 
 def test_failed_write_keeps_old_file_and_leaves_no_temp(tmp_path, monkeypatch):
-    stream = MemoryEventStream()
+    stream = real_stream()
     path = tmp_path / "LEDGER.md"
     ledger = EventDrivenLedger(stream, path=path)
     ledger.write()
@@ -253,7 +254,7 @@ def test_failed_write_keeps_old_file_and_leaves_no_temp(tmp_path, monkeypatch):
 
 
 async def test_writes_are_debounced_with_an_owned_timer(tmp_path):
-    stream = MemoryEventStream()
+    stream = real_stream()
     path = tmp_path / "LEDGER.md"
     ledger = EventDrivenLedger(stream, path=path, render_delay=0.05)
     for index in range(20):
@@ -267,7 +268,7 @@ async def test_writes_are_debounced_with_an_owned_timer(tmp_path):
 
 
 async def test_shutdown_writes_cancels_timer_unsubscribes(tmp_path):
-    stream = MemoryEventStream()
+    stream = real_stream()
     path = tmp_path / "LEDGER.md"
     ledger = EventDrivenLedger(stream, path=path, render_delay=10)
     populate(stream)
@@ -312,7 +313,7 @@ def open_ids(ledger):
 
 
 def test_checkpoint_closes_when_approved_or_rejected():
-    stream = MemoryEventStream()
+    stream = real_stream()
     ledger = EventDrivenLedger(stream, path=None)
     request(stream, "cp_a")
     request(stream, "cp_b")
@@ -329,7 +330,7 @@ def test_checkpoint_closes_when_approved_or_rejected():
     [SESSION_DELETED, SESSION_ABORTED, SESSION_END, "session.deleted", "session.aborted"],
 )
 def test_checkpoints_close_when_their_session_ends(terminal_type):
-    stream = MemoryEventStream()
+    stream = real_stream()
     ledger = EventDrivenLedger(stream, path=None)
     request(stream, "cp_1", stream_id="ses_1")
     request(stream, "cp_2", stream_id="ses_1")
@@ -343,7 +344,7 @@ def test_checkpoints_close_when_their_session_ends(terminal_type):
 
 
 def test_session_end_found_through_the_payload_session_id():
-    stream = MemoryEventStream()
+    stream = real_stream()
     ledger = EventDrivenLedger(stream, path=None)
     request(stream, "cp_1", stream_id="ses_1")
     # The bridge's raw shape: the session is named in the payload, not the stream id.
@@ -355,7 +356,7 @@ def test_session_end_found_through_the_payload_session_id():
 
 @pytest.mark.parametrize("shutdown_type", [PLUGIN_SHUTDOWN, "lifecycle.plugin.shutdown"])
 def test_plugin_shutdown_closes_every_checkpoint(shutdown_type):
-    stream = MemoryEventStream()
+    stream = real_stream()
     ledger = EventDrivenLedger(stream, path=None)
     for index in range(5):
         request(stream, f"cp_{index}", stream_id=f"ses_{index}")
@@ -367,6 +368,8 @@ def test_plugin_shutdown_closes_every_checkpoint(shutdown_type):
 
 def test_checkpoints_close_once_expired_on_the_next_event():
     clock = FakeClock()
+    # A fake stream: these expiry times are on the ledger's fake clock, and the real stream
+    # (on the wall clock) would reject the checkpoints itself before the ledger's expiry ran.
     stream = MemoryEventStream()
     ledger = EventDrivenLedger(stream, path=None, clock=clock)
     request(stream, "cp_soon", expires_at=clock.now + 1_000)
@@ -389,6 +392,8 @@ def test_checkpoints_close_once_expired_on_the_next_event():
 
 def test_expired_checkpoint_leaves_the_handoff_without_another_event():
     clock = FakeClock()
+    # A fake stream: these expiry times are on the ledger's fake clock, and the real stream
+    # (on the wall clock) would reject the checkpoints itself before the ledger's expiry ran.
     stream = MemoryEventStream()
     ledger = EventDrivenLedger(stream, path=None, clock=clock)
     request(stream, "cp_1", expires_at=clock.now + 10)
@@ -400,7 +405,7 @@ def test_expired_checkpoint_leaves_the_handoff_without_another_event():
 
 def test_checkpoint_already_expired_when_seen_is_not_open():
     clock = FakeClock()
-    stream = MemoryEventStream()
+    stream = real_stream()
     ledger = EventDrivenLedger(stream, path=None, clock=clock)
     request(stream, "cp_old", expires_at=clock.now - 1)  # a replay of an old request
     assert list(ledger.open_checkpoints) == []
@@ -408,7 +413,7 @@ def test_checkpoint_already_expired_when_seen_is_not_open():
 
 def test_late_rejection_of_an_expired_checkpoint_is_still_recorded():
     clock = FakeClock()
-    stream = MemoryEventStream()
+    stream = real_stream()
     ledger = EventDrivenLedger(stream, path=None, clock=clock)
     request(stream, "cp_1", expires_at=clock.now + 10)
     clock.now += 20
@@ -425,6 +430,8 @@ def test_late_rejection_of_an_expired_checkpoint_is_still_recorded():
 
 def test_open_checkpoints_stay_bounded_and_in_step_with_their_metadata():
     clock = FakeClock()
+    # A fake stream: these expiry times are on the ledger's fake clock, and the real stream
+    # (on the wall clock) would reject the checkpoints itself before the ledger's expiry ran.
     stream = MemoryEventStream()
     ledger = EventDrivenLedger(stream, path=None, clock=clock, max_open_checkpoints=3)
     for index in range(10):
@@ -438,7 +445,7 @@ def test_open_checkpoints_stay_bounded_and_in_step_with_their_metadata():
 
 def test_open_checkpoints_do_not_pile_up_over_many_sessions():
     clock = FakeClock()
-    stream = MemoryEventStream()
+    stream = real_stream()
     ledger = EventDrivenLedger(stream, path=None, clock=clock, emit_events=False)
     for index in range(500):
         session = f"ses_{index}"

@@ -15,6 +15,14 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 
+def running_loop() -> asyncio.AbstractEventLoop | None:
+    """The running event loop, or None outside one."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
 class BackgroundTasks:
     """A component's running tasks; ``what`` names them in logs ("async subscriber", ...)."""
 

@@ -4,9 +4,9 @@ import asyncio
 import logging
 
 import pytest
-from fakes import MemoryEventStream
 from opencode_addons.events import SESSION_TERMINAL_TYPES
 from opencode_addons.orchestrator.sessions import SessionStateTracker
+from real_stream import real_stream
 
 
 class Clock:
@@ -28,7 +28,7 @@ def event(event_type: str, session_id: str | None = None, **payload) -> dict:
 
 def test_session_created_on_first_event_and_touched_after():
     clock = Clock()
-    stream = MemoryEventStream()
+    stream = real_stream()
     tracker = SessionStateTracker(stream, clock=clock)
     stream.append(event("message.completed", "s1"))
     state = tracker.get("s1")
@@ -53,7 +53,7 @@ def test_stream_id_is_used_when_payload_has_no_session():
     sorted(t for t in SESSION_TERMINAL_TYPES if not t.endswith("plugin.shutdown")),
 )
 def test_session_dropped_on_every_terminal_spelling(terminal_type):
-    stream = MemoryEventStream()
+    stream = real_stream()
     tracker = SessionStateTracker(stream)
     dropped: list[tuple[str, str]] = []
     tracker.on_drop(lambda session_id, reason: dropped.append((session_id, reason)))
@@ -75,7 +75,7 @@ def test_deleted_event_with_info_id_spelling():
 
 @pytest.mark.parametrize("shutdown_type", ["plugin.shutdown", "lifecycle.plugin.shutdown"])
 def test_plugin_shutdown_drops_all_sessions(shutdown_type):
-    stream = MemoryEventStream()
+    stream = real_stream()
     tracker = SessionStateTracker(stream)
     for i in range(4):
         stream.append(event("message.completed", f"s{i}"))
@@ -157,7 +157,7 @@ def test_raising_drop_callback_is_logged_and_others_still_run(caplog):
 
 async def test_timer_expires_sessions_and_shutdown_cancels_it():
     clock = Clock()
-    stream = MemoryEventStream()
+    stream = real_stream()
     tracker = SessionStateTracker(stream, ttl=0.02, clock=clock)
     stream.append(event("a", "s1"))  # a running loop: the expiry timer is armed lazily
     assert tracker.expiry_armed
@@ -185,7 +185,7 @@ async def test_attach_after_shutdown_is_refused():
     tracker = SessionStateTracker()
     await tracker.shutdown()
     with pytest.raises(RuntimeError):
-        tracker.attach(MemoryEventStream())
+        tracker.attach(real_stream())
 
 
 def test_invalid_arguments():

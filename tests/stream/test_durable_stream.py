@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import pytest
 from fakes import eventually
-from opencode_addons import _core
+from opencode_addons import _core, component_registry
 from opencode_addons.durable_stream import (
     BRIDGE_STREAM,
     Checkpoint,
@@ -18,13 +18,11 @@ from opencode_addons.durable_stream import (
     EventHistory,
     Intent,
     ResumeResult,
-    get_durable_stream,
-    initialize_durable_stream,
 )
 from opencode_addons.events import SESSION_TERMINAL_TYPES
-from opencode_addons.orchestrator import runtime
 from opencode_addons.orchestrator.learning import LearningExtractor
-from opencode_addons.orchestrator.shutdown import shutdown_all
+from opencode_addons.shutdown import shutdown_all
+from opencode_addons.stream_singleton import get_durable_stream, initialize_durable_stream
 
 CP_ID = re.compile(r"^cp_\d{13}_[0-9a-z]{6}$")
 INTENT_ID = re.compile(r"^intent_\d{13}_[0-9a-z]{6}$")
@@ -44,11 +42,11 @@ def stream(path):
 
 @pytest.fixture(autouse=True)
 def clean_runtime():
-    runtime.clear()
+    component_registry.clear()
     yield
-    for component in runtime.registered().values():
+    for component in component_registry.registered().values():
         component.shutdown()
-    runtime.clear()
+    component_registry.clear()
 
 
 def file_events(path) -> list[dict]:
@@ -407,7 +405,7 @@ async def test_expired_checkpoint_is_rejected_by_its_timer(stream):
 
 async def test_approve_cancels_the_timer(stream):
     checkpoint = stream.request_checkpoint("s1", "a?", ["x"], "me", timeout=0.05)
-    timer = stream._timers[checkpoint.id]
+    timer = stream.checkpoints.timer_of(checkpoint.id)
     assert stream.approve_checkpoint(checkpoint.id, "boss")
     assert timer.cancelled() and stream.stats()["timers"] == 0
     await asyncio.sleep(0.1)
@@ -705,7 +703,7 @@ def empty_state(stream: DurableStream) -> bool:
 async def test_delete_session_drops_its_state(stream):
     checkpoint, intent = populate_session(stream, "ses_1")
     other, _ = populate_session(stream, "ses_2")
-    timer = stream._timers[checkpoint.id]
+    timer = stream.checkpoints.timer_of(checkpoint.id)
     deleted = stream.delete_session("ses_1", "user closed it")
     assert deleted["type"] == "lifecycle.session.deleted"
     assert deleted["payload"] == {"session_id": "ses_1", "reason": "user closed it"}
@@ -790,7 +788,7 @@ def test_stats_keys(stream):
 async def test_shutdown_is_idempotent_and_cancels_timers(path):
     stream = DurableStream(path)
     checkpoint = stream.request_checkpoint("s1", "a?", ["x"], "me")
-    timer = stream._timers[checkpoint.id]
+    timer = stream.checkpoints.timer_of(checkpoint.id)
     stream.shutdown()
     stream.shutdown()
     assert timer.cancelled() and stream.closed and stream.stats()["timers"] == 0
@@ -805,7 +803,7 @@ async def test_initialize_registers_and_shutdown_all_resets(tmp_path):
     assert get_durable_stream() is None
     stream = initialize_durable_stream(store_path=path, durability="none")
     assert get_durable_stream() is stream
-    assert runtime.get_component("durable_stream") is stream
+    assert component_registry.get_component("durable_stream") is stream
     assert initialize_durable_stream(store_path=str(path), durability="none") is stream
     with pytest.raises(ValueError):
         initialize_durable_stream(store_path=path, durability="fsync")

@@ -1,7 +1,7 @@
 """Graceful shutdown on SIGTERM/SIGINT, and an ``atexit`` hook for whatever is still open.
 
 ``install_signal_handlers()`` makes the first SIGTERM or SIGINT run ``shutdown_all`` over the
-components registered in ``opencode_addons.orchestrator.runtime`` (in the reference's order, each
+components registered in ``opencode_addons.component_registry`` (in the reference's order, each
 step time-boxed by ``timeout_per_component``): the checkpoint manager rejects its pending
 checkpoints with reason ``"shutdown"``, checkpoints requested on the stream itself stay pending in
 the file (``DurableStream.resume()`` picks them up on the next start), and the durable stream
@@ -33,8 +33,8 @@ import threading
 from collections.abc import Iterable
 from typing import Any, Callable, Optional
 
-from opencode_addons.orchestrator import runtime
-from opencode_addons.orchestrator.shutdown import (
+from opencode_addons import component_registry
+from opencode_addons.shutdown import (
     ShutdownReport,
     _check_timeout,
     shutdown_all,
@@ -84,7 +84,7 @@ class _Handler:
             log.warning("%s received while shutting down; ignored", _signal_name(signum))
             return False
         self.started = True
-        registered = runtime.registered()
+        registered = component_registry.registered()
         log.warning(
             "%s received: shutting down %d component(s) (%gs each), then exiting with %d",
             _signal_name(signum),
@@ -299,7 +299,7 @@ def _restore(
 
 def _close_at_exit(timeout: float) -> None:
     try:
-        if not runtime.registered():
+        if not component_registry.registered():
             return
         log.info("closing the components still registered at exit")
         report = shutdown_all_sync(timeout)

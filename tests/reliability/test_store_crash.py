@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from opencode_addons import JsonlStore
 
-HELPERS = Path(__file__).parent / "helpers"
+HELPERS = Path(__file__).parents[1] / "helpers"
 sys.path.insert(0, str(HELPERS))
 
 from crash_writer import make_event  # noqa: E402

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from opencode_addons.durable_stream import DurableStream
 from opencode_addons.orchestrator.learning import LearningExtractor
-from opencode_addons.orchestrator.registry import TaskRegistry
 from opencode_addons.orchestrator.sessions import SessionStateTracker
+from opencode_addons.orchestrator.task_registry import TaskRegistry
 
 SESSIONS = 50_000
 

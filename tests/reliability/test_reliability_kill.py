@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 from opencode_addons.durable_stream import DurableStream
 
-HELPERS = Path(__file__).parent / "helpers"
+HELPERS = Path(__file__).parents[1] / "helpers"
 sys.path.insert(0, str(HELPERS))
 
 from kill_writer import make_event  # noqa: E402

@@ -4,12 +4,14 @@ import asyncio
 import logging
 
 import pytest
-from opencode_addons.durable_stream import DurableStream, initialize_durable_stream
+from fakes import FakeComponent
+from opencode_addons import component_registry
+from opencode_addons.durable_stream import DurableStream
 from opencode_addons.health import health
-from opencode_addons.orchestrator import runtime
 from opencode_addons.orchestrator.learning import LearningExtractor
-from opencode_addons.orchestrator.registry import TaskRegistry
 from opencode_addons.orchestrator.sessions import SessionStateTracker
+from opencode_addons.orchestrator.task_registry import TaskRegistry
+from opencode_addons.stream_singleton import initialize_durable_stream
 
 KEYS = {
     "event_history",
@@ -25,13 +27,13 @@ KEYS = {
 
 @pytest.fixture(autouse=True)
 def clean_runtime():
-    runtime.clear()
+    component_registry.clear()
     yield
-    for component in runtime.registered().values():
+    for component in component_registry.registered().values():
         result = component.shutdown()
         if asyncio.iscoroutine(result):
             asyncio.run(result)
-    runtime.clear()
+    component_registry.clear()
 
 
 def test_nothing_registered_counts_zero():
@@ -66,8 +68,10 @@ def test_an_explicit_stream_wins(tmp_path):
 
 async def test_counts_tasks_captures_sessions_and_timers(tmp_path):
     stream = initialize_durable_stream(store_path=tmp_path / "s.jsonl", durability="none")
-    registry = runtime.register_component("task_registry", TaskRegistry(stream))
-    extractor = runtime.register_component("learning_extractor", LearningExtractor(stream).attach())
+    registry = component_registry.register_component("task_registry", TaskRegistry(stream))
+    extractor = component_registry.register_component(
+        "learning_extractor", LearningExtractor(stream).attach()
+    )
     tracker = SessionStateTracker(stream)
     registry.register(session_id="ses_1")
     registry.register(session_id="ses_2")
@@ -87,14 +91,14 @@ async def test_counts_tasks_captures_sessions_and_timers(tmp_path):
 
 
 def test_a_failing_component_does_not_break_the_report(caplog):
-    class Broken:
+    class Broken(FakeComponent):
         def stats(self) -> dict:
             raise RuntimeError("broken stats")
 
         def shutdown(self) -> None:
             pass
 
-    runtime.register_component("checkpoint_manager", Broken())
+    component_registry.register_component("checkpoint_manager", Broken())
     with caplog.at_level(logging.ERROR):
         report = health()
     assert report["timers"] == 0 and "broken stats" in caplog.text

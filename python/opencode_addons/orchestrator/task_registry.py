@@ -114,6 +114,13 @@ def _non_empty_str(name: str, value: Any) -> str:
 class TaskRegistry:
     """Holds tasks by id and by session; appends ``task.*`` events when given a stream."""
 
+    name = "task_registry"
+
+    @property
+    def closed(self) -> bool:
+        """True once ``shutdown()`` has run."""
+        return self._closed
+
     def __init__(
         self,
         stream: EventStream | None = None,
