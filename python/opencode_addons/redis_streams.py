@@ -11,8 +11,8 @@ Keys (``prefix`` defaults to ``"oca"``):
 - ``{prefix}:meta``: a hash with each host's last shipped seq (``shipped:{host}``) and the
   largest clock skew seen on the global key (``global_skew_ms``).
 
-Each entry has the fields ``seq``, ``host``, ``type``, ``stream_id``, ``actor``, ``ts`` (the
-event's timestamp as written) and ``data`` (the event's JSON line, byte-identical to the file).
+Each entry has the fields ``seq``, ``host``, ``type`` and ``data`` (the event's JSON line,
+byte-identical to the file); readers parse ``data`` for anything else (session, actor, time).
 
 Exactly once, without trusting the client: a batch is one Lua script. It checks the key types,
 reads the host's marker, writes only the events past it, and moves the marker, all in one atomic
@@ -40,6 +40,7 @@ import threading
 import time
 import urllib.parse
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Union
 
@@ -71,8 +72,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PREFIX = "oca"
 COMPONENT_NAME = "redis_replicator"
-# Redis 6.2 has XAUTOCLAIM and exclusive ranges; scripts and streams are older.
-MIN_REDIS_VERSION = (6, 2, 0)
+# Readers: Redis 6.2 has XAUTOCLAIM and exclusive ranges. The replicator: 7.0 takes "<ms>-*" ids.
+READER_MIN_VERSION = (6, 2, 0)
+REPLICATOR_MIN_VERSION = (7, 0, 0)
 REPLICATOR_COMMANDS = ("EVALSHA", "XADD", "XINFO", "HGET", "HSET", "EXPIRE", "TYPE", "EXISTS")
 READER_COMMANDS = ("XRANGE", "XREVRANGE", "XREAD", "XREADGROUP", "XACK", "XAUTOCLAIM", "XGROUP")
 # Event types after which the session's key gets a TTL.
@@ -88,15 +90,16 @@ PAGE = 500
 
 # One batch, atomically. KEYS[1] the global stream, KEYS[2] the meta hash, KEYS[3..] session
 # streams. ARGV: host, the seq the batch was read after, global maxlen, session maxlen, "~" or
-# "=", ttl seconds, event count, then 9 values per event: session key index (0: none), seq, id
-# ms, type, stream_id, actor, ts, data, index of a key to expire (0: none).
-# Every check comes before the first write, so an error never leaves a batch half written.
+# "=", ttl seconds, event count, then 6 values per event: session key index (0: none), seq, id
+# ms, type, data, index of a key to expire (0: none).
+# Every check comes before the first write, and no write after it can fail, so an error never
+# leaves a batch half written. An entry's id is "<ms>-*" (Redis numbers entries within a ms),
+# with ms the event's, or the key's last ms when that is later: a key's last id is only looked
+# up (XINFO) when the first write to it in this batch is refused for being earlier.
 SHIP_SCRIPT = """
 local host, prev = ARGV[1], ARGV[2]
 local gmax, smax, trim, ttl = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local count = tonumber(ARGV[7])
--- Ids past 2^53 - 1 would lose precision in a Lua number.
-local MAX_EXACT = '9007199254740991'
 
 local function seq_lt(a, b)
   if #a ~= #b then return #a < #b end
@@ -115,55 +118,53 @@ end
 local marker = redis.call('HGET', KEYS[2], 'shipped:' .. host) or '0'
 if seq_lt(marker, prev) then return {'rewind', marker, 0} end
 
-local last_ms, last_n = {}, {}
-for i = 1, #KEYS do
-  local ms, n = 0, 0
-  if i ~= 2 and redis.call('EXISTS', KEYS[i]) == 1 then
-    local info = redis.call('XINFO', 'STREAM', KEYS[i])
-    for j = 1, #info, 2 do
-      if info[j] == 'last-generated-id' then
-        local id = info[j + 1]
-        local dash = string.find(id, '-', 1, true)
-        local ms_text, n_text = string.sub(id, 1, dash - 1), string.sub(id, dash + 1)
-        if seq_lt(MAX_EXACT, ms_text) or seq_lt(MAX_EXACT, n_text) then
-          return redis.error_reply('OCA-BADID ' .. id .. ' ' .. KEYS[i])
-        end
-        ms, n = tonumber(ms_text), tonumber(n_text)
-      end
+-- The last id's ms part of each key written in this batch, as a number and as text.
+local last_ms, last_text = {}, {}
+local function learn(i)
+  local info = redis.call('XINFO', 'STREAM', KEYS[i])
+  for j = 1, #info, 2 do
+    if info[j] == 'last-generated-id' then
+      local id = info[j + 1]
+      local text = string.sub(id, 1, string.find(id, '-', 1, true) - 1)
+      last_ms[i], last_text[i] = tonumber(text), text
     end
   end
-  last_ms[i], last_n[i] = ms, n
 end
 
 local skew = 0
-local function next_id(i, ms)
-  local lm, ln = last_ms[i], last_n[i]
+local function add(i, maxlen, ms, ms_text, ...)
+  local lm = last_ms[i]
+  if lm == nil then
+    local id = redis.pcall('XADD', KEYS[i], 'MAXLEN', trim, maxlen, ms_text .. '-*', ...)
+    if type(id) == 'string' then
+      last_ms[i], last_text[i] = ms, ms_text
+      return
+    end
+    -- Only the first write of a script can fail otherwise (a missing command, OOM): that
+    -- error is the script's, and nothing was written.
+    if not string.find(id['err'] or '', 'smaller', 1, true) then error(id) end
+    learn(i)  -- refused: the key holds a later id
+    lm = last_ms[i]
+  end
   if ms > lm then
-    lm, ln = ms, 0
+    last_ms[i], last_text[i] = ms, ms_text
   else
     if i == 1 and lm - ms > skew then skew = lm - ms end
-    ln = ln + 1
+    ms_text = last_text[i]
   end
-  last_ms[i], last_n[i] = lm, ln
-  return string.format('%.0f-%.0f', lm, ln)
+  redis.call('XADD', KEYS[i], 'MAXLEN', trim, maxlen, ms_text .. '-*', ...)
 end
 
 local written, newest = 0, marker
 for e = 0, count - 1 do
-  local b = 7 + e * 9
+  local b = 7 + e * 6
   local seq = ARGV[b + 2]
   if seq_lt(newest, seq) then
-    local k, ms, expire = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 3]), tonumber(ARGV[b + 9])
-    local typ, sid, actor = ARGV[b + 4], ARGV[b + 5], ARGV[b + 6]
-    local ts, data = ARGV[b + 7], ARGV[b + 8]
-    redis.call('XADD', KEYS[1], 'MAXLEN', trim, gmax, next_id(1, ms),
-      'seq', seq, 'host', host, 'type', typ, 'stream_id', sid, 'actor', actor, 'ts', ts,
-      'data', data)
-    if k > 0 then
-      redis.call('XADD', KEYS[k], 'MAXLEN', trim, smax, next_id(k, ms),
-        'seq', seq, 'host', host, 'type', typ, 'stream_id', sid, 'actor', actor, 'ts', ts,
-        'data', data)
-    end
+    local k, ms_text, expire = tonumber(ARGV[b + 1]), ARGV[b + 3], tonumber(ARGV[b + 6])
+    local ms = tonumber(ms_text)
+    local typ, data = ARGV[b + 4], ARGV[b + 5]
+    add(1, gmax, ms, ms_text, 'seq', seq, 'host', host, 'type', typ, 'data', data)
+    if k > 0 then add(k, smax, ms, ms_text, 'seq', seq, 'host', host, 'type', typ, 'data', data) end
     if expire > 0 then redis.call('EXPIRE', KEYS[expire], ttl) end
     written, newest = written + 1, seq
   end
@@ -260,11 +261,6 @@ def _translate(error: Exception, url: str, doing: str) -> RedisStreamError:
                 f"{where}: key {key!r} holds a {kind}, not a {want}; another application "
                 "uses this prefix (choose another prefix or remove the key)"
             )
-        if "OCA-BADID" in text:
-            _, entry_id, key = text.split("OCA-BADID", 1)[1].split(" ", 2)
-            return RedisConfigError(
-                f"{where}: stream {key!r} has an id ({entry_id}) this replicator did not write"
-            )
         if text.startswith("WRONGTYPE"):
             return RedisConfigError(
                 f"{where}: wrong key type ({doing}); does another application use this "
@@ -306,7 +302,12 @@ def _version(text: str) -> tuple[int, ...]:
     return tuple(numbers)
 
 
-def check_server(client: redis.Redis, url: str, commands: Sequence[str]) -> dict[str, Any]:
+def check_server(
+    client: redis.Redis,
+    url: str,
+    commands: Sequence[str],
+    min_version: tuple[int, ...] = READER_MIN_VERSION,
+) -> dict[str, Any]:
     """Connects and checks version and commands; returns ``{"version", "aof"}``.
 
     Raises ``RedisConfigError`` or ``RedisUnavailableError`` naming what is wrong.
@@ -318,9 +319,9 @@ def check_server(client: redis.Redis, url: str, commands: Sequence[str]) -> dict
     except Exception as error:
         raise _translate(error, url, "connecting") from None
     version = str(info.get("redis_version", "0"))
-    if _version(version) < MIN_REDIS_VERSION:
-        wanted = ".".join(map(str, MIN_REDIS_VERSION))
-        raise RedisConfigError(f"{where} is version {version}; streams need {wanted} or later")
+    if _version(version) < min_version:
+        wanted = ".".join(map(str, min_version))
+        raise RedisConfigError(f"{where} is version {version}; this needs {wanted} or later")
     try:
         # Raw reply: None for a command the server does not have (redis-py's parser chokes).
         client.set_response_callback("COMMAND", lambda response, **_: response)
@@ -504,6 +505,7 @@ class RedisReplicator:
         self._file_signature: Optional[tuple[int, int]] = None
         self._file_read_at = 0.0
         self._thread: Optional[threading.Thread] = None
+        self._executor: Optional[ThreadPoolExecutor] = None
         self._stop = threading.Event()
         self._closed = False
         self._healthy = True
@@ -538,7 +540,7 @@ class RedisReplicator:
         """
         with self._lock:
             client = self._connection()
-            info = check_server(client, self.url, REPLICATOR_COMMANDS)
+            info = check_server(client, self.url, REPLICATOR_COMMANDS, REPLICATOR_MIN_VERSION)
             _check_key_types(client, self.url, {self.keys.events: "stream", self.keys.meta: "hash"})
             self._checked = True
             return info
@@ -596,6 +598,9 @@ class RedisReplicator:
             self.stop(drain=True)
         finally:
             self._closed = True
+            executor, self._executor = self._executor, None
+            if executor is not None:
+                executor.shutdown(wait=True)
             client, self._client = self._client, None
             if client is not None:
                 try:
@@ -701,17 +706,18 @@ class RedisReplicator:
             self._position = self._read_marker(client)
         shipped = 0
         rewinds = 0
-        while stop is None or not stop.is_set():
+
+        def keep_going() -> bool:
+            if stop is not None and stop.is_set():
+                return False
+            return deadline is None or time.monotonic() <= deadline
+
+        while keep_going():
             lines, complete = self._read(self._position, polling=stop is not None)
             if not lines:
                 break
             try:
-                for chunk in self._batches(lines):
-                    if (deadline is not None and time.monotonic() > deadline) or (
-                        stop is not None and stop.is_set()
-                    ):
-                        return shipped
-                    shipped += self._ship_batch(client, chunk)
+                shipped += self._ship_lines(client, lines, keep_going)
             except _Rewind as rewind:
                 rewinds += 1
                 self._rewinds += 1
@@ -729,7 +735,7 @@ class RedisReplicator:
                         f"{self.host_id!r} back; is another process resetting it?"
                     ) from None
                 continue
-            if complete:
+            if complete or not keep_going():
                 break
         return shipped
 
@@ -825,9 +831,8 @@ class RedisReplicator:
             )
         self._lost_counted_to = max(self._lost_counted_to, seq - 1)
 
-    def _ship_batch(self, client: redis.Redis, lines: list[bytes]) -> int:
-        assert self._position is not None
-        prev = self._position
+    def _build_batch(self, lines: list[bytes], prev: int) -> tuple[list[str], list[Any]]:
+        """The script's keys and arguments for ``lines``, read after seq ``prev``."""
         keys = [self.keys.events, self.keys.meta]
         index: dict[str, int] = {}
         args: list[Any] = [
@@ -848,39 +853,80 @@ class RedisReplicator:
             return position
 
         expected = prev + 1
+        loads = _loads
         for line in lines:
-            seq = _seq_of(line)
+            event = loads(line)
+            seq = event.get("seq")
+            if type(seq) is not int:
+                seq = _seq_of(line)
             if seq > expected:
                 self._count_gap(expected, seq)
             expected = seq + 1
-            event = _loads(line)
             stream_id = event.get("stream_id")
-            session = key_index(stream_id) if isinstance(stream_id, str) else 0
-            expire = 0
+            session = key_index(stream_id) if type(stream_id) is str else 0
             event_type = event.get("type")
+            expire = 0
             if event_type in DELETED_TYPES:
                 deleted = session_id_of(event)
                 expire = key_index(deleted) if deleted is not None else session
-            actor = event.get("actor")
             timestamp = event.get("timestamp")
+            if type(timestamp) is int and 0 <= timestamp <= MAX_ID_MS:
+                ms = timestamp
+            else:
+                ms = _id_ms(timestamp)
             args += (
                 session,
                 seq,
-                _id_ms(timestamp),
-                event_type if isinstance(event_type, str) else "",
-                stream_id if isinstance(stream_id, str) else "",
-                actor if isinstance(actor, str) else "",
-                "" if timestamp is None or isinstance(timestamp, bool) else repr(timestamp),
+                ms,
+                event_type if type(event_type) is str else "",
                 line,
                 expire,
             )
+        return keys, args
+
+    def _run_script(self, client: redis.Redis, keys: list[str], args: list[Any]) -> Any:
         try:
-            status, marker, written = self._script(keys=keys, args=args, client=client)
+            return self._script(keys=keys, args=args, client=client)
         except Exception as error:
             raise _translate(error, self.url, "shipping a batch") from None
+
+    def _sender(self) -> ThreadPoolExecutor:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"{self.name}-send")
+        return self._executor
+
+    def _ship_lines(
+        self, client: redis.Redis, lines: list[bytes], keep_going: Callable[[], bool]
+    ) -> int:
+        """Ships ``lines`` batch by batch; the next batch is built while Redis runs the one
+        before (one script in flight: each is sent only after the previous one answered)."""
+        assert self._position is not None
+        shipped = 0
+        in_flight: Optional[Future[Any]] = None
+        prev = self._position
+        try:
+            for chunk in self._batches(lines):
+                if not keep_going():
+                    break
+                keys, args = self._build_batch(chunk, prev)
+                if in_flight is not None:
+                    shipped += self._apply(in_flight.result())
+                in_flight = self._sender().submit(self._run_script, client, keys, args)
+                prev = _seq_of(chunk[-1])
+            if in_flight is not None:
+                shipped += self._apply(in_flight.result())
+                in_flight = None
+        finally:
+            if in_flight is not None:
+                # Stopped by an error: let the script sent last finish before anything else.
+                wait([in_flight])
+        return shipped
+
+    def _apply(self, result: Any) -> int:
+        status, marker, written = result
         if status == b"rewind":
             raise _Rewind(int(marker))
-        self._position = max(int(marker), _seq_of(lines[-1]))
+        self._position = int(marker)
         self._shipped += int(written)
         self._batch_count += 1
         self._last_ship_at = time.time()
@@ -941,50 +987,42 @@ def _optional_ms(name: str, value: Any) -> Optional[Union[int, float]]:
     return value
 
 
-def _number(text: bytes) -> Optional[Union[int, float]]:
-    if not text:
-        return None
-    try:
-        return int(text)
-    except ValueError:
-        try:
-            return float(text)
-        except ValueError:
-            return None
+_NO_MATCH = object()
 
 
 @dataclass
 class _Filter:
     types: Optional[frozenset[bytes]] = None
-    stream_id: Optional[bytes] = None
-    actor: Optional[bytes] = None
     host: Optional[bytes] = None
+    actor: Optional[str] = None
     correlation_id: Optional[str] = None
     since: Optional[Union[int, float]] = None
     until: Optional[Union[int, float]] = None
 
-    def matches(self, fields: Mapping[bytes, bytes]) -> bool:
+    def select(self, fields: Mapping[bytes, bytes], raw: bool) -> Any:
+        """The entry as the caller wants it (bytes or dict), or ``_NO_MATCH``."""
         if self.types is not None and fields.get(b"type") not in self.types:
-            return False
-        if self.stream_id is not None and fields.get(b"stream_id") != self.stream_id:
-            return False
-        if self.actor is not None and fields.get(b"actor") != self.actor:
-            return False
+            return _NO_MATCH
         if self.host is not None and fields.get(b"host") != self.host:
-            return False
+            return _NO_MATCH
+        data = fields.get(b"data", b"{}")
+        if self.actor is None and self.correlation_id is None:
+            if self.since is None and self.until is None:
+                return data if raw else _loads(data)
+        event = _loads(data)
+        if self.actor is not None and event.get("actor") != self.actor:
+            return _NO_MATCH
+        if self.correlation_id is not None and event.get("correlation_id") != self.correlation_id:
+            return _NO_MATCH
         if self.since is not None or self.until is not None:
-            ts = _number(fields.get(b"ts", b""))
-            if ts is None:
-                return False
+            ts = event.get("timestamp")
+            if isinstance(ts, bool) or not isinstance(ts, (int, float)):
+                return _NO_MATCH
             if self.since is not None and ts < self.since:
-                return False
+                return _NO_MATCH
             if self.until is not None and ts > self.until:
-                return False
-        if self.correlation_id is not None:
-            event = _loads(fields.get(b"data", b"{}"))
-            if event.get("correlation_id") != self.correlation_id:
-                return False
-        return True
+                return _NO_MATCH
+        return data if raw else event
 
 
 @dataclass
@@ -1079,9 +1117,11 @@ class RedisEventReader:
             raise TypeError("stream_id must be a string")
         if correlation_id is not None and not isinstance(correlation_id, str):
             raise TypeError("correlation_id must be a string")
+        if actor is not None and not isinstance(actor, str):
+            raise TypeError("actor must be a string")
         matcher = _Filter(
             types=_type_filter(type),
-            actor=_optional_str("actor", actor),
+            actor=actor,
             host=_optional_str("host", host),
             correlation_id=correlation_id,
             since=_optional_ms("since", since),
@@ -1103,8 +1143,9 @@ class RedisEventReader:
         found: list[Any] = []
         try:
             for fields in self._scan(client, key, low, high, newest_first):
-                if matcher.matches(fields):
-                    found.append(self._decode(fields, raw))
+                selected = matcher.select(fields, raw)
+                if selected is not _NO_MATCH:
+                    found.append(selected)
                     if limit is not None and len(found) >= limit:
                         break
         except RedisStreamError:

@@ -62,7 +62,7 @@ def assert_exactly_once(
     for key in client.scan_iter(match=f"{prefix}:session:*"):
         sid = key.decode().split(":session:", 1)[1]
         for _id, fields in entries(client, key.decode()):
-            assert fields[b"stream_id"].decode() == sid
+            assert json.loads(fields[b"data"])["stream_id"] == sid
             sessions[(fields[b"host"], sid)].append((int(fields[b"seq"]), fields[b"data"]))
     for host, path in files.items():
         expected = [(seq_of(line), line) for line in oa.read_events(path, raw=True)]

@@ -3,6 +3,7 @@ directory, AOF on (``appendfsync always``); SIGKILL and restart keep port and di
 
 from __future__ import annotations
 
+import random
 import shutil
 import signal
 import socket
@@ -16,9 +17,18 @@ REDIS_SERVER = shutil.which("redis-server")
 
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A free port below Linux's ephemeral range (32768-60999), so that no outgoing connection
+    takes it between now and the server's start (a test may start the server much later)."""
+    rng = random.Random()
+    for _ in range(1000):
+        port = rng.randrange(20_000, 32_768)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port found in 20000-32767")
 
 
 class RedisServer:

@@ -130,7 +130,7 @@ def test_latest_and_tail_continue_after_it(tmp_path, redis_server):
         reader.close()
 
 
-async def test_tail_sees_new_events_in_order_and_filters_a_session(tmp_path, redis_server):
+async def test_tail_sees_new_events_in_order_and_filters_a_session(tmp_path, redis_server, rclient):
     path = str(tmp_path / "events.jsonl")
     store = oa.JsonlStore(path)
     store.append({"type": "old", "stream_id": "a"})  # before the tail: not seen
@@ -151,7 +151,9 @@ async def test_tail_sees_new_events_in_order_and_filters_a_session(tmp_path, red
         asyncio.create_task(collect(everything, 40)),
         asyncio.create_task(collect(session_b, 20, "b")),
     ]
-    await asyncio.sleep(0.5)  # both tails are blocked in XREAD before the appends
+    # Append once both tails are blocked in XREAD.
+    while sum(c.get("cmd") == "xread" for c in rclient.client_list()) < 2:
+        await asyncio.sleep(0.01)
     for i in range(20):
         store.append({"type": "new", "stream_id": "a", "payload": {"i": i}})
         store.append({"type": "new", "stream_id": "b", "payload": {"i": i}})
