@@ -155,7 +155,7 @@ def lag(server: RedisServer, directory: str, rate: int, seconds: float) -> dict[
     client = redis.Redis.from_url(server.url, protocol=2)
     while not any(c.get("cmd") == "xread" for c in client.client_list()):
         time.sleep(0.01)
-    store = JsonlStore(os.path.join(directory, "lag.jsonl"))
+    store = JsonlStore(tempfile.mktemp(suffix=".jsonl", dir=directory))  # a new, empty store
     replicator = RedisReplicator(store, server.url, host_id="lag").start()
     started = time.perf_counter()
     for i in range(count):

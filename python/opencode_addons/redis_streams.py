@@ -86,6 +86,7 @@ MAX_BATCH_BYTES = 8 << 20
 # How many events a file read returns at most: each read scans the whole file (the native
 # reader has no seek by seq), so catching up reads big chunks and ships them in batches.
 FILE_CHUNK = 20_000
+FILE_CHUNK_BYTES = 32 << 20
 PAGE = 500
 
 # One batch, atomically. KEYS[1] the global stream, KEYS[2] the meta hash, KEYS[3..] session
@@ -503,6 +504,8 @@ class RedisReplicator:
         self._lost_counted_to = 0
         self._last_seen = 0
         self._file_signature: Optional[tuple[int, int]] = None
+        # How many lines a file read asks for: small first, then about FILE_CHUNK_BYTES.
+        self._file_limit = self.batch * 4
         self._file_read_at = 0.0
         self._thread: Optional[threading.Thread] = None
         self._executor: Optional[ThreadPoolExecutor] = None
@@ -782,13 +785,17 @@ class RedisReplicator:
         return self._read_file(after)
 
     def _read_file(self, after: int) -> tuple[list[bytes], bool]:
+        limit = self._file_limit
         try:
-            lines = _core.read_events(self._path, after_seq=after, raw=True, limit=FILE_CHUNK)
+            lines = _core.read_events(self._path, after_seq=after, raw=True, limit=limit)
         except FileNotFoundError:
             return [], True
         if lines:
             self._last_seen = max(self._last_seen, _seq_of(lines[-1]))
-        return lines, len(lines) < FILE_CHUNK
+            # Next time read about FILE_CHUNK_BYTES of lines (events may be up to 1 MiB each).
+            mean = max(1, sum(map(len, lines)) // len(lines))
+            self._file_limit = max(self.batch, min(FILE_CHUNK, FILE_CHUNK_BYTES // mean))
+        return lines, len(lines) < limit
 
     def _file_changed(self) -> bool:
         """For a path source: whether the file may hold new lines. A memory-mapped writer does
