@@ -34,7 +34,7 @@ const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
 fn next_escape(text: &[u8], from: usize) -> usize {
     #[cfg(target_arch = "x86_64")]
     {
-        // SAFETY: SSE2 is part of the x86_64 baseline.
+        // SAFETY: SSE2 is part of the x86_64 baseline, so every x86_64 CPU has it.
         unsafe { next_escape_sse2(text, from) }
     }
     #[cfg(not(target_arch = "x86_64"))]
@@ -44,26 +44,34 @@ fn next_escape(text: &[u8], from: usize) -> usize {
 }
 
 /// Sixteen bytes at a time with SSE2.
+///
+/// # Safety
+/// The CPU must support SSE2 (every x86_64 CPU does; `next_escape` relies on that).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "sse2")]
 unsafe fn next_escape_sse2(text: &[u8], mut from: usize) -> usize {
     use std::arch::x86_64::*;
-    let quote = _mm_set1_epi8(b'"' as i8);
-    let backslash = _mm_set1_epi8(b'\\' as i8);
-    let below_space = _mm_set1_epi8(0x1f);
-    while from + 16 <= text.len() {
-        let chunk = _mm_loadu_si128(text.as_ptr().add(from).cast());
-        // Unsigned `byte <= 0x1f` is `max(byte, 0x1f) == 0x1f`.
-        let control = _mm_cmpeq_epi8(_mm_max_epu8(chunk, below_space), below_space);
-        let special = _mm_or_si128(
-            _mm_cmpeq_epi8(chunk, quote),
-            _mm_cmpeq_epi8(chunk, backslash),
-        );
-        let mask = _mm_movemask_epi8(_mm_or_si128(control, special)) as u32;
-        if mask != 0 {
-            return from + mask.trailing_zeros() as usize;
+    // SAFETY: SSE2 is enabled for this function (the caller's contract). The only memory access
+    // is the unaligned 16-byte load at `from`, made only while `from + 16 <= text.len()`, so it
+    // stays inside `text`.
+    unsafe {
+        let quote = _mm_set1_epi8(b'"' as i8);
+        let backslash = _mm_set1_epi8(b'\\' as i8);
+        let below_space = _mm_set1_epi8(0x1f);
+        while from + 16 <= text.len() {
+            let chunk = _mm_loadu_si128(text.as_ptr().add(from).cast());
+            // Unsigned `byte <= 0x1f` is `max(byte, 0x1f) == 0x1f`.
+            let control = _mm_cmpeq_epi8(_mm_max_epu8(chunk, below_space), below_space);
+            let special = _mm_or_si128(
+                _mm_cmpeq_epi8(chunk, quote),
+                _mm_cmpeq_epi8(chunk, backslash),
+            );
+            let mask = _mm_movemask_epi8(_mm_or_si128(control, special)) as u32;
+            if mask != 0 {
+                return from + mask.trailing_zeros() as usize;
+            }
+            from += 16;
         }
-        from += 16;
     }
     next_escape_swar(text, from)
 }

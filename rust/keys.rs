@@ -70,16 +70,6 @@ impl KeySpans {
         }
     }
 
-    /// The same spans moved by `-delta` (when the record starts `delta` bytes into a buffer).
-    pub fn shifted_back(&self, delta: usize) -> Self {
-        let mut moved = *self;
-        for span in &mut moved.spans[..self.len as usize] {
-            span.0 -= delta as u32;
-            span.1 -= delta as u32;
-        }
-        moved
-    }
-
     /// The size of `json` (its spans all inside) once compacted.
     pub fn compact_len(&self, len: usize) -> usize {
         let saved: usize = self.spans[..self.len as usize]
@@ -148,7 +138,8 @@ fn next_token(bytes: &[u8], mut from: usize) -> Option<usize> {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::*;
-        // SAFETY: SSE2 is part of the x86_64 baseline; loads stay inside `bytes`.
+        // SAFETY: SSE2 is part of the x86_64 baseline. Each unaligned 16-byte load is at `from`
+        // with `from + 16 <= bytes.len()`, so it stays inside `bytes`.
         unsafe {
             let floor = _mm_set1_epi8(FIRST_TOKEN as i8);
             while from + 16 <= bytes.len() {

@@ -144,7 +144,21 @@ class JsonlStore(_Queryable):
     @property
     def history(self) -> EventView: ...
     @property
-    def recovery(self) -> dict[str, Any]: ...
+    def recovery(self) -> dict[str, Any]:
+        """What opening the file found (the recovery report; ``file_stats`` has the same keys).
+
+        - ``events``: valid event lines read and kept.
+        - ``corrupt_lines``: lines skipped because they are not events (bad JSON, bad UTF-8, NUL
+          runs, no ``type``, ...).
+        - ``duplicate_lines``: lines skipped because their ``seq`` is not above an earlier line's.
+        - ``torn_tail_bytes``: bytes of a torn last line (no newline, not a valid event); the store
+          cuts them off, ``file_stats`` only counts them.
+        - ``padding_bytes``: NUL bytes skipped (the preallocated tail after a crash, or NULs
+          before a line).
+        - ``unterminated_last_line``: a valid last line lacked its newline; it is kept and the
+          store adds the newline.
+        - ``last_seq``: the highest ``seq`` in the file (0 for none).
+        """
     @property
     def path(self) -> Any: ...
     @property
@@ -186,4 +200,12 @@ def read_events(
     newest_first: bool = False,
     raw: Literal[True],
 ) -> list[bytes]: ...
-def file_stats(path: _StrPath) -> dict[str, Any]: ...
+def file_stats(path: _StrPath) -> dict[str, Any]:
+    """What a store file holds, read without locking or changing it.
+
+    ``path``, ``file_bytes``, ``streams`` (how many), ``types`` (type -> count),
+    ``first_timestamp`` and ``last_timestamp`` (None for no events), and the keys of the recovery
+    report with the meanings given at ``JsonlStore.recovery``: ``events``, ``corrupt_lines``,
+    ``duplicate_lines``, ``torn_tail_bytes``, ``padding_bytes``, ``unterminated_last_line``,
+    ``last_seq``.
+    """

@@ -233,12 +233,12 @@ fn check(data: &[u8], originals: &[Vec<u8>], reject_every: usize, case: &str) ->
 
     // Counts add up.
     assert_eq!(
-        report.lines as usize,
+        report.events as usize,
         seen.len(),
         "{case}: lines vs delivered"
     );
-    let counted = report.lines + report.corrupt_lines + report.duplicate_lines;
-    let tail_kept = usize::from(report.repaired_tail);
+    let counted = report.events + report.corrupt_lines + report.duplicate_lines;
+    let tail_kept = usize::from(report.unterminated_last_line);
     assert_eq!(
         counted as usize,
         newlines + tail_kept,
@@ -249,9 +249,9 @@ fn check(data: &[u8], originals: &[Vec<u8>], reject_every: usize, case: &str) ->
         "{case}: empty tail repaired"
     );
     assert!(outcome.data_end <= data.len() as u64, "{case}: data_end");
-    if report.repaired_tail {
+    if report.unterminated_last_line {
         assert!(outcome.needs_newline, "{case}");
-        assert_eq!(report.truncated_bytes, 0, "{case}");
+        assert_eq!(report.torn_tail_bytes, 0, "{case}");
         assert_eq!(
             outcome.data_end as usize,
             tail_start + tail_content.len(),
@@ -262,7 +262,7 @@ fn check(data: &[u8], originals: &[Vec<u8>], reject_every: usize, case: &str) ->
         assert_eq!(outcome.data_end as usize, tail_start, "{case}: data_end");
         let leading = tail_content.iter().take_while(|&&b| b == 0).count();
         assert_eq!(
-            report.truncated_bytes as usize,
+            report.torn_tail_bytes as usize,
             tail_content.len() - leading,
             "{case}: truncated bytes"
         );

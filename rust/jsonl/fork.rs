@@ -16,7 +16,8 @@ extern "C" fn in_child_after_fork() {
 /// The current fork generation (0 in the process that first asked, +1 per fork since).
 pub fn generation() -> u64 {
     WATCH.call_once(|| {
-        // SAFETY: registers a handler that only bumps an atomic counter.
+        // SAFETY: the child handler is a plain `extern "C" fn` that only bumps an atomic, which
+        // is async-signal-safe as code running in a fork child must be; no pointers are passed.
         unsafe { libc::pthread_atfork(None, None, Some(in_child_after_fork)) };
     });
     FORKS.load(Ordering::Relaxed)
@@ -35,16 +36,18 @@ mod tests {
     fn a_forked_child_sees_a_new_generation() {
         let opened_in = generation();
         assert!(!forked_since(opened_in));
-        // SAFETY: the child only reads an atomic and exits without running destructors.
+        // SAFETY: the child only reads an atomic and calls `_exit`, both async-signal-safe, so
+        // the other test threads (whose locks it inherits in any state) do not matter.
         let pid = unsafe { libc::fork() };
         assert!(pid >= 0, "fork failed");
         if pid == 0 {
             let code = if forked_since(opened_in) { 0 } else { 1 };
-            // SAFETY: leaving the child at once, as after any fork in a threaded program.
+            // SAFETY: `_exit` is async-signal-safe and runs no destructors or atexit handlers, the
+            // only safe way out of a fork child of a threaded program.
             unsafe { libc::_exit(code) };
         }
         let mut status = 0;
-        // SAFETY: waiting for the child we made.
+        // SAFETY: `pid` is the child we made and `status` a live `c_int` waitpid writes into.
         unsafe { libc::waitpid(pid, &mut status, 0) };
         assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
         assert!(!forked_since(opened_in));

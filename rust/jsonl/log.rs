@@ -33,7 +33,8 @@ fn page_size() -> u64 {
 
 /// An exclusive, non-blocking lock on the whole file, held until the file is closed.
 pub fn lock_exclusive(file: &File) -> io::Result<bool> {
-    // SAFETY: flock on a descriptor we own.
+    // SAFETY: `file` is open for the whole call, so its descriptor is valid; flock takes no
+    // pointers.
     let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
     if rc == 0 {
         return Ok(true);
@@ -62,7 +63,9 @@ pub struct MappedLog {
     opened_in: u64,
 }
 
-// SAFETY: the mapping is owned by this value and only touched through `&mut self`.
+// SAFETY: `map` is the only field that is not `Send`. The window it points to is owned by this
+// value (no other copy of the address is kept; a window handed to the warmer is forgotten here)
+// and is only written through `&mut self`, so moving the value moves sole access with it.
 unsafe impl Send for MappedLog {}
 
 impl MappedLog {
@@ -153,7 +156,8 @@ impl MappedLog {
     fn allocate_to(&mut self, end: u64) -> io::Result<()> {
         let offset = self.allocated as libc::off_t;
         let length = (end - self.allocated) as libc::off_t;
-        // SAFETY: posix_fallocate on a descriptor we own; it returns an errno value.
+        // SAFETY: the descriptor of `self.file` is valid while `self` lives; posix_fallocate
+        // takes no pointers and reports failure as a returned errno.
         let rc = unsafe { libc::posix_fallocate(self.file.as_raw_fd(), offset, length) };
         if rc != 0 {
             return Err(io::Error::from_raw_os_error(rc));
@@ -219,7 +223,8 @@ impl MappedLog {
             match &self.warmer {
                 // Tearing down page tables takes time; the warmer does it off the append path.
                 Some(warmer) => warmer.unmap(self.map),
-                // SAFETY: unmapping exactly the window we mapped; its pages stay in the page cache.
+                // SAFETY: `self.map` is the live window we mapped, and it is nulled just below, so
+                // nothing uses it after this (its pages stay in the page cache).
                 None => unsafe { unmap_window(self.map) },
             }
             self.map = ptr::null_mut();
@@ -252,7 +257,8 @@ impl MappedLog {
 }
 
 fn map_window(file: &File, offset: u64) -> io::Result<*mut u8> {
-    // SAFETY: a fresh shared mapping of our own descriptor; checked for MAP_FAILED below.
+    // SAFETY: a null address hint lets the kernel pick unused addresses, so no existing memory
+    // is replaced; the descriptor is valid while `file` is borrowed; MAP_FAILED is checked below.
     let map = unsafe {
         libc::mmap(
             ptr::null_mut(),
@@ -273,7 +279,9 @@ fn map_window(file: &File, offset: u64) -> io::Result<*mut u8> {
 /// page). Failure (an older kernel) only means the pages fault one by one later.
 fn populate(map: *mut u8, usable: usize) {
     const MADV_POPULATE_WRITE: libc::c_int = 23;
-    // SAFETY: advice on a window we mapped, limited to the part the file backs.
+    // SAFETY: `map` is a live `WINDOW`-byte mapping from `map_window` and `usable <= WINDOW`;
+    // madvise changes no contents, and populating only the part the file backs cannot fault past
+    // its end.
     unsafe {
         libc::madvise(map.cast(), WINDOW, libc::MADV_RANDOM);
         if usable > 0 {
@@ -282,10 +290,14 @@ fn populate(map: *mut u8, usable: usize) {
     }
 }
 
+/// Unmaps a window.
+///
 /// # Safety
-/// `map` must be a window made by `map_window` that nothing uses any more.
+/// `map` must be a window made by `map_window`, not unmapped yet, that nothing uses any more.
 unsafe fn unmap_window(map: *mut u8) {
-    libc::munmap(map.cast(), WINDOW);
+    // SAFETY: by the caller's contract `map` starts a live `WINDOW`-byte mapping with no users
+    // left, so removing it leaves no dangling access.
+    unsafe { libc::munmap(map.cast(), WINDOW) };
 }
 
 enum WarmerJob {
@@ -320,11 +332,13 @@ impl Warmer {
                                 map as usize
                             });
                             if ready.send((offset, map)).is_err() && map != 0 {
-                                // SAFETY: the writer is gone; nobody else has this window.
+                                // SAFETY: the send failed, so the writer never got this address:
+                                // this thread holds its only copy and drops it here.
                                 unsafe { unmap_window(map as *mut u8) };
                             }
                         }
-                        // SAFETY: the writer handed this window over and no longer uses it.
+                        // SAFETY: the writer sends `Unmap` only for a window it has stopped
+                        // using and forgotten (`MappedLog::unmap` nulls its pointer next).
                         WarmerJob::Unmap(map) => unsafe { unmap_window(map as *mut u8) },
                     }
                 }
@@ -381,7 +395,8 @@ impl Warmer {
             .as_ref()
             .is_some_and(|jobs| jobs.send(WarmerJob::Unmap(map as usize)).is_ok());
         if !sent {
-            // SAFETY: the window is ours and nothing uses it.
+            // SAFETY: callers pass a window they have stopped using and forgotten, and the send
+            // failed, so the warmer never got it either: no one uses it after this.
             unsafe { unmap_window(map) };
         }
     }

@@ -158,14 +158,6 @@ impl Store {
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    pub fn options(&self) -> &StoreOptions {
-        &self.options
-    }
-
     pub fn recovery(&self) -> &RecoveryReport {
         &self.recovery
     }
@@ -509,7 +501,7 @@ mod tests {
             "{\"type\":\"a\",\"seq\":1}\n{\"type\":\"b\",\"seq\":2}\n"
         );
         let mut store = Store::open(&path, options(10)).unwrap();
-        assert_eq!(store.recovery().lines, 2);
+        assert_eq!(store.recovery().events, 2);
         assert_eq!(
             store
                 .append(br#"{"type":"c""#, &fields("c"), &KeySpans::default())
@@ -547,7 +539,7 @@ mod tests {
         let store = Store::open(&path, options(3)).unwrap();
         let seqs: Vec<u64> = (0..3).map(|i| store.ring().get(i).unwrap().seq).collect();
         assert_eq!(seqs, [8, 9, 10]);
-        assert_eq!(store.recovery().lines, 10);
+        assert_eq!(store.recovery().events, 10);
     }
 
     #[test]
@@ -588,7 +580,7 @@ mod tests {
         std::fs::write(&path, "{\"type\":\"a\",\"seq\":1}\n{\"type\":\"b\",\"se").unwrap();
         let mut store = Store::open(&path, options(5)).unwrap();
         assert_eq!(
-            store.recovery().truncated_bytes,
+            store.recovery().torn_tail_bytes,
             "{\"type\":\"b\",\"se".len() as u64
         );
         store
@@ -608,7 +600,7 @@ mod tests {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, "{\"type\":\"a\"}").unwrap();
         let mut store = Store::open(&path, options(5)).unwrap();
-        assert!(store.recovery().repaired_tail);
+        assert!(store.recovery().unterminated_last_line);
         store
             .append(br#"{"type":"c""#, &fields("c"), &KeySpans::default())
             .unwrap();

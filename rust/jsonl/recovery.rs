@@ -7,21 +7,23 @@ use crate::json::{scan_event_line, ScannedLine};
 
 const CHUNK: usize = 4 << 20;
 
-/// What the last open found in the file.
+/// What a scan of the file found. Python sees it with the same names, as `JsonlStore.recovery`
+/// and in `file_stats` (see the stubs).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RecoveryReport {
-    /// Valid event lines read.
-    pub lines: u64,
+    /// Valid event lines read (kept).
+    pub events: u64,
     /// Lines skipped because they are not events (bad JSON, bad UTF-8, NUL runs, no type, ...).
     pub corrupt_lines: u64,
     /// Lines skipped because their `seq` is not above an earlier line's (a duplicated line).
     pub duplicate_lines: u64,
-    /// Bytes of a torn last line (no newline, not a valid event) that were cut off.
-    pub truncated_bytes: u64,
+    /// Bytes of a torn last line (no newline, not a valid event): a writer cuts them off, a
+    /// reader skips them.
+    pub torn_tail_bytes: u64,
     /// NUL bytes skipped: the preallocated tail after a crash, or NULs before a line.
     pub padding_bytes: u64,
-    /// Whether a valid last line lacked its newline (it was kept and the newline added).
-    pub repaired_tail: bool,
+    /// Whether a valid last line lacked its newline: it is kept, and a writer adds the newline.
+    pub unterminated_last_line: bool,
     /// Highest sequence number in the file (0 for none).
     pub last_seq: u64,
 }
@@ -88,7 +90,7 @@ impl<F: FnMut(LineEvent<'_, '_>) -> bool> Scanner<F> {
             return false;
         }
         self.report.padding_bytes += body_start as u64;
-        self.report.lines += 1;
+        self.report.events += 1;
         self.report.last_seq = seq;
         self.have_seq = true;
         true
@@ -162,18 +164,18 @@ fn scan_tail<F: FnMut(LineEvent<'_, '_>) -> bool>(
     }
     let corrupt_before = scanner.report.corrupt_lines;
     if scanner.line(content, offset) {
-        scanner.report.repaired_tail = true;
+        scanner.report.unterminated_last_line = true;
         *data_end = offset + content_end as u64;
         return true;
     }
-    // A torn write is not a corrupt line: it is cut and reported as truncated bytes.
+    // A torn write is not a corrupt line: it is cut and counted in `torn_tail_bytes`.
     scanner.report.corrupt_lines = corrupt_before;
     let leading_nuls = content
         .iter()
         .position(|&b| b != 0)
         .unwrap_or(content.len());
     scanner.report.padding_bytes += leading_nuls as u64;
-    scanner.report.truncated_bytes = (content.len() - leading_nuls) as u64;
+    scanner.report.torn_tail_bytes = (content.len() - leading_nuls) as u64;
     false
 }
 
@@ -204,7 +206,7 @@ mod tests {
     fn clean_file_strips_the_trailing_seq_in_memory() {
         let data = format!("{A}\n{B}\n");
         let (outcome, events) = collect(data.as_bytes());
-        assert_eq!(outcome.report.lines, 2);
+        assert_eq!(outcome.report.events, 2);
         assert_eq!(outcome.report.last_seq, 2);
         assert_eq!(outcome.data_end, data.len() as u64);
         assert!(!outcome.needs_newline);
@@ -217,7 +219,7 @@ mod tests {
         let (outcome, events) = collect(data.as_bytes());
         assert_eq!(events.len(), 2);
         assert_eq!(
-            outcome.report.truncated_bytes,
+            outcome.report.torn_tail_bytes,
             "{\"type\":\"c\",\"pay".len() as u64
         );
         assert_eq!(outcome.report.corrupt_lines, 0);
@@ -237,7 +239,7 @@ mod tests {
                 assert_eq!(outcome.data_end, cut as u64);
             } else {
                 assert_eq!(outcome.data_end, keep as u64);
-                assert_eq!(outcome.report.truncated_bytes, (cut - keep) as u64);
+                assert_eq!(outcome.report.torn_tail_bytes, (cut - keep) as u64);
             }
         }
     }
@@ -249,7 +251,7 @@ mod tests {
         let (outcome, events) = collect(&data);
         assert_eq!(events.len(), 2);
         assert_eq!(outcome.report.padding_bytes, 5000);
-        assert_eq!(outcome.report.truncated_bytes, 0);
+        assert_eq!(outcome.report.torn_tail_bytes, 0);
         assert_eq!(outcome.data_end, (A.len() + B.len() + 2) as u64);
     }
 
@@ -306,7 +308,7 @@ mod tests {
         );
         let data = format!("{big}\n{B}\n");
         let (outcome, events) = collect(data.as_bytes());
-        assert_eq!(outcome.report.lines, 2);
+        assert_eq!(outcome.report.events, 2);
         assert_eq!(events[0].2.len(), big.len() - ",\"seq\":1".len());
     }
 }

@@ -1,18 +1,20 @@
 //! Compact JSON bytes to Python objects, built directly with the C API.
 //!
 //! Records come from our own encoder or from lines the scanner validated, but the decoder still
-//! checks every step and reports a damaged record as an error instead of panicking.
+//! checks every step and reports a damaged record as an error instead of panicking. `Copied`
+//! holds records copied out of a ring under its lock, to be decoded once the lock is released.
 
 use std::os::raw::c_char;
 
 use pyo3::exceptions::PyValueError;
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyDict};
+use pyo3::types::{PyBool, PyBytes, PyDict, PyList};
 
 use crate::event::MAX_DEPTH;
 use crate::json::{unescape, Cursor};
-use crate::keys::key_for_token;
+use crate::keys::{expand_record, key_for_token};
+use crate::ring::Ring;
 
 /// Keys repeat across events (type, payload, stream_id, ...): reuse one interned str per key
 /// instead of building a new one for every dict.
@@ -38,8 +40,9 @@ fn cached_key<'py>(py: Python<'py>, raw: &[u8]) -> PyResult<Bound<'py, PyAny>> {
     let hit = KEYS.with(|keys| {
         let keys = keys.borrow();
         match &keys.slots[slot] {
-            // SAFETY: the cache owns a reference, so the object is alive; we take a new one.
             Some((bytes, object)) if **bytes == *raw => {
+                // SAFETY: the cache owns a strong reference to `object`, so it is alive, and the
+                // GIL is held (`py`); the Bound takes a new reference of its own.
                 Some(unsafe { Bound::from_borrowed_ptr(py, *object) })
             }
             _ => None,
@@ -50,16 +53,20 @@ fn cached_key<'py>(py: Python<'py>, raw: &[u8]) -> PyResult<Bound<'py, PyAny>> {
     }
     let key = new_str(py, raw)?;
     let mut object = key.clone().into_ptr();
-    // SAFETY: `object` is a str we own a reference to; interning may swap it for an equal one.
+    // SAFETY: `object` is a str we own a strong reference to, and the GIL is held (`py`).
+    // Interning may replace it with an equal interned str, moving our reference to that one, so
+    // `object` stays a reference we own.
     unsafe { ffi::PyUnicode_InternInPlace(&mut object) };
     KEYS.with(|keys| {
         if let Ok(mut keys) = keys.try_borrow_mut() {
             if let Some((_, old)) = keys.slots[slot].replace((raw.into(), object)) {
-                // SAFETY: the GIL is held and the cache owned this reference.
+                // SAFETY: the GIL is held (`py`), and `old` is the strong reference the slot
+                // owned, just taken out of the cache, so it is released exactly once.
                 unsafe { ffi::Py_DecRef(old) };
             }
         } else {
-            // SAFETY: we own this reference and could not store it.
+            // SAFETY: the GIL is held (`py`), and `object` is our own strong reference, which
+            // the cache did not take, so releasing it here balances it.
             unsafe { ffi::Py_DecRef(object) };
         }
     });
@@ -67,14 +74,16 @@ fn cached_key<'py>(py: Python<'py>, raw: &[u8]) -> PyResult<Bound<'py, PyAny>> {
 }
 
 fn new_str<'py>(py: Python<'py>, text: &[u8]) -> PyResult<Bound<'py, PyAny>> {
-    // SAFETY: a pointer/length pair into a live slice; CPython validates the UTF-8.
+    // SAFETY: the pointer and length describe the live slice `text`, which CPython only reads
+    // (it copies and validates the UTF-8); the GIL is held (`py`).
     let object = unsafe {
         ffi::PyUnicode_FromStringAndSize(
             text.as_ptr().cast::<c_char>(),
             text.len() as ffi::Py_ssize_t,
         )
     };
-    // SAFETY: a new reference or NULL with an exception set.
+    // SAFETY: PyUnicode_FromStringAndSize returns a new reference, or NULL with an exception
+    // set, which is what from_owned_ptr_or_err takes.
     unsafe { Bound::from_owned_ptr_or_err(py, object) }
 }
 
@@ -158,7 +167,8 @@ impl<'py> Decoder<'py, '_> {
                 }
             };
             let value = self.value(depth - 1)?;
-            // SAFETY: a fresh dict and live objects; PyDict_SetItem does not steal references.
+            // SAFETY: `dict`, `key` and `value` are live objects held by Bounds, and the GIL is
+            // held; PyDict_SetItem takes references of its own (it steals none).
             if unsafe { ffi::PyDict_SetItem(dict.as_ptr(), key.as_ptr(), value.as_ptr()) } != 0 {
                 return Err(PyErr::fetch(self.py));
             }
@@ -176,7 +186,7 @@ impl<'py> Decoder<'py, '_> {
 
     fn array(&mut self, depth: usize) -> PyResult<Bound<'py, PyAny>> {
         self.cursor.pos += 1;
-        let list = pyo3::types::PyList::empty(self.py);
+        let list = PyList::empty(self.py);
         self.cursor.skip_ws();
         if self.cursor.peek() == Some(b']') {
             self.cursor.pos += 1;
@@ -220,7 +230,8 @@ impl<'py> Decoder<'py, '_> {
 
     fn number(&mut self) -> PyResult<Bound<'py, PyAny>> {
         let (text, integer) = self.cursor.number().map_err(damaged)?;
-        // SAFETY: the scanner accepted only ASCII digits, signs, '.', 'e' and 'E'.
+        // SAFETY: `Cursor::number` returns only bytes it matched as ASCII digits, signs, '.',
+        // 'e' and 'E': valid UTF-8.
         let text = unsafe { std::str::from_utf8_unchecked(text) };
         if integer {
             if let Ok(small) = text.parse::<i64>() {
@@ -234,5 +245,66 @@ impl<'py> Decoder<'py, '_> {
         }
         let float: f64 = text.parse().map_err(|_| damaged("bad number"))?;
         Ok(float.into_pyobject(self.py)?.into_any())
+    }
+}
+
+/// Records copied out of a ring: their bytes back to back, with sequence numbers.
+#[derive(Default)]
+pub(crate) struct Copied {
+    bytes: Vec<u8>,
+    records: Vec<(usize, usize, u64)>,
+}
+
+impl Copied {
+    pub(crate) fn push(&mut self, json: &[u8], seq: u64) {
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(json);
+        self.records.push((start, self.bytes.len(), seq));
+    }
+
+    pub(crate) fn from_ring(ring: &Ring, indexes: impl IntoIterator<Item = usize>) -> Self {
+        let mut copied = Self::default();
+        for index in indexes {
+            if let Some(record) = ring.get(index) {
+                copied.push(record.json, record.seq);
+            }
+        }
+        copied
+    }
+
+    /// Each record as the bytes of its JSON line (tokens expanded, `seq` added); no dict.
+    pub(crate) fn into_raw_list<'py>(self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let list = PyList::empty(py);
+        let mut line = Vec::new();
+        for &(start, end, seq) in &self.records {
+            line.clear();
+            expand_record(&self.bytes[start..end], seq, &mut line);
+            list.append(PyBytes::new(py, &line))?;
+        }
+        Ok(list)
+    }
+
+    /// The records as `raw` lines (see `into_raw_list`) or as dicts.
+    pub(crate) fn into_py<'py>(self, py: Python<'py>, raw: bool) -> PyResult<Bound<'py, PyList>> {
+        if raw {
+            self.into_raw_list(py)
+        } else {
+            self.into_list(py)
+        }
+    }
+
+    pub(crate) fn into_list<'py>(self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let list = PyList::empty(py);
+        for &(start, end, seq) in &self.records {
+            list.append(record_to_dict(py, &self.bytes[start..end], seq)?)?;
+        }
+        Ok(list)
+    }
+
+    pub(crate) fn into_single<'py>(self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        match self.records.first() {
+            Some(&(start, end, seq)) => Ok(Some(record_to_dict(py, &self.bytes[start..end], seq)?)),
+            None => Ok(None),
+        }
     }
 }

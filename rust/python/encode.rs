@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::ffi;
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
 
 use crate::event::{new_event_id, now_ms, EventFields, MAX_DEPTH};
 use crate::json::write_string;
@@ -65,9 +66,11 @@ impl EncodeError {
     /// # Safety
     /// The GIL must be held and `value` alive.
     unsafe fn about(value: *mut ffi::PyObject, message: String) -> Self {
-        let py = Python::assume_attached();
         let mut error = Self::type_error(message);
-        error.culprit = Some(Bound::from_borrowed_ptr(py, value).unbind());
+        // SAFETY: the caller holds the GIL, so assuming it is attached is true, and `value` is
+        // alive, so taking a new strong reference to it is sound.
+        let culprit = unsafe { Bound::from_borrowed_ptr(Python::assume_attached(), value) };
+        error.culprit = Some(culprit.unbind());
         error
     }
 
@@ -275,8 +278,9 @@ impl OwnedFields {
 /// `timestamp` when missing and leaving out any `seq` (the store assigns it).
 ///
 /// # Safety
-/// `dict` must be a live dict (or subclass) and the GIL must be held; the returned borrows live
-/// as long as the dict's strings do.
+/// The GIL must be held and `dict` must be a live dict (or subclass). The strings borrowed into
+/// the result point into the dict's keys and values: the caller must not use them once those
+/// may have been freed or changed (a wait that releases the GIL counts; see `locks`).
 pub unsafe fn encode_event<'a>(
     dict: *mut ffi::PyObject,
     out: &mut Vec<u8>,
@@ -295,8 +299,12 @@ pub unsafe fn encode_event<'a>(
     let mut position: ffi::Py_ssize_t = 0;
     let mut key: *mut ffi::PyObject = std::ptr::null_mut();
     let mut value: *mut ffi::PyObject = std::ptr::null_mut();
-    while ffi::PyDict_Next(dict, &mut position, &mut key, &mut value) != 0 {
-        let name = key_utf8(key)?;
+    // SAFETY: `dict` is a live dict and the GIL is held (the caller's contract). The key and value
+    // PyDict_Next lends are borrowed references that stay alive while the dict is unchanged, and
+    // the encoder runs no Python code that could change it.
+    while unsafe { ffi::PyDict_Next(dict, &mut position, &mut key, &mut value) } != 0 {
+        // SAFETY: `key` was lent by PyDict_Next just above, so it is alive; the GIL is held.
+        let name = unsafe { key_utf8(key) }?;
         if name == b"seq" {
             continue;
         }
@@ -312,14 +320,19 @@ pub unsafe fn encode_event<'a>(
             .note(name, key_start, out.len() - limit.base);
         if let Some(default) = defaults.for_key(name) {
             seen.mark(name);
-            if value == ffi::Py_None() {
+            // SAFETY: Py_None only gives the address of the None singleton.
+            if value == unsafe { ffi::Py_None() } {
                 write_string(out, default.as_bytes());
                 captured.set_default(name, default);
                 continue;
             }
         }
-        capture(&mut captured, &mut has_id, name, value).map_err(|e| e.at_key(name))?;
-        encode_value(value, out, limit, 1).map_err(|e| e.at_key(name))?;
+        // SAFETY: `value` was lent by PyDict_Next above, so it is alive; the GIL is held. The
+        // strings `capture` borrows from it live as long as the dict's values, which is what
+        // this function's caller promised to respect.
+        unsafe { capture(&mut captured, &mut has_id, name, value) }.map_err(|e| e.at_key(name))?;
+        // SAFETY: as above, `value` is alive and the GIL is held.
+        unsafe { encode_value(value, out, limit, 1) }.map_err(|e| e.at_key(name))?;
     }
     for (name, default) in defaults.missing(&seen) {
         out.extend_from_slice(b",");
@@ -371,69 +384,92 @@ fn complete_defaults(captured: &mut Captured<'_>, has_id: bool, out: &mut Vec<u8
 }
 
 /// Checks and keeps the top-level fields headers index.
+///
+/// # Safety
+/// The GIL must be held and `value` alive; the strings kept in `captured` borrow from `value`.
 unsafe fn capture<'a>(
     captured: &mut Captured<'a>,
     has_id: &mut bool,
     name: &[u8],
     value: *mut ffi::PyObject,
 ) -> Result<()> {
-    match name {
-        b"type" => {
-            let text = str_of(value, "'type' must be a string")?;
-            if text.is_empty() {
-                return Err(EncodeError::value_error("'type' must not be empty"));
+    // SAFETY: every reader below needs only what the caller promised: a live `value` and the GIL.
+    unsafe {
+        match name {
+            b"type" => {
+                let text = str_of(value, "'type' must be a string")?;
+                if text.is_empty() {
+                    return Err(EncodeError::value_error("'type' must not be empty"));
+                }
+                captured.event_type = Some(text);
             }
-            captured.event_type = Some(text);
+            b"stream_id" => captured.stream_id = optional_str(value, "stream_id")?,
+            b"actor" => captured.actor = optional_str(value, "actor")?,
+            b"correlation_id" => captured.correlation_id = optional_str(value, "correlation_id")?,
+            b"id" => {
+                str_of(value, "'id' must be a string")?;
+                *has_id = true;
+            }
+            b"timestamp" => captured.timestamp = Some(timestamp_ms(value)?),
+            _ => {}
         }
-        b"stream_id" => captured.stream_id = optional_str(value, "stream_id")?,
-        b"actor" => captured.actor = optional_str(value, "actor")?,
-        b"correlation_id" => captured.correlation_id = optional_str(value, "correlation_id")?,
-        b"id" => {
-            str_of(value, "'id' must be a string")?;
-            *has_id = true;
-        }
-        b"timestamp" => captured.timestamp = Some(timestamp_ms(value)?),
-        _ => {}
     }
     Ok(())
 }
 
+/// `value` as a str, or None for None; a TypeError for anything else.
+///
+/// # Safety
+/// The GIL must be held and `value` alive; the result borrows from `value`.
 unsafe fn optional_str<'a>(value: *mut ffi::PyObject, name: &str) -> Result<Option<&'a str>> {
-    if value == ffi::Py_None() {
-        return Ok(None);
+    // SAFETY: `value` is alive and the GIL is held (the caller's contract), which is all the
+    // None comparison, the type check, `wrong_type` and `utf8_of` need.
+    unsafe {
+        if value == ffi::Py_None() {
+            return Ok(None);
+        }
+        if !is_str(value) {
+            let expected = format!("'{name}' must be a string or None");
+            return Err(wrong_type(&expected, value));
+        }
+        utf8_of(value).map(Some)
     }
-    if !is_str(value) {
-        let expected = format!("'{name}' must be a string or None");
-        return Err(wrong_type(&expected, value));
-    }
-    utf8_of(value).map(Some)
 }
 
+/// `value` as epoch milliseconds: an int or a finite float, not a bool.
+///
+/// # Safety
+/// The GIL must be held and `value` alive.
 unsafe fn timestamp_ms(value: *mut ffi::PyObject) -> Result<f64> {
     let message = "'timestamp' must be epoch milliseconds (an int or a float)";
-    if ffi::PyBool_Check(value) != 0 {
-        return Err(wrong_type(message, value));
-    }
-    if ffi::PyLong_Check(value) != 0 {
-        let mut overflow = 0;
-        let ms = ffi::PyLong_AsLongLongAndOverflow(value, &mut overflow);
-        if overflow != 0 {
-            return Err(EncodeError::value_error(
-                "'timestamp' is out of the 64-bit range",
-            ));
+    // SAFETY: `value` is alive and the GIL is held (the caller's contract). The int and float
+    // readers are called only after the matching type check, so they read the number stored in
+    // the object and run no Python code.
+    unsafe {
+        if ffi::PyBool_Check(value) != 0 {
+            return Err(wrong_type(message, value));
         }
-        return Ok(ms as f64);
-    }
-    if ffi::PyFloat_Check(value) != 0 {
-        let ms = ffi::PyFloat_AsDouble(value);
-        if !ms.is_finite() || ms.abs() >= 9.2e18 {
-            return Err(EncodeError::value_error(
-                "'timestamp' must be a finite number of milliseconds",
-            ));
+        if ffi::PyLong_Check(value) != 0 {
+            let mut overflow = 0;
+            let ms = ffi::PyLong_AsLongLongAndOverflow(value, &mut overflow);
+            if overflow != 0 {
+                return Err(EncodeError::value_error(
+                    "'timestamp' is out of the 64-bit range",
+                ));
+            }
+            return Ok(ms as f64);
         }
-        return Ok(ms);
+        if ffi::PyFloat_Check(value) != 0 {
+            let ms = ffi::PyFloat_AsDouble(value);
+            if !ms.is_finite() || ms.abs() >= 9.2e18 {
+                return Err(EncodeError::value_error(
+                    "'timestamp' must be a finite number of milliseconds",
+                ));
+            }
+            return Ok(ms);
+        }
+        Err(wrong_type(message, value))
     }
-    Err(wrong_type(message, value))
 }
 
 /// The size limit of the event being encoded, which starts at `base` in the buffer.
@@ -457,36 +493,60 @@ fn check_limit(out: &[u8], budget: Budget) -> Result<()> {
 
 /// A str's UTF-8 (cached inside the str object); a TypeError saying `expected` if `value` is
 /// not a str, a ValueError if it cannot be UTF-8.
+///
+/// # Safety
+/// The GIL must be held and `value` alive; the result borrows from `value`.
 unsafe fn str_of<'a>(value: *mut ffi::PyObject, expected: &str) -> Result<&'a str> {
-    if !is_str(value) {
-        return Err(wrong_type(expected, value));
+    // SAFETY: `value` is alive and the GIL is held (the caller's contract); `utf8_of` is reached
+    // only for a str, as it requires.
+    unsafe {
+        if !is_str(value) {
+            return Err(wrong_type(expected, value));
+        }
+        utf8_of(value)
     }
-    utf8_of(value)
 }
 
+/// A str's UTF-8, or a ValueError if it has none (a lone surrogate).
+///
+/// # Safety
+/// The GIL must be held and `value` must be a live str; the result borrows the str's UTF-8,
+/// which lives as long as the str.
 unsafe fn utf8_of<'a>(value: *mut ffi::PyObject) -> Result<&'a str> {
-    if let Some(ascii) = compact_ascii(value) {
+    // SAFETY: `value` is alive and the GIL is held (the caller's contract).
+    if let Some(ascii) = unsafe { compact_ascii(value) } {
         return Ok(ascii);
     }
     let mut size: ffi::Py_ssize_t = 0;
-    let data = PyUnicode_AsUTF8AndSize(value, &mut size);
+    // SAFETY: `value` is a live str and the GIL is held; `size` is a live local the call writes.
+    let data = unsafe { PyUnicode_AsUTF8AndSize(value, &mut size) };
     if data.is_null() {
-        ffi::PyErr_Clear();
+        // SAFETY: the GIL is held; this clears the exception the failed call just set.
+        unsafe { ffi::PyErr_Clear() };
         return Err(EncodeError::value_error(
             "string is not valid UTF-8 (it has a lone surrogate)",
         ));
     }
-    let bytes = std::slice::from_raw_parts(data.cast::<u8>(), size as usize);
-    // CPython's UTF-8 of a str is always valid UTF-8.
-    Ok(std::str::from_utf8_unchecked(bytes))
+    // SAFETY: on success `data` points to `size` bytes of UTF-8 cached in the str, alive as long
+    // as the str is, and CPython's UTF-8 of a str is always valid UTF-8.
+    Ok(unsafe {
+        std::str::from_utf8_unchecked(std::slice::from_raw_parts(data.cast::<u8>(), size as usize))
+    })
 }
 
 /// Whether `value` is a str: the exact type is compared first, since asking for the type's
 /// flags is a function call in the stable ABI.
+///
+/// # Safety
+/// The GIL must be held and `value` alive.
 #[inline]
 unsafe fn is_str(value: *mut ffi::PyObject) -> bool {
-    ffi::Py_TYPE(value) == std::ptr::addr_of_mut!(ffi::PyUnicode_Type)
-        || ffi::PyUnicode_Check(value) != 0
+    // SAFETY: `value` is alive (the caller's contract), so its type pointer can be read, and
+    // PyUnicode_Check only reads that type's flags.
+    unsafe {
+        ffi::Py_TYPE(value) == std::ptr::addr_of_mut!(ffi::PyUnicode_Type)
+            || ffi::PyUnicode_Check(value) != 0
+    }
 }
 
 /// Where a compact ASCII str keeps its characters, as an offset from the object (0: unknown).
@@ -501,26 +561,49 @@ const STATE_OFFSET: usize = 32;
 const COMPACT_ASCII_BITS: u32 = (1 << 5) | (1 << 6);
 
 /// The characters of an exact, compact ASCII str, without a C-API call.
+///
+/// # Safety
+/// The GIL must be held and `value` alive; the result borrows the str's characters.
 #[inline]
 unsafe fn compact_ascii<'a>(value: *mut ffi::PyObject) -> Option<&'a str> {
     let data_offset = ASCII_DATA_OFFSET.load(Ordering::Relaxed);
-    if data_offset == 0 || ffi::Py_TYPE(value) != std::ptr::addr_of_mut!(ffi::PyUnicode_Type) {
+    if data_offset == 0 {
         return None;
     }
-    let (length, is_compact_ascii) = ascii_header(value);
+    // SAFETY: `value` is alive (the caller's contract), so its type pointer can be read.
+    if unsafe { ffi::Py_TYPE(value) } != std::ptr::addr_of_mut!(ffi::PyUnicode_Type) {
+        return None;
+    }
+    // SAFETY: `value` is a live object of exactly type str, as `ascii_header` requires.
+    let (length, is_compact_ascii) = unsafe { ascii_header(value) };
     if !is_compact_ascii {
         return None;
     }
-    let bytes = std::slice::from_raw_parts(value.cast::<u8>().add(data_offset), length);
-    Some(std::str::from_utf8_unchecked(bytes))
+    // SAFETY: `data_offset` is non-zero only once `enable_fast_strings` has checked, on real
+    // strings of this interpreter, that a compact ASCII str keeps its `length` characters at that
+    // offset inside the object. They are ASCII, hence UTF-8, and live as long as the str.
+    Some(unsafe {
+        let bytes = std::slice::from_raw_parts(value.cast::<u8>().add(data_offset), length);
+        std::str::from_utf8_unchecked(bytes)
+    })
 }
 
 /// A str's length and whether it is compact ASCII, read from the header fields every CPython 3
 /// has at these offsets (the object is at least 40 bytes long).
+///
+/// # Safety
+/// `value` must point to a live object of exactly type str.
 unsafe fn ascii_header(value: *mut ffi::PyObject) -> (usize, bool) {
     let base = value.cast::<u8>();
-    let state = base.add(STATE_OFFSET).cast::<u32>().read_unaligned();
-    let length = base.add(LENGTH_OFFSET).cast::<isize>().read_unaligned() as usize;
+    // SAFETY: a live str object is at least 40 bytes long on every CPython 3 (the caller's
+    // contract gives a live str), so the 8 bytes at 16 and the 4 at 32 are inside it; the reads
+    // are unaligned ones, which need no alignment.
+    let (state, length) = unsafe {
+        (
+            base.add(STATE_OFFSET).cast::<u32>().read_unaligned(),
+            base.add(LENGTH_OFFSET).cast::<isize>().read_unaligned() as usize,
+        )
+    };
     (length, state & COMPACT_ASCII_BITS == COMPACT_ASCII_BITS)
 }
 
@@ -564,117 +647,157 @@ pub fn enable_fast_strings(py: Python<'_>) {
     ASCII_DATA_OFFSET.store(if agrees { offset } else { 0 }, Ordering::Relaxed);
 }
 
+/// A dict key's UTF-8, or a TypeError naming the key if it is not a str.
+///
+/// # Safety
+/// The GIL must be held and `key` alive; the result borrows from `key`.
 unsafe fn key_utf8<'a>(key: *mut ffi::PyObject) -> Result<&'a [u8]> {
-    if !is_str(key) {
-        return Err(EncodeError::about(
-            key,
-            format!("keys must be strings, got {REPR} of type {TYPE_NAME}"),
-        ));
+    // SAFETY: `key` is alive and the GIL is held (the caller's contract), which is what the type
+    // check and `EncodeError::about` need; `utf8_of` is reached only for a str.
+    unsafe {
+        if !is_str(key) {
+            return Err(EncodeError::about(
+                key,
+                format!("keys must be strings, got {REPR} of type {TYPE_NAME}"),
+            ));
+        }
+        utf8_of(key).map(str::as_bytes)
     }
-    utf8_of(key).map(str::as_bytes)
 }
 
+/// Appends `value` as JSON. Exact built-in types are recognised by their type pointer;
+/// subclasses go through `encode_subclass`.
+///
+/// # Safety
+/// The GIL must be held and `value` alive.
 unsafe fn encode_value(
     value: *mut ffi::PyObject,
     out: &mut Vec<u8>,
     limit: Budget,
     depth: usize,
 ) -> Result<()> {
-    let kind = ffi::Py_TYPE(value);
-    if kind == std::ptr::addr_of_mut!(ffi::PyUnicode_Type) {
-        write_string(out, utf8_of(value)?.as_bytes());
-        return check_limit(out, limit);
+    // SAFETY: `value` is alive and the GIL is held (the caller's contract). Each branch hands it
+    // to the encoder of the exact type it just matched, whose contract that meets.
+    unsafe {
+        let kind = ffi::Py_TYPE(value);
+        if kind == std::ptr::addr_of_mut!(ffi::PyUnicode_Type) {
+            write_string(out, utf8_of(value)?.as_bytes());
+            return check_limit(out, limit);
+        }
+        if kind == std::ptr::addr_of_mut!(ffi::PyLong_Type) {
+            return encode_int(value, out);
+        }
+        if value == ffi::Py_None() {
+            out.extend_from_slice(b"null");
+            return Ok(());
+        }
+        if value == ffi::Py_True() {
+            out.extend_from_slice(b"true");
+            return Ok(());
+        }
+        if value == ffi::Py_False() {
+            out.extend_from_slice(b"false");
+            return Ok(());
+        }
+        if kind == std::ptr::addr_of_mut!(ffi::PyFloat_Type) {
+            return encode_float(value, out);
+        }
+        if kind == std::ptr::addr_of_mut!(ffi::PyDict_Type) {
+            return encode_dict(value, out, limit, depth + 1);
+        }
+        if kind == std::ptr::addr_of_mut!(ffi::PyList_Type)
+            || kind == std::ptr::addr_of_mut!(ffi::PyTuple_Type)
+        {
+            return encode_sequence(value, out, limit, depth + 1);
+        }
+        encode_subclass(value, out, limit, depth)
     }
-    if kind == std::ptr::addr_of_mut!(ffi::PyLong_Type) {
-        return encode_int(value, out);
-    }
-    if value == ffi::Py_None() {
-        out.extend_from_slice(b"null");
-        return Ok(());
-    }
-    if value == ffi::Py_True() {
-        out.extend_from_slice(b"true");
-        return Ok(());
-    }
-    if value == ffi::Py_False() {
-        out.extend_from_slice(b"false");
-        return Ok(());
-    }
-    if kind == std::ptr::addr_of_mut!(ffi::PyFloat_Type) {
-        return encode_float(value, out);
-    }
-    if kind == std::ptr::addr_of_mut!(ffi::PyDict_Type) {
-        return encode_dict(value, out, limit, depth + 1);
-    }
-    if kind == std::ptr::addr_of_mut!(ffi::PyList_Type)
-        || kind == std::ptr::addr_of_mut!(ffi::PyTuple_Type)
-    {
-        return encode_sequence(value, out, limit, depth + 1);
-    }
-    encode_subclass(value, out, limit, depth)
 }
 
 /// Subclasses of the JSON types (str enums, int enums, OrderedDict, named tuples, ...).
+///
+/// # Safety
+/// The GIL must be held and `value` alive.
 unsafe fn encode_subclass(
     value: *mut ffi::PyObject,
     out: &mut Vec<u8>,
     limit: Budget,
     depth: usize,
 ) -> Result<()> {
-    if ffi::PyUnicode_Check(value) != 0 {
-        write_string(out, utf8_of(value)?.as_bytes());
-        check_limit(out, limit)
-    } else if ffi::PyBool_Check(value) != 0 {
-        out.extend_from_slice(if ffi::PyObject_IsTrue(value) == 1 {
-            b"true"
+    // SAFETY: `value` is alive and the GIL is held (the caller's contract). Each branch hands it
+    // to the encoder of the type family it just checked (a subclass is laid out as its base),
+    // whose contract that meets.
+    unsafe {
+        if ffi::PyUnicode_Check(value) != 0 {
+            write_string(out, utf8_of(value)?.as_bytes());
+            check_limit(out, limit)
+        } else if ffi::PyBool_Check(value) != 0 {
+            out.extend_from_slice(if ffi::PyObject_IsTrue(value) == 1 {
+                b"true"
+            } else {
+                b"false"
+            });
+            Ok(())
+        } else if ffi::PyLong_Check(value) != 0 {
+            encode_int(value, out)
+        } else if ffi::PyFloat_Check(value) != 0 {
+            encode_float(value, out)
+        } else if ffi::PyDict_Check(value) != 0 {
+            encode_dict(value, out, limit, depth + 1)
+        } else if ffi::PyList_Check(value) != 0 || ffi::PyTuple_Check(value) != 0 {
+            encode_sequence(value, out, limit, depth + 1)
         } else {
-            b"false"
-        });
-        Ok(())
-    } else if ffi::PyLong_Check(value) != 0 {
-        encode_int(value, out)
-    } else if ffi::PyFloat_Check(value) != 0 {
-        encode_float(value, out)
-    } else if ffi::PyDict_Check(value) != 0 {
-        encode_dict(value, out, limit, depth + 1)
-    } else if ffi::PyList_Check(value) != 0 || ffi::PyTuple_Check(value) != 0 {
-        encode_sequence(value, out, limit, depth + 1)
-    } else {
-        Err(EncodeError::about(
-            value,
-            format!(
-                "value of type '{TYPE_NAME}' is not JSON serializable (use str, int, float, bool, None, dict, list or tuple)"
-            ),
-        ))
+            Err(EncodeError::about(
+                value,
+                format!(
+                    "value of type '{TYPE_NAME}' is not JSON serializable (use str, int, float, bool, None, dict, list or tuple)"
+                ),
+            ))
+        }
     }
 }
 
+/// Appends an int (signed or unsigned 64-bit).
+///
+/// # Safety
+/// The GIL must be held and `value` must be a live int (or subclass).
 unsafe fn encode_int(value: *mut ffi::PyObject, out: &mut Vec<u8>) -> Result<()> {
-    let mut overflow = 0;
-    let signed = ffi::PyLong_AsLongLongAndOverflow(value, &mut overflow);
-    if overflow == 0 {
-        if signed == -1 && !ffi::PyErr_Occurred().is_null() {
-            ffi::PyErr_Clear();
-            return Err(EncodeError::value_error("integer could not be read"));
-        }
-        out.extend_from_slice(itoa::Buffer::new().format(signed).as_bytes());
-        return Ok(());
-    }
-    if overflow > 0 {
-        let unsigned = ffi::PyLong_AsUnsignedLongLong(value);
-        if ffi::PyErr_Occurred().is_null() {
-            out.extend_from_slice(itoa::Buffer::new().format(unsigned).as_bytes());
+    // SAFETY: `value` is a live int and the GIL is held (the caller's contract); the readers take
+    // the number stored in the object, and PyErr_Occurred/PyErr_Clear only look at and clear
+    // the error they may set.
+    unsafe {
+        let mut overflow = 0;
+        let signed = ffi::PyLong_AsLongLongAndOverflow(value, &mut overflow);
+        if overflow == 0 {
+            if signed == -1 && !ffi::PyErr_Occurred().is_null() {
+                ffi::PyErr_Clear();
+                return Err(EncodeError::value_error("integer could not be read"));
+            }
+            out.extend_from_slice(itoa::Buffer::new().format(signed).as_bytes());
             return Ok(());
         }
-        ffi::PyErr_Clear();
+        if overflow > 0 {
+            let unsigned = ffi::PyLong_AsUnsignedLongLong(value);
+            if ffi::PyErr_Occurred().is_null() {
+                out.extend_from_slice(itoa::Buffer::new().format(unsigned).as_bytes());
+                return Ok(());
+            }
+            ffi::PyErr_Clear();
+        }
     }
     Err(EncodeError::value_error(
         "integer is out of the 64-bit range JSON events can hold",
     ))
 }
 
+/// Appends a finite float.
+///
+/// # Safety
+/// The GIL must be held and `value` must be a live float (or subclass).
 unsafe fn encode_float(value: *mut ffi::PyObject, out: &mut Vec<u8>) -> Result<()> {
-    let number = ffi::PyFloat_AsDouble(value);
+    // SAFETY: `value` is a live float and the GIL is held (the caller's contract), so this reads
+    // the number stored in it.
+    let number = unsafe { ffi::PyFloat_AsDouble(value) };
     if !number.is_finite() {
         return Err(EncodeError::value_error(format!(
             "{number} is not valid JSON (NaN and Infinity are not allowed)"
@@ -690,6 +813,10 @@ fn too_deep() -> EncodeError {
     ))
 }
 
+/// Appends a nested dict.
+///
+/// # Safety
+/// The GIL must be held and `dict` must be a live dict (or subclass).
 unsafe fn encode_dict(
     dict: *mut ffi::PyObject,
     out: &mut Vec<u8>,
@@ -704,20 +831,30 @@ unsafe fn encode_dict(
     let mut position: ffi::Py_ssize_t = 0;
     let mut key: *mut ffi::PyObject = std::ptr::null_mut();
     let mut value: *mut ffi::PyObject = std::ptr::null_mut();
-    while ffi::PyDict_Next(dict, &mut position, &mut key, &mut value) != 0 {
-        let name = key_utf8(key)?;
-        if !first {
-            out.push(b',');
+    // SAFETY: `dict` is a live dict and the GIL is held (the caller's contract). The key and value
+    // PyDict_Next lends are borrowed references that stay alive while the dict is unchanged, and
+    // the encoder runs no Python code that could change it; so `key_utf8` and `encode_value` get
+    // live objects.
+    unsafe {
+        while ffi::PyDict_Next(dict, &mut position, &mut key, &mut value) != 0 {
+            let name = key_utf8(key)?;
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            write_string(out, name);
+            out.push(b':');
+            encode_value(value, out, limit, depth).map_err(|e| e.at_key(name))?;
         }
-        first = false;
-        write_string(out, name);
-        out.push(b':');
-        encode_value(value, out, limit, depth).map_err(|e| e.at_key(name))?;
     }
     out.push(b'}');
     check_limit(out, limit)
 }
 
+/// Appends a list or a tuple.
+///
+/// # Safety
+/// The GIL must be held and `sequence` must be a live list or tuple (or subclass).
 unsafe fn encode_sequence(
     sequence: *mut ffi::PyObject,
     out: &mut Vec<u8>,
@@ -727,33 +864,39 @@ unsafe fn encode_sequence(
     if depth > MAX_DEPTH {
         return Err(too_deep());
     }
-    let is_list = ffi::PyList_Check(sequence) != 0;
-    out.push(b'[');
-    let mut index = 0;
-    loop {
-        // Re-read the size each time: nothing here runs Python code, but be exact anyway.
-        let size = if is_list {
-            ffi::PyList_Size(sequence)
-        } else {
-            ffi::PyTuple_Size(sequence)
-        };
-        if index as ffi::Py_ssize_t >= size {
-            break;
+    // SAFETY: `sequence` is a live list or tuple and the GIL is held (the caller's contract).
+    // The size is read again before each item and the item is fetched by a checked index, as a
+    // borrowed reference that stays alive while the sequence is unchanged; the encoder runs no
+    // Python code that could change it, so `encode_value` gets a live object.
+    unsafe {
+        let is_list = ffi::PyList_Check(sequence) != 0;
+        out.push(b'[');
+        let mut index = 0;
+        loop {
+            // Re-read the size each time: nothing here runs Python code, but be exact anyway.
+            let size = if is_list {
+                ffi::PyList_Size(sequence)
+            } else {
+                ffi::PyTuple_Size(sequence)
+            };
+            if index as ffi::Py_ssize_t >= size {
+                break;
+            }
+            let item = if is_list {
+                ffi::PyList_GetItem(sequence, index as ffi::Py_ssize_t)
+            } else {
+                ffi::PyTuple_GetItem(sequence, index as ffi::Py_ssize_t)
+            };
+            if item.is_null() {
+                ffi::PyErr_Clear();
+                break;
+            }
+            if index > 0 {
+                out.push(b',');
+            }
+            encode_value(item, out, limit, depth).map_err(|e| e.at_index(index))?;
+            index += 1;
         }
-        let item = if is_list {
-            ffi::PyList_GetItem(sequence, index as ffi::Py_ssize_t)
-        } else {
-            ffi::PyTuple_GetItem(sequence, index as ffi::Py_ssize_t)
-        };
-        if item.is_null() {
-            ffi::PyErr_Clear();
-            break;
-        }
-        if index > 0 {
-            out.push(b',');
-        }
-        encode_value(item, out, limit, depth).map_err(|e| e.at_index(index))?;
-        index += 1;
     }
     out.push(b']');
     check_limit(out, limit)
@@ -764,14 +907,14 @@ unsafe fn encode_sequence(
 /// # Safety
 /// The GIL must be held and `value` alive.
 unsafe fn wrong_type(message: &str, value: *mut ffi::PyObject) -> EncodeError {
-    EncodeError::about(value, format!("{message}, got {TYPE_NAME}"))
+    // SAFETY: the caller's contract (GIL held, `value` alive) is `about`'s.
+    unsafe { EncodeError::about(value, format!("{message}, got {TYPE_NAME}")) }
 }
 
 /// Turns any mapping into a dict we own (a dict or subclass is used as is).
-pub fn as_dict<'py>(event: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-    // SAFETY: checking the type of a live object with the GIL held.
-    if unsafe { ffi::PyDict_Check(event.as_ptr()) } != 0 {
-        return Ok(event.clone());
+pub fn as_dict<'py>(event: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDict>> {
+    if let Ok(dict) = event.cast::<PyDict>() {
+        return Ok(dict.clone());
     }
     let py = event.py();
     let mapping = py.import("collections.abc")?.getattr("Mapping")?;
@@ -785,7 +928,52 @@ pub fn as_dict<'py>(event: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
             "event must be a mapping (a dict), got {name}"
         )));
     }
-    let dict = pyo3::types::PyDict::new(py);
+    let dict = PyDict::new(py);
     dict.update(event.cast::<pyo3::types::PyMapping>()?)?;
-    Ok(dict.into_any())
+    Ok(dict)
+}
+
+/// One encoded event: where its JSON is in the batch buffer, and its header fields.
+pub(crate) struct Encoded<'a> {
+    pub(crate) end: usize,
+    pub(crate) captured: Captured<'a>,
+}
+
+/// Encodes `events` back to back into `buffer` (each closed with `}`), or fails naming the event.
+pub(crate) fn encode_batch<'a>(
+    events: &'a [Bound<'_, PyDict>],
+    buffer: &mut Vec<u8>,
+    limit: usize,
+    close: bool,
+    defaults: &'a FieldDefaults,
+) -> PyResult<Vec<Encoded<'a>>> {
+    let mut encoded = Vec::with_capacity(events.len());
+    for (index, event) in events.iter().enumerate() {
+        // SAFETY: `event` is a dict (its type says so) that `events` keeps alive, and the GIL is
+        // held. The strings `captured` borrows stay alive while no Python code runs: none does
+        // until the caller locks, and `lock_for_batch` copies them before a wait that releases
+        // the GIL.
+        let captured = unsafe { encode_event(event.as_ptr(), buffer, limit, defaults) }
+            .map_err(|e| e.into_pyerr((events.len() > 1).then_some(index)))?;
+        if close {
+            buffer.push(b'}');
+        }
+        encoded.push(Encoded {
+            end: buffer.len(),
+            captured,
+        });
+    }
+    Ok(encoded)
+}
+
+/// The batch's events as dicts we own, converting other mappings.
+pub(crate) fn collect_dicts<'py>(events: &Bound<'py, PyAny>) -> PyResult<Vec<Bound<'py, PyDict>>> {
+    let mut dicts = Vec::new();
+    for (index, item) in events.try_iter()?.enumerate() {
+        let item = item?;
+        dicts.push(as_dict(&item).map_err(|e| {
+            PyTypeError::new_err(format!("event {index}: {}", e.value(events.py())))
+        })?);
+    }
+    Ok(dicts)
 }

@@ -7,8 +7,10 @@ use std::path::PathBuf;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
-use super::view::Copied;
-use super::{query_from_kwargs, StoreError};
+use super::args::query_from_kwargs;
+use super::decode::Copied;
+use super::errors::StoreError;
+use super::report::add_recovery;
 use crate::jsonl::{fields_of, scan, ScanOutcome};
 use crate::query::Query;
 use crate::ring::Ring;
@@ -104,7 +106,8 @@ struct FileSummary {
     file_bytes: u64,
 }
 
-/// What a store file holds: events, streams, types with counts, first/last time, damage.
+/// What a store file holds: path, file_bytes, streams, types (with counts), first_timestamp,
+/// last_timestamp, and the recovery report's keys (events, corrupt_lines, ...; see `report.rs`).
 #[pyfunction]
 pub fn file_stats<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, PyDict>> {
     let file = open(&path)?;
@@ -115,7 +118,6 @@ pub fn file_stats<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, Py
     let dict = PyDict::new(py);
     dict.set_item("path", path)?;
     dict.set_item("file_bytes", summary.file_bytes)?;
-    dict.set_item("events", report.lines)?;
     dict.set_item("streams", summary.streams.len())?;
     dict.set_item("types", summary.types)?;
     dict.set_item(
@@ -132,12 +134,7 @@ pub fn file_stats<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, Py
             .map(|t| ms_object(py, t))
             .transpose()?,
     )?;
-    dict.set_item("last_seq", report.last_seq)?;
-    dict.set_item("corrupt_lines", report.corrupt_lines)?;
-    dict.set_item("duplicate_lines", report.duplicate_lines)?;
-    dict.set_item("torn_tail_bytes", report.truncated_bytes)?;
-    dict.set_item("padding_bytes", report.padding_bytes)?;
-    dict.set_item("unterminated_last_line", report.repaired_tail)?;
+    add_recovery(&dict, report)?;
     Ok(dict)
 }
 

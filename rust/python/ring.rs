@@ -1,81 +1,19 @@
-//! `EventRing`: the in-memory bounded event history, for Python.
+//! `EventRing`'s Python methods: the in-memory bounded event history (its data is in `classes.rs`).
 
 use std::sync::Mutex;
 
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
-use super::encode::{as_dict, encode_event, Captured, FieldDefaults};
-use super::view::{self, EventIterator, RingHolder, Source};
-use super::{lock, lock_for_batch, lock_for_event, to_pyerr, with_scratch};
+use super::args::{positive, query_from_kwargs};
+use super::classes::{EventRing, RingHolder, RingState};
+use super::encode::{as_dict, collect_dicts, encode_batch, encode_event, Encoded, FieldDefaults};
+use super::errors::to_pyerr;
+use super::locks::{lock, lock_for_batch, lock_for_event, with_scratch};
+use super::view::{self, EventIterator, Source};
 use crate::event::DEFAULT_MAX_EVENT_BYTES;
 use crate::keys::MAX_PARTS;
 use crate::ring::Ring;
-
-struct RingState {
-    ring: Ring,
-    next_seq: u64,
-}
-
-/// A bounded ring of events: fixed capacity in events and, optionally, in bytes of JSON.
-#[pyclass(frozen, module = "opencode_addons._core", sequence)]
-pub struct EventRing {
-    state: Mutex<RingState>,
-    max_event_bytes: usize,
-}
-
-impl RingHolder for EventRing {
-    fn with_ring<R>(&self, _py: Python<'_>, f: impl FnOnce(&Ring) -> R) -> PyResult<R> {
-        let state = lock(&self.state, || {});
-        Ok(f(&state.ring))
-    }
-}
-
-/// One encoded event: where its JSON is in the batch buffer, and its header fields.
-pub(crate) struct Encoded<'a> {
-    pub(crate) end: usize,
-    pub(crate) captured: Captured<'a>,
-}
-
-/// Encodes `events` back to back into `buffer` (each closed with `}`), or fails naming the event.
-pub(crate) fn encode_batch<'a>(
-    events: &'a [Bound<'_, PyAny>],
-    buffer: &mut Vec<u8>,
-    limit: usize,
-    close: bool,
-    defaults: &'a FieldDefaults,
-) -> PyResult<Vec<Encoded<'a>>> {
-    let mut encoded = Vec::with_capacity(events.len());
-    for (index, event) in events.iter().enumerate() {
-        // SAFETY: `event` is a live dict (as_dict made sure) and the GIL is held; the borrowed
-        // strings live as long as `events`.
-        let captured = unsafe { encode_event(event.as_ptr(), buffer, limit, defaults) }
-            .map_err(|e| e.into_pyerr((events.len() > 1).then_some(index)))?;
-        if close {
-            buffer.push(b'}');
-        }
-        encoded.push(Encoded {
-            end: buffer.len(),
-            captured,
-        });
-    }
-    Ok(encoded)
-}
-
-/// The batch's events as dicts we own, converting other mappings.
-pub(crate) fn collect_dicts<'py>(events: &Bound<'py, PyAny>) -> PyResult<Vec<Bound<'py, PyAny>>> {
-    let mut dicts = Vec::new();
-    for (index, item) in events.try_iter()?.enumerate() {
-        let item = item?;
-        dicts.push(as_dict(&item).map_err(|e| {
-            pyo3::exceptions::PyTypeError::new_err(format!(
-                "event {index}: {}",
-                e.value(events.py())
-            ))
-        })?);
-    }
-    Ok(dicts)
-}
 
 impl EventRing {
     fn push_encoded(&self, buffer: &[u8], encoded: &[Encoded<'_>]) -> PyResult<u64> {
@@ -128,7 +66,10 @@ impl EventRing {
     fn append(&self, event: &Bound<'_, PyAny>) -> PyResult<u64> {
         let dict = as_dict(event)?;
         with_scratch(|buffer| {
-            // SAFETY: `dict` is a live dict and the GIL is held for the whole encoding.
+            // SAFETY: `dict` is a dict (its type says so) that this frame keeps alive, and the GIL
+            // is held. The strings `captured` borrows stay alive while no Python code runs: none
+            // does before the lock, and `lock_for_event` copies them before a wait that releases
+            // the GIL.
             let captured = unsafe {
                 encode_event(
                     dict.as_ptr(),
@@ -236,7 +177,7 @@ impl EventRing {
         py: Python<'py>,
         filters: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<Bound<'py, PyList>> {
-        let q = super::query_from_kwargs("query", filters)?;
+        let q = query_from_kwargs("query", filters)?;
         view::query(self, py, usize::MAX, &q)
     }
 
@@ -251,14 +192,4 @@ impl EventRing {
             )
         })
     }
-}
-
-pub(crate) fn positive(value: i64, name: &str) -> PyResult<usize> {
-    if value < 1 {
-        return Err(pyo3::exceptions::PyValueError::new_err(format!(
-            "{name} must be at least 1, got {value}"
-        )));
-    }
-    usize::try_from(value)
-        .map_err(|_| pyo3::exceptions::PyValueError::new_err(format!("{name} is too large")))
 }

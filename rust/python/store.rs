@@ -1,4 +1,5 @@
-//! `JsonlStore`: the durable JSONL event file with its bounded cache, for Python.
+//! `JsonlStore`'s Python methods: the durable JSONL event file with its bounded cache (its data
+//! is in `classes.rs`).
 
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -7,64 +8,23 @@ use std::time::Duration;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
+use super::args::{positive, query_from_kwargs};
+use super::classes::{closed, JsonlStore, RingHolder};
 use super::decode::record_to_dict;
-use super::encode::{as_dict, encode_event, Captured, FieldDefaults};
-use super::ring::{collect_dicts, encode_batch, positive};
-use super::view::{self, EventIterator, EventView, RingHolder, Source};
-use super::{
-    lock, lock_for_batch, lock_for_event, to_pyerr, with_scratch, StoreClosedError, StoreWriteError,
-};
+use super::encode::{as_dict, collect_dicts, encode_batch, encode_event, Captured, FieldDefaults};
+use super::errors::{to_pyerr, StoreWriteError};
+use super::locks::{lock, lock_for_batch, lock_for_event, with_scratch};
+use super::report::add_recovery;
+use super::view::{self, EventIterator, EventView, Source};
 use crate::event::DEFAULT_MAX_EVENT_BYTES;
-use crate::jsonl::{
-    sync_now, CollectSpec, Durability, OpenClose, RecoveryReport, Store, StoreOptions, SyncNeed,
-};
-use crate::ring::Ring;
-
-/// An append-only JSONL event file with a bounded in-memory cache of the newest events.
-#[pyclass(frozen, module = "opencode_addons._core", sequence)]
-pub struct JsonlStore {
-    store: Mutex<Option<Store>>,
-    path: PathBuf,
-    durability: Durability,
-    max_cache_size: usize,
-    history_size: usize,
-    max_event_bytes: usize,
-    recovery: RecoveryReport,
-    defaults: FieldDefaults,
-}
-
-impl RingHolder for JsonlStore {
-    fn with_ring<R>(&self, _py: Python<'_>, f: impl FnOnce(&Ring) -> R) -> PyResult<R> {
-        let guard = lock(&self.store, || {});
-        match guard.as_ref() {
-            Some(store) => Ok(f(store.ring())),
-            None => Err(closed(&self.path)),
-        }
-    }
-}
-
-fn closed(path: &std::path::Path) -> PyErr {
-    StoreClosedError::new_err(format!("the store {} is closed", path.display()))
-}
-
-fn recovery_dict<'py>(py: Python<'py>, report: &RecoveryReport) -> PyResult<Bound<'py, PyDict>> {
-    let dict = PyDict::new(py);
-    dict.set_item("lines", report.lines)?;
-    dict.set_item("corrupt_lines", report.corrupt_lines)?;
-    dict.set_item("duplicate_lines", report.duplicate_lines)?;
-    dict.set_item("truncated_bytes", report.truncated_bytes)?;
-    dict.set_item("padding_bytes", report.padding_bytes)?;
-    dict.set_item("repaired_tail", report.repaired_tail)?;
-    dict.set_item("last_seq", report.last_seq)?;
-    Ok(dict)
-}
+use crate::jsonl::{sync_now, CollectSpec, Durability, OpenClose, Store, StoreOptions, SyncNeed};
 
 impl JsonlStore {
     /// Writes a batch; returns the first seq. Only Rust work happens under the lock.
     fn write(
         &self,
         py: Python<'_>,
-        events: &[Bound<'_, PyAny>],
+        events: &[Bound<'_, PyDict>],
     ) -> PyResult<(u64, Vec<Generated>)> {
         let (first, generated, need) =
             with_scratch(|buffer| -> PyResult<(u64, Vec<Generated>, SyncNeed)> {
@@ -122,15 +82,16 @@ impl Generated {
 
 /// The caller's event as stored: a shallow copy with id, timestamp, defaults and seq filled in.
 fn stored_copy<'py>(
-    event: &Bound<'py, PyAny>,
+    event: &Bound<'py, PyDict>,
     seq: u64,
     generated: Generated,
     defaults: &FieldDefaults,
 ) -> PyResult<Bound<'py, PyAny>> {
     let py = event.py();
-    let copy = event.cast::<PyDict>()?.copy()?;
+    let copy = event.copy()?;
     if let Some(id) = generated.id {
-        // SAFETY: generated ids are ASCII.
+        // SAFETY: `new_event_id` writes only base-36 digits, '_' and hex digits: ASCII, hence
+        // valid UTF-8.
         copy.set_item(pyo3::intern!(py, "id"), unsafe {
             std::str::from_utf8_unchecked(&id)
         })?;
@@ -232,7 +193,10 @@ impl JsonlStore {
         let dict = as_dict(event)?;
         let (seq, generated, need) =
             with_scratch(|buffer| -> PyResult<(u64, Generated, SyncNeed)> {
-                // SAFETY: `dict` is a live dict and the GIL is held for the whole encoding.
+                // SAFETY: `dict` is a dict (its type says so) that this frame keeps alive, and the
+                // GIL is held. The strings `captured` borrows stay alive while no Python code
+                // runs: none does before the lock, and `lock_for_event` copies them before a wait
+                // that releases the GIL.
                 let captured = unsafe {
                     encode_event(dict.as_ptr(), buffer, self.max_event_bytes, &self.defaults)
                 }
@@ -346,7 +310,7 @@ impl JsonlStore {
         py: Python<'py>,
         filters: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<Bound<'py, PyList>> {
-        let q = super::query_from_kwargs("query", filters)?;
+        let q = query_from_kwargs("query", filters)?;
         view::query(self, py, self.max_cache_size, &q)
     }
 
@@ -368,11 +332,13 @@ impl JsonlStore {
         Ok(list)
     }
 
-    /// What opening the file found: lines, corrupt_lines, duplicate_lines, truncated_bytes,
-    /// padding_bytes, repaired_tail, last_seq.
+    /// What opening the file found: events, corrupt_lines, duplicate_lines, torn_tail_bytes,
+    /// padding_bytes, unterminated_last_line, last_seq (see the stubs).
     #[getter]
     fn recovery<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        recovery_dict(py, &self.recovery)
+        let dict = PyDict::new(py);
+        add_recovery(&dict, &self.recovery)?;
+        Ok(dict)
     }
 
     #[getter]

@@ -7,80 +7,12 @@
 
 use pyo3::exceptions::{PyIndexError, PyTypeError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList, PySlice};
+use pyo3::types::{PyDict, PyList, PySlice};
 
-use super::decode::record_to_dict;
-use super::ring::EventRing;
-use super::store::JsonlStore;
-use super::QueryArgs;
-use crate::keys::expand_record;
+use super::args::{query_from_kwargs, QueryArgs};
+use super::classes::{EventRing, JsonlStore, RingHolder};
+use super::decode::Copied;
 use crate::ring::Ring;
-
-/// Something that owns a ring.
-pub(crate) trait RingHolder {
-    fn with_ring<R>(&self, py: Python<'_>, f: impl FnOnce(&Ring) -> R) -> PyResult<R>;
-}
-
-/// Records copied out of a ring: their bytes back to back, with sequence numbers.
-#[derive(Default)]
-pub(crate) struct Copied {
-    bytes: Vec<u8>,
-    records: Vec<(usize, usize, u64)>,
-}
-
-impl Copied {
-    pub(crate) fn push(&mut self, json: &[u8], seq: u64) {
-        let start = self.bytes.len();
-        self.bytes.extend_from_slice(json);
-        self.records.push((start, self.bytes.len(), seq));
-    }
-
-    pub(crate) fn from_ring(ring: &Ring, indexes: impl IntoIterator<Item = usize>) -> Self {
-        let mut copied = Self::default();
-        for index in indexes {
-            if let Some(record) = ring.get(index) {
-                copied.push(record.json, record.seq);
-            }
-        }
-        copied
-    }
-
-    /// Each record as the bytes of its JSON line (tokens expanded, `seq` added); no dict.
-    pub(crate) fn into_raw_list<'py>(self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        let list = PyList::empty(py);
-        let mut line = Vec::new();
-        for &(start, end, seq) in &self.records {
-            line.clear();
-            expand_record(&self.bytes[start..end], seq, &mut line);
-            list.append(PyBytes::new(py, &line))?;
-        }
-        Ok(list)
-    }
-
-    /// The records as `raw` lines (see `into_raw_list`) or as dicts.
-    pub(crate) fn into_py<'py>(self, py: Python<'py>, raw: bool) -> PyResult<Bound<'py, PyList>> {
-        if raw {
-            self.into_raw_list(py)
-        } else {
-            self.into_list(py)
-        }
-    }
-
-    pub(crate) fn into_list<'py>(self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        let list = PyList::empty(py);
-        for &(start, end, seq) in &self.records {
-            list.append(record_to_dict(py, &self.bytes[start..end], seq)?)?;
-        }
-        Ok(list)
-    }
-
-    fn into_single<'py>(self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
-        match self.records.first() {
-            Some(&(start, end, seq)) => Ok(Some(record_to_dict(py, &self.bytes[start..end], seq)?)),
-            None => Ok(None),
-        }
-    }
-}
 
 /// Index of the first record of the window.
 fn window_start(ring: &Ring, window: usize) -> usize {
@@ -166,18 +98,14 @@ impl Source {
             Source::Store(store) => Source::Store(store.clone_ref(py)),
         }
     }
+}
 
+impl RingHolder for Source {
     fn with_ring<R>(&self, py: Python<'_>, f: impl FnOnce(&Ring) -> R) -> PyResult<R> {
         match self {
             Source::Ring(ring) => ring.get().with_ring(py, f),
             Source::Store(store) => store.get().with_ring(py, f),
         }
-    }
-}
-
-impl RingHolder for Source {
-    fn with_ring<R>(&self, py: Python<'_>, f: impl FnOnce(&Ring) -> R) -> PyResult<R> {
-        Source::with_ring(self, py, f)
     }
 }
 
@@ -231,7 +159,7 @@ impl EventView {
         py: Python<'py>,
         filters: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<Bound<'py, PyList>> {
-        let q = super::query_from_kwargs("query", filters)?;
+        let q = query_from_kwargs("query", filters)?;
         query(&self.source, py, self.window, &q)
     }
 

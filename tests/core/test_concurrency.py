@@ -140,7 +140,7 @@ def test_store_parallel_appends(tmp_path, durability):
     for e in events:
         assert returned[e["payload"]["thread"]][e["payload"]["n"]] == e["seq"]
     with JsonlStore(path) as store:
-        assert store.recovery["lines"] == total
+        assert store.recovery["events"] == total
         assert store.recovery["corrupt_lines"] == 0
 
 

@@ -207,16 +207,16 @@ def test_damaged_file_recovers(plan):
             loaded = {e["seq"]: without_seq(e) for e in store}
             assert [e["seq"] for e in store] == sorted(loaded)
             assert loaded == damaged.kept, "an undamaged line was lost or altered"
-            assert rec["lines"] == len(damaged.kept)
+            assert rec["events"] == len(damaged.kept)
             assert rec["corrupt_lines"] == damaged.corrupt
             assert rec["duplicate_lines"] == damaged.duplicates
-            assert rec["truncated_bytes"] == damaged.truncated
+            assert rec["torn_tail_bytes"] == damaged.truncated
             assert rec["padding_bytes"] == damaged.padding
-            assert rec["repaired_tail"] is damaged.repaired_tail
+            assert rec["unterminated_last_line"] is damaged.repaired_tail
             assert rec["last_seq"] == max(damaged.kept, default=0)
             # Every line written is accounted for.
             torn = 1 if damaged.torn else 0
-            assert rec["lines"] + rec["corrupt_lines"] + rec["duplicate_lines"] + torn == (
+            assert rec["events"] + rec["corrupt_lines"] + rec["duplicate_lines"] + torn == (
                 damaged.total_lines
             )
             new = store.append({"type": "after", "payload": "fresh line"})
@@ -230,10 +230,10 @@ def test_damaged_file_recovers(plan):
 
         with JsonlStore(path, max_cache_size=1000) as again:
             rec2 = again.recovery
-            assert rec2["truncated_bytes"] == 0
-            assert rec2["repaired_tail"] is False
+            assert rec2["torn_tail_bytes"] == 0
+            assert rec2["unterminated_last_line"] is False
             assert rec2["corrupt_lines"] == damaged.corrupt
-            assert rec2["lines"] == len(damaged.kept) + 1
+            assert rec2["events"] == len(damaged.kept) + 1
             assert again[-1] == new
 
 
@@ -250,12 +250,12 @@ def test_every_truncation_point_of_the_last_line(tmp_path, nul_tail):
             assert rec["padding_bytes"] == nul_tail
             assert rec["corrupt_lines"] == 0
             if cut == 1:
-                assert rec["repaired_tail"] is True
-                assert rec["truncated_bytes"] == 0
+                assert rec["unterminated_last_line"] is True
+                assert rec["torn_tail_bytes"] == 0
                 assert [e["seq"] for e in store] == [1, 2, 3]
             else:
-                assert rec["repaired_tail"] is False
-                assert rec["truncated_bytes"] == len(last) - cut
+                assert rec["unterminated_last_line"] is False
+                assert rec["torn_tail_bytes"] == len(last) - cut
                 assert [e["seq"] for e in store] == [1, 2]
             new = store.append({"type": "next"})
         data = path.read_bytes()
@@ -268,9 +268,9 @@ def test_only_garbage_file(tmp_path):
     path.write_bytes(b'garbage\n\x00\x00\n[1]\n{"no":"type"}\nmore garbage no newline')
     with JsonlStore(path) as store:
         rec = store.recovery
-        assert rec["lines"] == 0
+        assert rec["events"] == 0
         assert rec["corrupt_lines"] == 4
-        assert rec["truncated_bytes"] == len(b"more garbage no newline")
+        assert rec["torn_tail_bytes"] == len(b"more garbage no newline")
         assert store.append({"type": "first"})["seq"] == 1
     assert path.read_bytes().endswith(b'"seq":1}\n')
     assert path.read_bytes().startswith(b"garbage\n")

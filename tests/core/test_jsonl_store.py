@@ -64,12 +64,12 @@ def test_creates_parent_dirs_and_file(tmp_path):
         assert store.durability == "flush"
         assert len(store) == 0
         assert store.recovery == {
-            "lines": 0,
+            "events": 0,
             "corrupt_lines": 0,
             "duplicate_lines": 0,
-            "truncated_bytes": 0,
+            "torn_tail_bytes": 0,
             "padding_bytes": 0,
-            "repaired_tail": False,
+            "unterminated_last_line": False,
             "last_seq": 0,
         }
     assert path.read_bytes() == b""
@@ -153,7 +153,7 @@ def test_seq_increases_across_reopen_and_cache_keeps_newest(tmp_path):
     with JsonlStore(path) as store:
         store.extend([event(i) for i in range(30)])
     with JsonlStore(path, max_cache_size=7) as store:
-        assert store.recovery["lines"] == 30
+        assert store.recovery["events"] == 30
         assert store.recovery["last_seq"] == 30
         assert len(store) == 7
         assert [without_seq(e) for e in store] == [event(i) for i in range(23, 30)]
@@ -222,7 +222,7 @@ def test_reference_format_file_loads(tmp_path):
     lines += [json.dumps(e) for e in ref_events[3:]]  # with spaces, also valid JSON
     path.write_text("\n".join(lines) + "\n")
     with JsonlStore(path) as store:
-        assert store.recovery["lines"] == 6
+        assert store.recovery["events"] == 6
         assert store.recovery["corrupt_lines"] == 0
         assert store.recovery["last_seq"] == 6
         loaded = list(store)
@@ -339,7 +339,7 @@ def test_closed_store_raises(tmp_path):
     assert issubclass(StoreError, OSError)
     # Metadata stays readable.
     assert store.path == path
-    assert store.recovery["lines"] == 0
+    assert store.recovery["events"] == 0
     assert "closed" in repr(store)
     assert path.read_bytes().count(b"\n") == 1
 
@@ -402,7 +402,7 @@ def test_durability_modes_write_identical_content(tmp_path, durability):
         assert store.stats()["durability"] == durability
     assert path.read_bytes() == reference.read_bytes()
     with JsonlStore(path, durability=durability) as store:
-        assert store.recovery["lines"] == 60
+        assert store.recovery["events"] == 60
         assert store.append(event(60))["seq"] == 61
         store.sync()
 
@@ -443,10 +443,10 @@ def test_torn_last_line_is_cut(tmp_path):
     path.write_bytes(good + torn)
     with JsonlStore(path) as store:
         rec = store.recovery
-        assert rec["truncated_bytes"] == len(torn)
-        assert rec["lines"] == 5
+        assert rec["torn_tail_bytes"] == len(torn)
+        assert rec["events"] == 5
         assert rec["corrupt_lines"] == 0
-        assert rec["repaired_tail"] is False
+        assert rec["unterminated_last_line"] is False
         assert list(store) == stored
         new = store.append(event(100))
         assert new["seq"] == 6
@@ -461,8 +461,8 @@ def test_torn_tail_that_is_only_part_of_a_seq(tmp_path):
     # Cut inside the seq member: this is not a complete line.
     path.write_bytes(good + last[:-3])
     with JsonlStore(path) as store:
-        assert store.recovery["lines"] == 3
-        assert store.recovery["truncated_bytes"] == len(last) - 3
+        assert store.recovery["events"] == 3
+        assert store.recovery["torn_tail_bytes"] == len(last) - 3
         store.append(event(3))
     assert len(file_lines(path)) == 4
 
@@ -474,9 +474,9 @@ def test_valid_last_line_without_newline_is_kept(tmp_path):
     path.write_bytes(good[:-1])
     with JsonlStore(path) as store:
         rec = store.recovery
-        assert rec["repaired_tail"] is True
-        assert rec["truncated_bytes"] == 0
-        assert rec["lines"] == 4
+        assert rec["unterminated_last_line"] is True
+        assert rec["torn_tail_bytes"] == 0
+        assert rec["events"] == 4
         assert list(store) == stored
         new = store.append(event(9))
         assert new["seq"] == 5
@@ -501,9 +501,9 @@ def test_corrupt_middle_lines_skipped_and_counted(tmp_path):
     path.write_bytes(b"\n".join(damaged) + b"\n")
     with JsonlStore(path) as store:
         rec = store.recovery
-        assert rec["lines"] == 6
+        assert rec["events"] == 6
         assert rec["corrupt_lines"] == len(garbage)
-        assert rec["truncated_bytes"] == 0
+        assert rec["torn_tail_bytes"] == 0
         assert list(store) == stored
         assert store.append(event(6))["seq"] == 7
     with JsonlStore(path) as store:
@@ -519,7 +519,7 @@ def test_duplicate_lines_are_skipped(tmp_path):
     )
     with JsonlStore(path) as store:
         assert store.recovery["duplicate_lines"] == 2
-        assert store.recovery["lines"] == 4
+        assert store.recovery["events"] == 4
         assert list(store) == stored
 
 
@@ -530,7 +530,7 @@ def test_nul_tail_is_padding(tmp_path):
     path.write_bytes(good + b"\x00" * 10_000)
     with JsonlStore(path) as store:
         assert store.recovery["padding_bytes"] == 10_000
-        assert store.recovery["truncated_bytes"] == 0
+        assert store.recovery["torn_tail_bytes"] == 0
         assert list(store) == stored
         new = store.append(event(3))
     assert path.read_bytes() == good + expected_line(new)

@@ -130,5 +130,5 @@ def test_8_threads_x_50000_appends_with_queries_and_a_refused_second_writer(tmp_
 
     # After close the lock is released: a new writer gets it and continues the sequence.
     with JsonlStore(path) as again:
-        assert again.recovery["lines"] == TOTAL
+        assert again.recovery["events"] == TOTAL
         assert again.append({"type": "after"})["seq"] == TOTAL + 1

@@ -51,8 +51,8 @@ def check_file(path: Path, result: dict, expect_no_space: str) -> None:
     )
     with JsonlStore(path) as store:
         rec = store.recovery
-        assert (rec["corrupt_lines"], rec["truncated_bytes"], rec["duplicate_lines"]) == (0, 0, 0)
-        assert rec["lines"] == len(lines)
+        assert (rec["corrupt_lines"], rec["torn_tail_bytes"], rec["duplicate_lines"]) == (0, 0, 0)
+        assert rec["events"] == len(lines)
         assert list(store) == lines
 
 

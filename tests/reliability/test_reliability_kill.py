@@ -122,16 +122,16 @@ def check_after_kill(path: Path, all_acked: dict[int, int]) -> dict:
         rec = stream.recovery
         assert rec["corrupt_lines"] == 0, rec
         assert rec["duplicate_lines"] == 0, rec
-        assert rec["lines"] == len(lines) + int(rec["repaired_tail"]), rec
-        if rec["repaired_tail"]:
+        assert rec["events"] == len(lines) + int(rec["unterminated_last_line"]), rec
+        if rec["unterminated_last_line"]:
             # The kill came after the line but before its newline: it is complete, and kept.
-            assert rec["truncated_bytes"] == 0
+            assert rec["torn_tail_bytes"] == 0
             event = json.loads(content)
             assert event["seq"] > (seqs[-1] if seqs else 0)
         else:
-            assert rec["truncated_bytes"] == len(content.lstrip(b"\x00")), rec
+            assert rec["torn_tail_bytes"] == len(content.lstrip(b"\x00")), rec
         assert rec["padding_bytes"] == len(tail) - len(content) + (
-            len(content) - len(content.lstrip(b"\x00")) if not rec["repaired_tail"] else 0
+            len(content) - len(content.lstrip(b"\x00")) if not rec["unterminated_last_line"] else 0
         )
         last = rec["last_seq"]
         stored = [
@@ -162,7 +162,7 @@ def test_sigkill_at_20_points_loses_no_acknowledged_event(tmp_path, durability):
         assert not set(acked.values()) & set(all_acked.values()), "a seq was reused"
         all_acked.update(acked)
         rec = check_after_kill(path, all_acked)
-        torn += rec["truncated_bytes"] > 0
+        torn += rec["torn_tail_bytes"] > 0
         nul_tails += rec["padding_bytes"] > 0
     print(
         f"{durability}: {len(all_acked)} acknowledged, {torn} torn lines cut, {nul_tails} NUL tails"

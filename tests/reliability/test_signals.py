@@ -85,8 +85,8 @@ def check_file(path: Path, acked: list[int], pending_id: str) -> list[dict]:
         assert by_seq[seq]["type"] == "work", f"acknowledged seq {seq} missing"
     with DurableStream(path) as stream:
         rec = stream.recovery
-        assert rec["truncated_bytes"] == rec["padding_bytes"] == rec["corrupt_lines"] == 0, rec
-        assert not rec["repaired_tail"]
+        assert rec["torn_tail_bytes"] == rec["padding_bytes"] == rec["corrupt_lines"] == 0, rec
+        assert not rec["unterminated_last_line"]
         # The stream's own checkpoint survived the shutdown, pending, for resume().
         assert [c.id for c in stream.resume().pending_checkpoints] == [pending_id]
     return events

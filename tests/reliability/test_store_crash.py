@@ -82,7 +82,7 @@ def verify_round(path: Path, acked: dict[int, int], all_acked: dict[int, int], d
         assert rec["corrupt_lines"] == 0, rec
         assert rec["duplicate_lines"] == 0, rec
         # At most one torn line is cut (no line is longer than ~10 KB here).
-        assert rec["truncated_bytes"] < 12_000, rec
+        assert rec["torn_tail_bytes"] < 12_000, rec
         events = list(store)
         by_seq = {e["seq"]: e for e in events}
         assert len(by_seq) == len(events)

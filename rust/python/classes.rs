@@ -1,0 +1,70 @@
+//! The data of the two classes that own a ring, `EventRing` and `JsonlStore`, and the one way to
+//! reach that ring (`RingHolder`). Their Python methods are in `ring.rs` and `store.rs`; the views
+//! and iterators in `view.rs` name these classes to read through them, which is why the structs
+//! live here, below all three, instead of beside their methods.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use pyo3::prelude::*;
+
+use super::encode::FieldDefaults;
+use super::errors::StoreClosedError;
+use super::locks::lock;
+use crate::jsonl::{Durability, RecoveryReport, Store};
+use crate::ring::Ring;
+
+/// Something that owns a ring.
+pub(crate) trait RingHolder {
+    /// Runs `f` on the ring under the owner's lock; an error (a closed store) means `f` did not
+    /// run.
+    fn with_ring<R>(&self, py: Python<'_>, f: impl FnOnce(&Ring) -> R) -> PyResult<R>;
+}
+
+pub(crate) struct RingState {
+    pub(crate) ring: Ring,
+    pub(crate) next_seq: u64,
+}
+
+/// A bounded ring of events: fixed capacity in events and, optionally, in bytes of JSON.
+#[pyclass(frozen, module = "opencode_addons._core", sequence)]
+pub struct EventRing {
+    pub(crate) state: Mutex<RingState>,
+    pub(crate) max_event_bytes: usize,
+}
+
+impl RingHolder for EventRing {
+    fn with_ring<R>(&self, _py: Python<'_>, f: impl FnOnce(&Ring) -> R) -> PyResult<R> {
+        let state = lock(&self.state, || {});
+        Ok(f(&state.ring))
+    }
+}
+
+/// An append-only JSONL event file with a bounded in-memory cache of the newest events.
+#[pyclass(frozen, module = "opencode_addons._core", sequence)]
+pub struct JsonlStore {
+    /// None once closed.
+    pub(crate) store: Mutex<Option<Store>>,
+    pub(crate) path: PathBuf,
+    pub(crate) durability: Durability,
+    pub(crate) max_cache_size: usize,
+    pub(crate) history_size: usize,
+    pub(crate) max_event_bytes: usize,
+    pub(crate) recovery: RecoveryReport,
+    pub(crate) defaults: FieldDefaults,
+}
+
+impl RingHolder for JsonlStore {
+    fn with_ring<R>(&self, _py: Python<'_>, f: impl FnOnce(&Ring) -> R) -> PyResult<R> {
+        let guard = lock(&self.store, || {});
+        match guard.as_ref() {
+            Some(store) => Ok(f(store.ring())),
+            None => Err(closed(&self.path)),
+        }
+    }
+}
+
+/// The error for using a closed store.
+pub(crate) fn closed(path: &Path) -> PyErr {
+    StoreClosedError::new_err(format!("the store {} is closed", path.display()))
+}
