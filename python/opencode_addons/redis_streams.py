@@ -626,6 +626,7 @@ class RedisReplicator:
         position = self._position
         lag = None if position is None or last is None else max(0, last - position)
         return {
+            "name": self.name,
             "host": self.host_id,
             "url": safe_url(self.url),
             "prefix": self.keys.prefix,
@@ -947,12 +948,14 @@ class RedisReplicator:
     def _source_last_seq(self) -> Optional[int]:
         store = self._store
         if store is not None and not getattr(store, "closed", False):
+            # The newest cached line: a native read, safe from any thread (a DurableStream's
+            # own stats() is not).
             try:
-                next_seq = store.stats().get("next_seq")
+                newest = store.query(limit=1, newest_first=True, raw=True)
             except _core.StoreError:
-                next_seq = None
-            if isinstance(next_seq, int):
-                return next_seq - 1
+                newest = None
+            if newest is not None:
+                return _seq_of(newest[0]) if newest else self._last_seen
         return self._last_seen or None
 
 
