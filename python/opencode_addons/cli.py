@@ -1,4 +1,5 @@
-"""The ``opencode-addons`` command: ``soak``, ``stats``, ``query``, ``tail`` and ``ship``.
+"""The ``opencode-addons`` command: ``soak``, ``stats``, ``query``, ``tail``, ``record``
+and ``ship``.
 
 ``ship`` replicates a store file into Redis Streams; ``query`` and ``tail`` read from Redis
 instead of a file with ``--redis URL`` (the ``[redis]`` extra).
@@ -110,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_query(commands)
     _add_tail(commands)
     _add_ship(commands)
+    _add_record(commands)
     return parser
 
 
@@ -118,7 +120,8 @@ def _add_soak(commands: Any) -> None:
         "soak",
         help="simulate a long-running agent host and check that memory stays flat",
         description="Simulate a long-running agent host on the real stream and orchestrator; "
-        "exit 1 if RSS grows by more than 5% between 20% and 100% of the run.",
+        "exit 1 if RSS grows by more than 5% once every bounded structure is full, or if the "
+        "store's files exceed the disk budget plus one segment.",
     )
     soak.add_argument("--events", type=_positive_int, default=1_000_000, help="default 1000000")
     soak.add_argument("--sessions", type=_positive_int, default=200, help="concurrent sessions")
@@ -126,6 +129,20 @@ def _add_soak(commands: Any) -> None:
     soak.add_argument("--durability", choices=DURABILITY_MODES, default="flush")
     soak.add_argument("--history", type=_positive_int, default=100_000, help="history size")
     soak.add_argument("--cache", type=_positive_int, default=50_000, help="cache size")
+    soak.add_argument(
+        "--max-disk-bytes",
+        type=_non_negative_int,
+        default=64 << 20,
+        metavar="N",
+        help="the store's disk budget (default 64 MiB; 0: unbounded)",
+    )
+    soak.add_argument(
+        "--max-segment-bytes",
+        type=_positive_int,
+        default=8 << 20,
+        metavar="N",
+        help="the store's segment size (default 8 MiB)",
+    )
     soak.add_argument("--seed", type=int, default=7, help=argparse.SUPPRESS)
     soak.add_argument("--plot", metavar="FILE.png", help="write RSS and history against events")
     soak.add_argument("--json", action="store_true", help="print the figures as JSON")
@@ -256,12 +273,59 @@ def format_stats(summary: dict[str, Any]) -> str:
         ("torn tail bytes", f"{summary.get('torn_tail_bytes', 0):,}"),
         ("unterminated last line", str(bool(summary.get("unterminated_last_line")))),
     ]
+    segments: list[dict[str, Any]] = summary.get("segments") or []
+    if len(segments) > 1:
+        rows[0] = ("store", summary["path"])
+        rows.insert(1, ("files", f"{len(segments):,}"))
     lines = _table(rows)
+    if len(segments) > 1:
+        lines.append("")
+        lines.extend(_segment_table(segments))
     if types:
         lines.append("")
         ranked = sorted(types.items(), key=lambda item: (-item[1], item[0]))
         lines.extend(_table([("type", "events"), *((t, f"{n:,}") for t, n in ranked)]))
     return "\n".join(lines) + "\n"
+
+
+def _segment_table(segments: Sequence[dict[str, Any]]) -> list[str]:
+    """One line per file of the store, oldest first, then the totals."""
+    header = ("segment", "bytes", "events", "first seq", "last seq", "damaged")
+    rows = [header]
+    for segment in segments:
+        damaged = (
+            int(segment.get("corrupt_lines") or 0)
+            + int(segment.get("duplicate_lines") or 0)
+            + (1 if segment.get("torn_tail_bytes") else 0)
+        )
+        rows.append(
+            (
+                os.path.basename(str(segment.get("path", ""))),
+                f"{int(segment.get('file_bytes') or 0):,}",
+                f"{int(segment.get('events') or 0):,}",
+                str(segment.get("first_seq") or "-"),
+                str(segment.get("last_seq") or "-") if segment.get("events") else "-",
+                f"{damaged:,}",
+            )
+        )
+    rows.append(
+        (
+            "total",
+            f"{sum(int(s.get('file_bytes') or 0) for s in segments):,}",
+            f"{sum(int(s.get('events') or 0) for s in segments):,}",
+            "",
+            "",
+            "",
+        )
+    )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return [
+        "  ".join(
+            cell.ljust(width) if i == 0 else cell.rjust(width)
+            for i, (cell, width) in enumerate(zip(row, widths))
+        ).rstrip()
+        for row in rows
+    ]
 
 
 def _table(rows: Sequence[tuple[str, str]]) -> list[str]:
@@ -512,7 +576,8 @@ class ProgressBar:
         bar = "#" * filled + "-" * (self.WIDTH - filled)
         self.stream.write(
             f"\r[{bar}] {fraction:6.1%}  {progress.events:,}/{progress.total:,} events  "
-            f"{rate:,.0f} ev/s  RSS {progress.rss / 2**20:,.1f} MiB "
+            f"{rate:,.0f} ev/s  RSS {progress.rss / 2**20:,.1f} MiB  "
+            f"disk {progress.disk / 2**20:,.1f} MiB "
         )
         self.stream.flush()
         self.shown = True
@@ -530,7 +595,17 @@ def _mib(value: int) -> str:
 def format_soak(result: Any) -> str:
     from opencode_addons.soak import check_description
 
-    verdict = "PASS" if result.memory_ok else "FAIL"
+    if not result.memory_checked:
+        verdict = "NOT CHECKED (still filling at the end: " + ", ".join(result.filling) + ")"
+    else:
+        verdict = "PASS" if result.memory_ok else "FAIL"
+    budget = result.config.max_disk_bytes
+    disk_verdict = "PASS" if result.disk_ok else "FAIL"
+    full_at = (
+        f"{result.full_at_events:,} events (RSS {_mib(result.rss_at_full)})"
+        if result.full_at_events is not None
+        else "never in this run"
+    )
     rows = [
         ("events", f"{result.events:,} in {result.seconds:,.1f} s"),
         ("events/s", f"{result.events_per_second:,.0f}"),
@@ -544,7 +619,13 @@ def format_soak(result: Any) -> str:
         ("history events", f"{result.history_events:,} (max {result.config.history:,})"),
         ("cache events", f"{result.cache_events:,} (max {result.config.cache:,})"),
         ("bytes held", f"{result.bytes_held:,}"),
-        ("file bytes", f"{result.file_bytes:,}"),
+        ("file bytes (active segment)", f"{result.file_bytes:,}"),
+        ("disk bytes at end", f"{result.disk_bytes_end:,} ({_mib(result.disk_bytes_end)})"),
+        ("disk bytes peak", f"{result.disk_bytes_peak:,} ({_mib(result.disk_bytes_peak)})"),
+        ("disk budget", "unbounded" if budget is None else f"{budget:,} ({_mib(budget)})"),
+        ("segment size", f"{result.config.max_segment_bytes:,}"),
+        ("segments dropped", f"{result.segments_dropped:,} ({result.events_dropped:,} events)"),
+        ("everything full at", full_at),
         ("shutdown_all", f"{result.shutdown_seconds * 1000:,.1f} ms ({_ok(result.shutdown_ok)})"),
     ]
     lines = _table(rows)
@@ -554,7 +635,12 @@ def format_soak(result: Any) -> str:
         lines.extend(_table([(key, _short(value)) for key, value in stats.items()] or [("-", "")]))
     lines.append("")
     lines.append(f"memory check: {check_description()}")
-    lines.append(f"RSS growth 20% -> 100%: {result.rss_growth:+.2%}  {verdict}")
+    lines.append(f"RSS growth from full to end: {result.rss_growth:+.2%}  {verdict}")
+    limit = result.disk_limit
+    lines.append(
+        f"disk peak {_mib(result.disk_bytes_peak)} vs limit "
+        f"{'none' if limit is None else _mib(limit)}: {disk_verdict}"
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -578,6 +664,8 @@ def _soak_config(args: argparse.Namespace) -> Any:
         history=args.history,
         cache=args.cache,
         seed=args.seed,
+        max_segment_bytes=args.max_segment_bytes,
+        max_disk_bytes=args.max_disk_bytes or None,
     )
 
 
@@ -607,7 +695,101 @@ def run_soak_command(args: argparse.Namespace, out: TextIO) -> int:
         except OSError as error:
             raise CliError(f"cannot write {args.plot}: {error}", EXIT_USAGE) from None
     out.write(_json_line(result.to_dict()) + "\n" if args.json else format_soak(result))
-    return EXIT_OK if result.memory_ok else EXIT_FAILED
+    return EXIT_OK if result.ok else EXIT_FAILED
+
+
+# -- record -----------------------------------------------------------------------------------
+
+
+def _add_record(commands: Any) -> None:
+    record = commands.add_parser(
+        "record",
+        help="record a running OpenCode server's events, with the orchestration attached",
+        description="Connect to an OpenCode server's event stream (URL/event, or "
+        "URL/global/event with --global), bridge every event into a durable stream with the "
+        "orchestration attached, reconnect with backoff; SIGINT/SIGTERM shut everything down "
+        "in order. Needs the 'opencode' extra (httpx, httpx-sse).",
+    )
+    record.add_argument("url", help="the server, e.g. http://127.0.0.1:4096")
+    record.add_argument(
+        "--store", default=None, help="store file (default: .opencode/durable_stream.jsonl)"
+    )
+    record.add_argument(
+        "--global", dest="global_events", action="store_true", help="every directory's events"
+    )
+    record.add_argument(
+        "--max-reconnects",
+        type=_non_negative_int,
+        default=None,
+        metavar="N",
+        help="give up after N reconnects (0: exit when the server closes the stream); "
+        "default: never",
+    )
+    record.add_argument("--durability", choices=DURABILITY_MODES, default="flush")
+    record.add_argument("--history", type=_positive_int, default=100_000, help="history size")
+    record.add_argument("--cache", type=_positive_int, default=50_000, help="cache size")
+    record.add_argument("--json", action="store_true", help="print the final figures as JSON")
+    record.add_argument("--quiet", action="store_true", help="no live status line")
+    record.add_argument("--backoff", type=_positive_float, default=0.5, help=argparse.SUPPRESS)
+    record.set_defaults(handler=run_record_command)
+
+
+def run_record_command(args: argparse.Namespace, out: TextIO) -> int:
+    import asyncio
+    import logging
+
+    import opencode_addons as oa
+    from opencode_addons import opencode
+
+    try:
+        opencode.require_httpx()
+    except ImportError as error:
+        raise CliError(str(error), EXIT_USAGE) from None
+    from opencode_addons.durable_stream import DEFAULT_STORE_PATH
+    from opencode_addons.recorder import RecordConfig, run_recorder, wants_live_status
+
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.WARNING, format="opencode-addons record: %(message)s")
+    config = RecordConfig(
+        url=args.url,
+        store=args.store or DEFAULT_STORE_PATH,
+        global_events=args.global_events,
+        max_reconnects=args.max_reconnects,
+        durability=args.durability,
+        history=args.history,
+        cache=args.cache,
+        backoff=args.backoff,
+    )
+    status = sys.stderr if not args.quiet and wants_live_status(sys.stderr) else None
+    try:
+        code, summary = asyncio.run(run_recorder(config, status=status))
+    except opencode.RecorderError as error:
+        raise CliError(str(error), EXIT_FAILED) from None
+    except oa.StoreLockedError as error:
+        raise CliError(str(error), EXIT_LOCKED) from None
+    except (oa.StoreError, OSError) as error:
+        raise CliError(str(error), EXIT_FAILED) from None
+    out.write(_json_line(summary) + "\n" if args.json else format_record(summary))
+    out.flush()
+    return code
+
+
+def format_record(summary: dict[str, Any]) -> str:
+    recorder, bridge, stream = summary["recorder"], summary["bridge"], summary["stream"]
+    rows = [
+        ("server", str(summary["url"])),
+        ("events received", f"{bridge['received']:,}"),
+        ("stream events stored", f"{bridge['stored']:,}"),
+        ("duplicates dropped", f"{bridge['duplicates']:,}"),
+        ("bad input", f"{bridge['bad_input'] + recorder['bad_frames']:,}"),
+        ("connections", f"{recorder['connections']:,} ({recorder['reconnects']:,} reconnects)"),
+        ("cut streams / HTTP errors", f"{recorder['cut_streams']:,} / {recorder['http_errors']:,}"),
+        ("sessions open", f"{bridge['sessions']:,}"),
+        ("pending checkpoints", f"{len(summary['pending_checkpoints']):,}"),
+        ("store", f"{stream.get('file_bytes', 0):,} bytes, next seq {stream.get('next_seq')}"),
+        ("shutdown", f"{summary['shutdown_seconds'] * 1000:,.1f} ms"),
+    ]
+    return "\n".join(_table(rows)) + "\n"
 
 
 # -- entry point ------------------------------------------------------------------------------

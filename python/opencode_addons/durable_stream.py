@@ -58,6 +58,10 @@ from opencode_addons.validation import require_str
 log = logging.getLogger(__name__)
 
 DEFAULT_STORE_PATH = os.path.join(".opencode", "durable_stream.jsonl")
+# The store seals its file into segments of this size and deletes the oldest ones beyond the
+# budget (carrying what is still open forward first); None as the budget means unbounded.
+DEFAULT_MAX_SEGMENT_BYTES = 64 << 20
+DEFAULT_MAX_DISK_BYTES = 1 << 30
 COMPONENT_NAME = "durable_stream"
 
 # What the store collects while opening the file, so projections can be rebuilt from all of it:
@@ -156,6 +160,10 @@ class DurableStream:
         max_cache_size: int = 50_000,
         durability: str = "flush",
         checkpoint_timeout: float = 300.0,
+        max_segment_bytes: int = DEFAULT_MAX_SEGMENT_BYTES,
+        max_disk_bytes: Optional[int] = DEFAULT_MAX_DISK_BYTES,
+        max_age: Optional[float] = None,
+        compress_sealed: bool = False,
         replicate_to: Optional[str] = None,
         replicate_options: Optional[Mapping[str, Any]] = None,
     ) -> None:
@@ -168,6 +176,10 @@ class DurableStream:
             "max_cache_size": max_cache_size,
             "durability": durability,
             "checkpoint_timeout": self._checkpoints.default_timeout,
+            "max_segment_bytes": max_segment_bytes,
+            "max_disk_bytes": max_disk_bytes,
+            "max_age": max_age,
+            "compress_sealed": compress_sealed,
             "replicate_to": replicate_to,
             "replicate_options": replicate_options,
         }
@@ -184,6 +196,10 @@ class DurableStream:
             collect_pairs=list(COLLECT_PAIRS),
             default_actor=SYSTEM_ACTOR,
             default_correlation_id=self.run_id,
+            max_segment_bytes=max_segment_bytes,
+            max_disk_bytes=max_disk_bytes,
+            max_age=max_age,
+            compress_sealed=compress_sealed,
         )
         self._store_append = self._store.append
         self._history = EventHistory(self._store.history)
@@ -424,8 +440,12 @@ class DurableStream:
             session_id = session_id_of(event)
             ended = {session_id} if session_id is not None else set()
         for session_id in ended:
-            self._checkpoints.drop_session(session_id)
-            self._intents.drop_session(session_id)
+            # Dropped without a closing event: the store must stop carrying them forward into
+            # new segments, or a reopen after retention would bring them back.
+            for checkpoint_id in self._checkpoints.drop_session(session_id):
+                self._store.forget_open(CHECKPOINT_REQUESTED, checkpoint_id)
+            for intent_id in self._intents.drop_session(session_id):
+                self._store.forget_open(AGENT_SPAWNED, intent_id)
             self._bridge.drop_session(session_id)
 
     def _session_ids(self) -> set[str]:
@@ -527,19 +547,29 @@ class DurableStream:
     def bridge(self, sdk_event: Mapping[str, Any]) -> Event | None:
         """Append the stream event(s) an OpenCode server event maps to; return the last one.
 
-        Unknown or uninteresting server events return None. See ``map_sdk_event``.
+        Server events of either shape and ``/global/event`` frames; see ``opencode_addons.bridge``
+        for the mapping. Bad input is counted (``stats()["bridge"]``) and logged, never raised;
+        duplicates (by the server's event id) and transport events return None. The stream
+        events of one server event are stored all or none; store errors propagate.
         """
-        stored: Event | None = None
-        for event in self.map_sdk_event(sdk_event):
-            stored = self.append(event)
-        return stored
+        return self._bridge.feed(self, sdk_event)
 
     def map_sdk_event(self, sdk_event: Mapping[str, Any]) -> list[dict[str, Any]]:
-        """The stream events for one OpenCode server event (none for unknown ones).
+        """The stream events ``bridge`` would append for one server event, as of now.
 
-        Reads, but does not change, the bridge's tool-call state; appending the events does.
+        A preview: nothing is stored and the bridge remembers nothing of it.
         """
         return self._bridge.map(sdk_event)
+
+    @property
+    def opencode_bridge(self) -> OpenCodeBridge:
+        """The bridge's memory of the OpenCode server (stats, duplicate window)."""
+        return self._bridge
+
+    @property
+    def max_event_bytes(self) -> int:
+        """The largest event the store accepts, in bytes of JSON."""
+        return int(self._store.max_event_bytes)
 
     # -- lifecycle and stats -----------------------------------------------------------------
 
@@ -556,6 +586,13 @@ class DurableStream:
             "history_bytes": store.get("nbytes", 0),
             "evicted": store.get("evicted", 0),
             "file_bytes": store.get("file_bytes", 0),
+            "disk_bytes": store.get("disk_bytes", 0),
+            "max_disk_bytes": self.config["max_disk_bytes"],
+            "segments": store.get("segments", 0),
+            "sealed_bytes": store.get("sealed_bytes", 0),
+            "segments_dropped": store.get("segments_dropped", 0),
+            "events_dropped": store.get("events_dropped", 0),
+            "carried_forward": store.get("carried_forward", 0),
             "next_seq": store.get("next_seq"),
             "durability": self.config["durability"],
             "subscribers": sum(len(c) for c in self._subscribers.values()),
@@ -566,6 +603,7 @@ class DurableStream:
             "active_intents": len(self._intents),
             "sessions": len(self._session_ids()),
             "bridge_sessions": len(self._bridge),
+            "bridge": self._bridge.stats(),
             "resumes": self._resumes,
             "run_id": self.run_id,
             "closed": self._closed,

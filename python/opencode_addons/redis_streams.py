@@ -788,11 +788,6 @@ class RedisReplicator:
     def _read_file(self, after: int) -> tuple[list[bytes], bool]:
         limit = self._file_limit
         try:
-            if os.path.getsize(self._path) <= FILE_CHUNK_BYTES:
-                limit = FILE_CHUNK  # the answer cannot be larger than the file
-        except OSError:
-            pass
-        try:
             lines = _core.read_events(self._path, after_seq=after, raw=True, limit=limit)
         except FileNotFoundError:
             return [], True
