@@ -224,6 +224,34 @@ def test_lost_events_are_counted_and_logged(tmp_path, redis_server, caplog):
     replicator.shutdown()
 
 
+def test_events_dropped_by_retention_before_shipping_are_counted_as_lost(
+    tmp_path, redis_server, rclient
+):
+    path = str(tmp_path / "events.jsonl")
+    small = {"max_event_bytes": 4096, "max_segment_bytes": 16 << 10, "max_disk_bytes": 64 << 10}
+    rng = random.Random(8)
+    store = oa.JsonlStore(path, **small)
+    for i in range(100):
+        store.append(make_event(rng, i, sessions=3))
+    replicator = RedisReplicator(path, redis_server.url, host_id="ret")
+    assert replicator.run_once() == 100
+    # Redis is not shipped to while the host writes on: retention drops unshipped segments.
+    for i in range(100, 3000):
+        store.append(make_event(rng, i, sessions=3))
+    dropped = store.stats()["events_dropped"]
+    store.close()
+    readable = oa.read_events(path, raw=True)
+    first = seq_of(readable[0])
+    assert dropped > 100 and first > 101
+    assert replicator.run_once() == len(readable)
+    stats = replicator.stats()
+    assert stats["lost"] == first - 101 and stats["lag"] == 0
+    replicator.shutdown()
+    # Redis has the first 100 and everything still readable, each once, in order.
+    got = [f[b"data"] for _, f in rclient.xrange("oca:events")]
+    assert got[100:] == readable and len(got) == 100 + len(readable)
+
+
 def test_redis_losing_its_data_rewinds_and_ships_again(tmp_path, redis_server, rclient, caplog):
     with store_at(tmp_path) as store:
         append_events(store, 100)
