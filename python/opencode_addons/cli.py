@@ -1,8 +1,13 @@
-"""The ``opencode-addons`` command: ``soak``, ``stats``, ``query``, ``tail`` and ``record``.
+"""The ``opencode-addons`` command: ``soak``, ``stats``, ``query``, ``tail``, ``record``
+and ``ship``.
 
-Exit codes: 0 success; 1 the soak's memory check failed or a store error; 2 bad arguments or a
-file that cannot be read; 3 the store file is locked by another writer. Errors are one line on
-stderr, never a traceback.
+``ship`` replicates a store file into Redis Streams; ``query`` and ``tail`` read from Redis
+instead of a file with ``--redis URL`` (the ``[redis]`` extra).
+
+Exit codes: 0 success; 1 the soak's memory check failed, a store error, or Redis unreachable;
+2 bad arguments, a file that cannot be read, or a Redis that cannot serve (bad URL, credentials,
+missing commands, keys of another type under the prefix); 3 the store file is locked by another
+writer. Errors are one line on stderr, never a traceback.
 """
 
 from __future__ import annotations
@@ -105,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_stats(commands)
     _add_query(commands)
     _add_tail(commands)
+    _add_ship(commands)
     _add_record(commands)
     return parser
 
@@ -152,8 +158,11 @@ def _add_stats(commands: Any) -> None:
 
 
 def _add_query(commands: Any) -> None:
-    query = commands.add_parser("query", help="matching events of a store file as JSON lines")
-    query.add_argument("path")
+    query = commands.add_parser(
+        "query", help="matching events of a store file (or of Redis) as JSON lines"
+    )
+    query.add_argument("path", nargs="?", help="the store file (not with --redis)")
+    _add_redis_source(query)
     query.add_argument("--stream-id")
     query.add_argument("--type", nargs="+", action="extend", dest="types", metavar="T")
     query.add_argument("--actor")
@@ -166,7 +175,9 @@ def _add_query(commands: Any) -> None:
 
 def _add_tail(commands: Any) -> None:
     tail = commands.add_parser("tail", help="the newest events; -f follows appends")
-    tail.add_argument("path")
+    tail.add_argument("path", nargs="?", help="the store file (not with --redis)")
+    _add_redis_source(tail)
+    tail.add_argument("--stream-id", help="with --redis: one session's key")
     tail.add_argument("-n", "--lines", type=_non_negative_int, default=10, metavar="N")
     tail.add_argument("-f", "--follow", action="store_true", help="keep printing new events")
     tail.add_argument("--max-seconds", type=_positive_float, help=argparse.SUPPRESS)
@@ -175,6 +186,33 @@ def _add_tail(commands: Any) -> None:
         "--interval", type=_positive_float, default=TAIL_POLL_SECONDS, help=argparse.SUPPRESS
     )
     tail.set_defaults(handler=run_tail_command)
+
+
+def _add_redis_source(command: Any) -> None:
+    command.add_argument("--redis", metavar="URL", help="read from Redis Streams instead")
+    command.add_argument("--prefix", default="oca", help="key prefix in Redis (default oca)")
+
+
+def _add_ship(commands: Any) -> None:
+    ship = commands.add_parser(
+        "ship",
+        help="replicate a store file into Redis Streams",
+        description="Ship every event of the store file past this host's last shipped seq to "
+        "Redis Streams ({prefix}:events and {prefix}:session:<stream_id>), then follow appends "
+        "until interrupted (--once: ship what is there and exit).",
+    )
+    ship.add_argument("path")
+    ship.add_argument("--redis", metavar="URL", required=True)
+    ship.add_argument("--once", action="store_true", help="ship what is there and exit")
+    ship.add_argument("--prefix", default="oca", help="key prefix (default oca)")
+    ship.add_argument("--host-id", help="this host's name in Redis (default: hostname-pathhash)")
+    ship.add_argument("--batch", type=_positive_int, default=500, help="events per script call")
+    ship.add_argument("--session-maxlen", type=_positive_int, default=10_000, metavar="N")
+    ship.add_argument("--global-maxlen", type=_positive_int, default=1_000_000, metavar="N")
+    ship.add_argument("--session-ttl", type=_positive_int, default=3600, metavar="SECONDS")
+    ship.add_argument("--exact-trim", action="store_true", help="MAXLEN = instead of MAXLEN ~")
+    ship.add_argument("--max-seconds", type=_positive_float, help=argparse.SUPPRESS)
+    ship.set_defaults(handler=run_ship_command)
 
 
 # -- file readers -----------------------------------------------------------------------------
@@ -311,6 +349,10 @@ def run_query_command(args: argparse.Namespace, out: TextIO) -> int:
     import opencode_addons as oa
 
     filters = _query_filters(args)
+    if _source_is_redis(args):
+        with _redis_reader(args) as reader:
+            _write_events(_redis_call(lambda: reader.query(raw=True, **filters)), out)
+        return EXIT_OK
     # The lines as the file holds them: no dict is built and nothing is re-encoded.
     _write_events(
         _read_errors(lambda: oa.read_events(args.path, raw=True, **filters), args.path), out
@@ -350,6 +392,10 @@ def _last_seq(path: str, events: Sequence[Any]) -> int:
 
 
 def run_tail_command(args: argparse.Namespace, out: TextIO) -> int:
+    if _source_is_redis(args):
+        return _redis_tail(args, out)
+    if args.stream_id is not None:
+        raise CliError("--stream-id needs --redis", EXIT_USAGE)
     events = _newest(args.path, args.lines)
     _write_events(events, out)
     if not args.follow:
@@ -387,6 +433,128 @@ def _follow(args: argparse.Namespace, out: TextIO, last_seq: int) -> None:
             last_seq = _seq_of(fresh[-1])
         if args.max_events is not None and printed >= args.max_events:
             return
+
+
+# -- Redis ------------------------------------------------------------------------------------
+
+
+def _source_is_redis(args: argparse.Namespace) -> bool:
+    """Whether to read from Redis; exactly one of PATH and --redis must be given."""
+    if args.redis is not None and args.path is not None:
+        raise CliError("give either a store file or --redis URL, not both", EXIT_USAGE)
+    if args.redis is None and args.path is None:
+        raise CliError("give a store file or --redis URL", EXIT_USAGE)
+    return args.redis is not None
+
+
+def _redis_module() -> Any:
+    try:
+        from opencode_addons import redis_streams
+    except ImportError as error:
+        raise CliError(str(error), EXIT_USAGE) from None
+    return redis_streams
+
+
+def _redis_call(call: Callable[[], Any]) -> Any:
+    """Runs a Redis operation, turning its errors into ``CliError``."""
+    redis_streams = _redis_module()
+    try:
+        return call()
+    except redis_streams.RedisConfigError as error:
+        raise CliError(str(error), EXIT_USAGE) from None
+    except redis_streams.RedisStreamError as error:
+        raise CliError(str(error), EXIT_FAILED) from None
+    except (ValueError, TypeError) as error:
+        raise CliError(str(error), EXIT_USAGE) from None
+
+
+def _redis_reader(args: argparse.Namespace) -> Any:
+    redis_streams = _redis_module()
+    reader = _redis_call(lambda: redis_streams.RedisEventReader(args.redis, prefix=args.prefix))
+    _redis_call(reader.check)
+    return reader
+
+
+def _redis_tail(args: argparse.Namespace, out: TextIO) -> int:
+    import asyncio
+
+    with _redis_reader(args) as reader:
+        events, last_id = _redis_call(
+            lambda: reader.latest(args.lines, stream_id=args.stream_id, raw=True)
+        )
+        _write_events(events, out)
+        if not args.follow:
+            return EXIT_OK
+
+        async def follow() -> None:
+            printed = 0
+            async for line in reader.tail(args.stream_id, raw=True, last_id=last_id):
+                printed += _write_events([line], out)
+                if args.max_events is not None and printed >= args.max_events:
+                    return
+
+        async def bounded() -> None:
+            try:
+                await asyncio.wait_for(follow(), args.max_seconds)
+            except asyncio.TimeoutError:
+                pass
+
+        try:
+            _redis_call(lambda: asyncio.run(bounded()))
+        except KeyboardInterrupt:
+            pass
+    return EXIT_OK
+
+
+def run_ship_command(args: argparse.Namespace, out: TextIO) -> int:
+    import signal
+    import threading
+
+    redis_streams = _redis_module()
+    if os.path.isdir(args.path):
+        raise CliError(f"{args.path} is a directory, not a store file", EXIT_USAGE)
+    if not os.path.exists(args.path):
+        raise CliError(f"no such file: {args.path}", EXIT_USAGE)
+    replicator = _redis_call(
+        lambda: redis_streams.RedisReplicator(
+            args.path,
+            args.redis,
+            prefix=args.prefix,
+            host_id=args.host_id,
+            session_maxlen=args.session_maxlen,
+            global_maxlen=args.global_maxlen,
+            batch=args.batch,
+            session_ttl=args.session_ttl,
+            exact_trim=args.exact_trim,
+        )
+    )
+    try:
+        _redis_call(replicator.check)
+        if args.once:
+            _redis_call(replicator.run_once)
+        else:
+            done = threading.Event()
+            previous = None
+            if threading.current_thread() is threading.main_thread():
+                previous = signal.signal(signal.SIGTERM, lambda *_: done.set())
+            try:
+                replicator.start()
+                done.wait(args.max_seconds)
+            except KeyboardInterrupt:
+                pass
+            finally:
+                if previous is not None:
+                    signal.signal(signal.SIGTERM, previous)
+    finally:
+        replicator.shutdown()
+    stats = replicator.stats()
+    out.write(
+        f"shipped {stats['shipped']:,} events from {args.path} to {stats['url']} "
+        f"(host {stats['host']}, at seq {stats['position']}, lost {stats['lost']:,}, "
+        f"errors {stats['errors']:,})\n"
+    )
+    out.flush()
+    return EXIT_OK
 
 
 # -- soak -------------------------------------------------------------------------------------

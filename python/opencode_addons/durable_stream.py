@@ -143,6 +143,11 @@ class DurableStream:
     See the module docstring. Every ``append`` is persisted by the store according to
     ``durability`` (``"none"``, ``"flush"``, ``"fsync"`` or ``"group"``) before anything else
     sees it; a store error propagates and changes nothing.
+
+    ``replicate_to="redis://..."`` also ships every event to Redis Streams in a background
+    thread (``opencode_addons.redis_streams.RedisReplicator``, the ``[redis]`` extra; its
+    keywords in ``replicate_options``); ``stats()["replication"]`` reports it and ``shutdown``
+    stops it first.
     """
 
     name = COMPONENT_NAME
@@ -159,6 +164,8 @@ class DurableStream:
         max_disk_bytes: Optional[int] = DEFAULT_MAX_DISK_BYTES,
         max_age: Optional[float] = None,
         compress_sealed: bool = False,
+        replicate_to: Optional[str] = None,
+        replicate_options: Optional[Mapping[str, Any]] = None,
     ) -> None:
         # Settings are checked before the file is opened (and locked).
         self._checkpoints = StreamCheckpoints(self.append, checkpoint_timeout)
@@ -173,6 +180,8 @@ class DurableStream:
             "max_disk_bytes": max_disk_bytes,
             "max_age": max_age,
             "compress_sealed": compress_sealed,
+            "replicate_to": replicate_to,
+            "replicate_options": replicate_options,
         }
         directory = os.path.dirname(os.path.abspath(path))
         os.makedirs(directory, exist_ok=True)
@@ -206,6 +215,31 @@ class DurableStream:
         self._resumes = 0
         self._events_loaded = len(self._store.history)
         self._apply_collected()
+        self._replicator = self._start_replicator(replicate_to, replicate_options)
+
+    # -- replication to Redis (opencode_addons.redis_streams, the [redis] extra) ------------
+
+    def _start_replicator(self, url: Optional[str], options: Optional[Mapping[str, Any]]) -> Any:
+        """With ``replicate_to="redis://..."``: a started ``RedisReplicator`` reading this
+        stream's store (``replicate_options``: its keywords). Appends never wait for it."""
+        if url is None:
+            return None
+        from opencode_addons.redis_streams import replicator_for_stream
+
+        try:
+            return replicator_for_stream(self._store, url, options)
+        except BaseException:
+            self._store.close()
+            raise
+
+    def _stop_replicator(self) -> None:
+        replicator, self._replicator = self._replicator, None
+        if replicator is None:
+            return
+        try:
+            replicator.shutdown()  # ships what is left while the store is still open
+        except Exception:
+            log.exception("stopping the Redis replicator failed")
 
     # -- appending ---------------------------------------------------------------------------
 
@@ -573,6 +607,7 @@ class DurableStream:
             "resumes": self._resumes,
             "run_id": self.run_id,
             "closed": self._closed,
+            **({"replication": self._replicator.stats()} if self._replicator else {}),
         }
 
     def _store_stats(self) -> dict[str, Any]:
@@ -595,6 +630,7 @@ class DurableStream:
         self._closed = True
         self._checkpoints.close()
         self._tasks.cancel_threadsafe()
+        self._stop_replicator()
         try:
             self._store.close()
         finally:
