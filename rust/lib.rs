@@ -4,12 +4,15 @@
 //! the only one that does.
 
 pub mod event;
+pub mod fork;
 pub mod interner;
 pub mod json;
 pub mod jsonl;
 pub mod keys;
+mod pack;
 pub mod query;
 pub mod ring;
+mod ring_worker;
 
 #[cfg(feature = "python")]
 mod python;

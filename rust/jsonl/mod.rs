@@ -7,7 +7,6 @@
 mod collect;
 #[cfg(test)]
 mod damage_tests;
-mod fork;
 mod group;
 mod log;
 pub mod recovery;
@@ -25,9 +24,10 @@ use log::{lock_exclusive, MappedLog};
 pub use recovery::{scan, LineEvent, RecoveryReport, ScanOutcome};
 
 use crate::event::{CoreError, EventFields, DEFAULT_MAX_EVENT_BYTES, MAX_SEQ};
+use crate::fork;
 use crate::json::ScannedLine;
 use crate::keys::{KeySpans, MAX_PARTS};
-use crate::ring::Ring;
+use crate::ring::{Ring, RingOptions};
 
 /// When an append is durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +79,8 @@ pub struct StoreOptions {
     /// Events to keep aside while opening (from the whole file, not only the newest), so a
     /// caller can rebuild projections such as pending checkpoints without reading the file again.
     pub collect: CollectSpec,
+    /// Compress the cache's sealed blocks in memory (see `ring.rs`).
+    pub compress_history: bool,
 }
 
 impl Default for StoreOptions {
@@ -90,6 +92,7 @@ impl Default for StoreOptions {
             max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
             group_interval: Duration::from_millis(5),
             collect: CollectSpec::default(),
+            compress_history: false,
         }
     }
 }
@@ -120,7 +123,14 @@ impl Store {
     pub fn open(path: &Path, options: StoreOptions) -> Result<Self, CoreError> {
         validate(&options)?;
         let file = open_locked(path)?;
-        let mut ring = Ring::new(options.retain.max(options.max_cache_size), None)?;
+        let mut ring = Ring::with_options(
+            options.retain.max(options.max_cache_size),
+            None,
+            RingOptions {
+                compress: options.compress_history,
+                ..RingOptions::default()
+            },
+        )?;
         let mut collector = Collector::new(&options.collect);
         let collecting = !options.collect.is_empty();
         let outcome = scan(&file, |event| {
@@ -169,6 +179,10 @@ impl Store {
 
     pub fn ring(&self) -> &Ring {
         &self.ring
+    }
+
+    pub fn ring_mut(&mut self) -> &mut Ring {
+        &mut self.ring
     }
 
     /// Bytes of data in the file.

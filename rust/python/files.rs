@@ -93,7 +93,7 @@ fn matching(file: File, query: &Query) -> std::io::Result<Copied> {
     } else {
         (0..ring.len()).collect()
     };
-    Ok(Copied::from_ring(&ring, order))
+    Copied::from_ring(&ring, order).map_err(|e| std::io::Error::other(e.to_string()))
 }
 
 #[derive(Default)]

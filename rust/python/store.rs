@@ -115,7 +115,7 @@ type PairSpec = (String, Vec<String>, Vec<String>, Vec<String>);
 #[pymethods]
 impl JsonlStore {
     #[new]
-    #[pyo3(signature = (path, *, max_cache_size=50_000, durability="flush", max_event_bytes=DEFAULT_MAX_EVENT_BYTES as i64, history_size=None, collect_types=None, collect_pairs=None, group_interval_ms=5.0, default_actor=None, default_correlation_id=None))]
+    #[pyo3(signature = (path, *, max_cache_size=50_000, durability="flush", max_event_bytes=DEFAULT_MAX_EVENT_BYTES as i64, history_size=None, collect_types=None, collect_pairs=None, group_interval_ms=5.0, default_actor=None, default_correlation_id=None, compress_history=false))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -129,6 +129,7 @@ impl JsonlStore {
         group_interval_ms: f64,
         default_actor: Option<String>,
         default_correlation_id: Option<String>,
+        compress_history: bool,
     ) -> PyResult<Self> {
         let max_cache_size = positive(max_cache_size, "max_cache_size")?;
         let history_size = history_size
@@ -164,6 +165,7 @@ impl JsonlStore {
                     )
                     .collect(),
             },
+            compress_history,
         };
         let opened_path = path.clone();
         let durability = options.durability;
@@ -257,6 +259,15 @@ impl JsonlStore {
             py.detach(move || store.close()).map_err(to_pyerr)?;
         }
         Ok(())
+    }
+
+    /// Compresses now, in this thread, every sealed block of the cache still waiting for the
+    /// background compressor; returns how many it compressed (0 without `compress_history`).
+    fn compress_pending(&self, py: Python<'_>) -> PyResult<usize> {
+        let mut guard = lock(&self.store, || {});
+        let store = guard.as_mut().ok_or_else(|| closed(&self.path))?;
+        let ring = store.ring_mut();
+        Ok(py.detach(|| ring.compress_pending()))
     }
 
     #[getter]
@@ -366,12 +377,14 @@ impl JsonlStore {
         self.max_event_bytes
     }
 
-    /// Counts and sizes: events (cache), history_events, nbytes, memory_bytes, evicted,
-    /// file_bytes, next_seq, durability, distinct_strings.
+    /// Counts and sizes: events (cache), history_events, nbytes, stored_bytes, queued_blocks,
+    /// memory_bytes, evicted, file_bytes, next_seq, durability, distinct_strings,
+    /// compress_history.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let (numbers, file_bytes, next_seq) = {
-            let guard = lock(&self.store, || {});
-            let store = guard.as_ref().ok_or_else(|| closed(&self.path))?;
+        let (numbers, file_bytes, next_seq, compress_history) = {
+            let mut guard = lock(&self.store, || {});
+            let store = guard.as_mut().ok_or_else(|| closed(&self.path))?;
+            store.ring_mut().absorb();
             let ring = store.ring();
             let numbers = [
                 ("events", view::view_len(ring, self.max_cache_size) as u64),
@@ -380,11 +393,18 @@ impl JsonlStore {
                     view::view_len(ring, self.history_size) as u64,
                 ),
                 ("nbytes", ring.nbytes() as u64),
+                ("stored_bytes", ring.stored_bytes() as u64),
+                ("queued_blocks", ring.queued_blocks() as u64),
                 ("memory_bytes", ring.heap_bytes() as u64),
                 ("evicted", ring.evicted()),
                 ("distinct_strings", ring.distinct_strings() as u64),
             ];
-            (numbers, store.file_len(), store.next_seq())
+            (
+                numbers,
+                store.file_len(),
+                store.next_seq(),
+                ring.compresses(),
+            )
         };
         let dict = PyDict::new(py);
         for (key, value) in numbers {
@@ -395,6 +415,7 @@ impl JsonlStore {
         dict.set_item("durability", self.durability.name())?;
         dict.set_item("max_cache_size", self.max_cache_size)?;
         dict.set_item("history_size", self.history_size)?;
+        dict.set_item("compress_history", compress_history)?;
         Ok(dict)
     }
 
