@@ -615,13 +615,18 @@ impl Ring {
         let Body::Queued(raw) = std::mem::replace(&mut block.body, Body::Raw(Vec::new())) else {
             return;
         };
-        let raw = Arc::try_unwrap(raw).unwrap_or_else(|shared| (*shared).clone());
         match done.packed {
             Some(packed) => {
                 block.body = Body::Packed(packed);
-                self.recycle(raw);
+                // Reusable unless the compressor still holds it (a job overtaken by
+                // `compress_pending`), in which case it goes when the job does.
+                if let Ok(raw) = Arc::try_unwrap(raw) {
+                    self.recycle(raw);
+                }
             }
-            None => block.body = Body::Raw(raw),
+            None => {
+                block.body = Body::Raw(Arc::try_unwrap(raw).unwrap_or_else(|s| (*s).clone()));
+            }
         }
     }
 

@@ -76,6 +76,11 @@ fn start() -> Option<Worker> {
         .spawn(move || {
             let mut cctx = new_cctx();
             for job in queue {
+                if Arc::strong_count(&job.raw) == 1 {
+                    // The ring let go of the block (evicted, packed meanwhile by
+                    // `compress_pending`, or the ring is gone): nothing to do.
+                    continue;
+                }
                 let packed = cctx
                     .as_mut()
                     .and_then(|cctx| job.codec.pack(cctx, &job.raw, &job.pieces, job.first));

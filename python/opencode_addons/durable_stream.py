@@ -151,6 +151,7 @@ class DurableStream:
         max_cache_size: int = 50_000,
         durability: str = "flush",
         checkpoint_timeout: float = 300.0,
+        compress_history: bool = False,
     ) -> None:
         # Settings are checked before the file is opened (and locked).
         self._checkpoints = StreamCheckpoints(self.append, checkpoint_timeout)
@@ -161,6 +162,7 @@ class DurableStream:
             "max_cache_size": max_cache_size,
             "durability": durability,
             "checkpoint_timeout": self._checkpoints.default_timeout,
+            "compress_history": compress_history,
         }
         directory = os.path.dirname(os.path.abspath(path))
         os.makedirs(directory, exist_ok=True)
@@ -175,6 +177,7 @@ class DurableStream:
             collect_pairs=list(COLLECT_PAIRS),
             default_actor=SYSTEM_ACTOR,
             default_correlation_id=self.run_id,
+            compress_history=compress_history,
         )
         self._store_append = self._store.append
         self._history = EventHistory(self._store.history)
@@ -520,6 +523,9 @@ class DurableStream:
             "history_events": store.get("history_events", 0),
             "cache_events": store.get("events", 0),
             "history_bytes": store.get("nbytes", 0),
+            "history_stored_bytes": store.get("stored_bytes", 0),
+            "history_memory_bytes": store.get("memory_bytes", 0),
+            "compress_history": self.config["compress_history"],
             "evicted": store.get("evicted", 0),
             "file_bytes": store.get("file_bytes", 0),
             "next_seq": store.get("next_seq"),
