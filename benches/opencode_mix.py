@@ -9,9 +9,9 @@ slice of a real file), step starts and finishes (token counts, cost, snapshot ha
 snapshots and completed messages.
 
 Text is real text, not words drawn from a small list (which would compress unrealistically
-well): deltas walk through the repository's README, tool outputs are slices of its Python and
-Rust sources. The events depend on those files, so figures are comparable within one run (the
-benchmark always compares against a baseline measured in the same run).
+well): deltas walk through the docstrings of standard-library modules (English prose), tool
+outputs are slices of standard-library sources. Both come with the interpreter, so the events
+are the same for every run on one Python version.
 
 Written for the compression benchmark (issue 12 part 3) before the shape generators of part 1
 landed; ``iter_events`` has the same signature as ``benches/events.py``'s.
@@ -20,6 +20,8 @@ landed; ``iter_events`` has the same signature as ``benches/events.py``'s.
 from __future__ import annotations
 
 import glob
+import importlib
+import inspect
 import os
 import random
 import string
@@ -31,31 +33,40 @@ from opencode_addons.bridge import OpenCodeBridge
 SEED = 20_251_212
 SESSIONS = 12
 START_MS = 1_750_000_000_000
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STDLIB = os.path.dirname(os.__file__)
+_PROSE_MODULES = ("argparse", "collections", "functools", "json", "logging", "pathlib", "shutil")
+_SOURCE_PACKAGES = ("asyncio", "email", "http", "json", "logging")
 _ID_CHARS = string.ascii_letters + string.digits
 _BASE36 = string.digits + string.ascii_lowercase
 _TOOLS = ("read", "grep", "bash", "edit", "glob", "list")
 _MODELS = (("anthropic", "claude-sonnet-4"), ("openai", "gpt-5"))
 
 
-def _read(patterns: tuple[str, ...]) -> list[str]:
-    texts = []
-    for pattern in patterns:
-        for path in sorted(glob.glob(os.path.join(ROOT, pattern), recursive=True)):
-            with open(path, encoding="utf-8") as handle:
-                texts.append(handle.read())
-    return texts
+def _docstrings(name: str) -> list[str]:
+    module = importlib.import_module(name)
+    docs = [module.__doc__ or ""]
+    for attribute in sorted(vars(module)):
+        doc = inspect.getdoc(getattr(module, attribute))
+        if doc and not attribute.startswith("_"):
+            docs.append(doc)
+    return docs
 
 
 class _Corpus:
     def __init__(self) -> None:
-        prose = " ".join(_read(("README.md",))).split()
-        self.words = prose or ["empty"]
-        self.sources = _read(("python/opencode_addons/**/*.py", "rust/**/*.rs")) or ["x = 1\n"]
-        self.paths = [
-            os.path.relpath(p, ROOT)
-            for p in sorted(glob.glob(os.path.join(ROOT, "python/opencode_addons/**/*.py")))
-        ] or ["a.py"]
+        prose = [doc for name in _PROSE_MODULES for doc in _docstrings(name)]
+        self.words = " ".join(prose).split() or ["empty"]
+        paths = sorted(
+            path
+            for package in _SOURCE_PACKAGES
+            for path in glob.glob(os.path.join(STDLIB, package, "*.py"))
+        )
+        self.paths = [os.path.relpath(path, STDLIB) for path in paths] or ["a.py"]
+        self.sources = []
+        for path in paths:
+            with open(path, encoding="utf-8") as handle:
+                self.sources.append(handle.read())
+        self.sources = self.sources or ["x = 1\n"]
 
 
 class _Session:
@@ -101,8 +112,16 @@ def _next_server_events(
     if not session.message:
         session.message = "msg_" + _oc_id(rng)
         session.step = 0
-        return [_part({"id": "prt_" + _oc_id(rng), "sessionID": session.id,
-                       "messageID": session.message, "type": "step-start"})]
+        return [
+            _part(
+                {
+                    "id": "prt_" + _oc_id(rng),
+                    "sessionID": session.id,
+                    "messageID": session.message,
+                    "type": "step-start",
+                }
+            )
+        ]
     if session.deltas_left > 0:
         count = rng.choice((1, 1, 2, 2, 3, 4, 6))
         words = [corpus.words[(session.word + k) % len(corpus.words)] for k in range(count)]
@@ -110,8 +129,13 @@ def _next_server_events(
         delta = " " + " ".join(words)
         session.text.append(delta)
         session.deltas_left -= 1
-        part = {**part_base, "id": session.part, "type": "text", "text": "".join(session.text),
-                "time": {"start": ms - 1000 * len(session.text)}}
+        part = {
+            **part_base,
+            "id": session.part,
+            "type": "text",
+            "text": "".join(session.text),
+            "time": {"start": ms - 1000 * len(session.text)},
+        }
         if session.deltas_left == 0:
             part["time"]["end"] = ms
         return [_part(part, delta)]
@@ -125,29 +149,70 @@ def _next_server_events(
     if roll < 0.85:
         tool = rng.choice(_TOOLS)
         path = rng.choice(corpus.paths)
-        call = {**part_base, "id": "prt_" + _oc_id(rng), "type": "tool", "tool": tool,
-                "callID": "toolu_" + _oc_id(rng)}
-        tool_input = {"filePath": path} if tool in ("read", "edit") else {
-            "pattern": rng.choice(corpus.words), "path": os.path.dirname(path)}
-        running = {**call, "state": {"status": "running", "input": tool_input,
-                                     "time": {"start": ms}}}
+        call = {
+            **part_base,
+            "id": "prt_" + _oc_id(rng),
+            "type": "tool",
+            "tool": tool,
+            "callID": "toolu_" + _oc_id(rng),
+        }
+        tool_input = (
+            {"filePath": path}
+            if tool in ("read", "edit")
+            else {"pattern": rng.choice(corpus.words), "path": os.path.dirname(path)}
+        )
+        running = {
+            **call,
+            "state": {"status": "running", "input": tool_input, "time": {"start": ms}},
+        }
         output = _tool_output(rng, corpus)
-        completed = {**call, "state": {
-            "status": "completed", "input": tool_input, "output": output,
-            "title": path, "metadata": {"preview": output[:120], "truncated": False},
-            "time": {"start": ms, "end": ms + rng.randrange(5, 4000)}}}
+        completed = {
+            **call,
+            "state": {
+                "status": "completed",
+                "input": tool_input,
+                "output": output,
+                "title": path,
+                "metadata": {"preview": output[:120], "truncated": False},
+                "time": {"start": ms, "end": ms + rng.randrange(5, 4000)},
+            },
+        }
         session.pending.append(_part(completed))
         return [_part(running)]
-    tokens = {"input": rng.randrange(2_000, 90_000), "output": rng.randrange(10, 4_000),
-              "reasoning": 0, "cache": {"read": rng.randrange(0, 80_000), "write": 0}}
-    finish = _part({**part_base, "id": "prt_" + _oc_id(rng), "type": "step-finish",
-                    "reason": "stop", "snapshot": f"{rng.getrandbits(160):040x}",
-                    "cost": round(rng.random() / 20, 6), "tokens": tokens})
+    tokens = {
+        "input": rng.randrange(2_000, 90_000),
+        "output": rng.randrange(10, 4_000),
+        "reasoning": 0,
+        "cache": {"read": rng.randrange(0, 80_000), "write": 0},
+    }
+    finish = _part(
+        {
+            **part_base,
+            "id": "prt_" + _oc_id(rng),
+            "type": "step-finish",
+            "reason": "stop",
+            "snapshot": f"{rng.getrandbits(160):040x}",
+            "cost": round(rng.random() / 20, 6),
+            "tokens": tokens,
+        }
+    )
     provider, model = session.model
-    done = {"type": "message.updated", "properties": {"info": {
-        "id": session.message, "sessionID": session.id, "role": "assistant",
-        "providerID": provider, "modelID": model, "mode": "build", "cost": 0.01,
-        "tokens": tokens, "time": {"created": ms - 60_000, "completed": ms}}}}
+    done = {
+        "type": "message.updated",
+        "properties": {
+            "info": {
+                "id": session.message,
+                "sessionID": session.id,
+                "role": "assistant",
+                "providerID": provider,
+                "modelID": model,
+                "mode": "build",
+                "cost": 0.01,
+                "tokens": tokens,
+                "time": {"created": ms - 60_000, "completed": ms},
+            }
+        },
+    }
     session.message = ""
     return [finish, done]
 

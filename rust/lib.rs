@@ -3,6 +3,7 @@
 //! The pure-Rust modules know nothing about Python; the `python` module (feature `python`) is
 //! the only one that does.
 
+mod block;
 pub mod event;
 pub mod fork;
 pub mod interner;

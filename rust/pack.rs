@@ -70,18 +70,22 @@ impl Codec {
             .map_or(0, |d| d.cdict.sizeof() + d.ddict.sizeof())
     }
 
-    /// The ring's dictionary, made from this block if there is none yet and the block is full
-    /// enough; `None` until then.
-    fn dictionary_for(&self, grouped: &[u8], sizes: &[usize]) -> Option<&Dictionary> {
+    /// The ring's dictionary, made from this block's `records` (in grouped order, `total`
+    /// bytes) if there is none yet and the block is full enough; `None` until then.
+    fn dictionary_for<'a>(
+        &self,
+        records: impl Iterator<Item = Option<&'a [u8]>>,
+        total: usize,
+    ) -> Option<&Dictionary> {
         if let Some(made) = self.dictionary.get() {
             return Some(made);
         }
-        if grouped.len() < self.dictionary_source {
+        if total < self.dictionary_source {
             return None;
         }
         // Two threads may learn at once (the background one and `compress_pending`): the first
         // to finish is kept.
-        let learned = Dictionary::learn(grouped, sizes)?;
+        let learned = Dictionary::learn(records, total)?;
         Some(self.dictionary.get_or_init(|| learned))
     }
 
@@ -89,58 +93,61 @@ impl Codec {
     /// the block stays as it is.
     pub(crate) fn pack(
         &self,
-        cctx: &mut CCtx<'static>,
+        work: &mut Work,
         raw: &[u8],
         pieces: &[Piece],
         first: u64,
     ) -> Option<Packed> {
+        let Work {
+            cctx,
+            order,
+            chunk,
+            frame,
+            data,
+        } = work;
+        let bytes_of = |k: u32| {
+            let piece = pieces[k as usize];
+            raw.get(piece.offset as usize..(piece.offset + piece.len) as usize)
+        };
         // Regroup by stream, append order kept within a stream (the sort is stable).
-        let mut order: Vec<u32> = (0..pieces.len() as u32).collect();
+        order.clear();
+        order.extend(0..pieces.len() as u32);
         order.sort_by_key(|&k| pieces[k as usize].stream);
         let total: usize = pieces.iter().map(|p| p.len as usize).sum();
-        let mut grouped = Vec::with_capacity(total);
-        let mut positions = vec![0u32; pieces.len()];
-        let mut sizes = Vec::with_capacity(pieces.len());
-        for &k in &order {
-            let piece = pieces[k as usize];
-            let start = piece.offset as usize;
-            let bytes = raw.get(start..start + piece.len as usize)?;
-            positions[k as usize] = grouped.len() as u32;
-            grouped.extend_from_slice(bytes);
-            sizes.push(bytes.len());
-        }
-        let dictionary = self.dictionary_for(&grouped, &sizes);
-        let mut data = Vec::with_capacity(total / 3);
-        let mut chunks = Vec::new();
-        let mut frame = Vec::new();
-        let mut start = 0;
-        let mut size_index = 0;
-        while start < grouped.len() {
-            let mut end = start;
-            while end < grouped.len() && (end == start || end - start < self.chunk_target) {
-                end += sizes[size_index];
-                size_index += 1;
+        let dictionary = self.dictionary_for(order.iter().map(|&k| bytes_of(k)), total);
+        let mut positions = vec![0u32; pieces.len()].into_boxed_slice();
+        let mut chunks = Vec::with_capacity(total / self.chunk_target + 2);
+        let mut grouped_len = 0;
+        data.clear();
+        chunk.clear();
+        for (n, &k) in order.iter().enumerate() {
+            let bytes = bytes_of(k)?;
+            positions[k as usize] = grouped_len as u32;
+            grouped_len += bytes.len();
+            chunk.extend_from_slice(bytes);
+            if chunk.len() < self.chunk_target && n + 1 < order.len() {
+                continue;
             }
-            let source = &grouped[start..end];
             frame.clear();
-            frame.reserve(zstd_safe::compress_bound(source.len()));
+            frame.reserve(zstd_safe::compress_bound(chunk.len()));
             let written = match dictionary {
-                Some(d) => cctx.compress_using_cdict(&mut frame, source, &d.cdict),
-                None => cctx.compress(&mut frame, source, LEVEL),
+                Some(d) => cctx.compress_using_cdict(frame, chunk, &d.cdict),
+                None => cctx.compress(frame, chunk, LEVEL),
             };
             written.ok()?;
-            chunks.push((start as u32, data.len() as u32));
-            data.extend_from_slice(&frame);
+            chunks.push(((grouped_len - chunk.len()) as u32, data.len() as u32));
+            data.extend_from_slice(frame);
+            chunk.clear();
             if data.len() + chunks.len() * 8 + positions.len() * 4 >= total {
                 return None;
             }
-            start = end;
         }
-        chunks.push((grouped.len() as u32, data.len() as u32));
+        chunks.push((grouped_len as u32, data.len() as u32));
         Some(Packed {
-            data: data.into_boxed_slice(),
+            // Exactly sized: these stay for as long as the block does.
+            data: Box::from(&data[..]),
             chunks: chunks.into_boxed_slice(),
-            positions: positions.into_boxed_slice(),
+            positions,
             first,
             raw_end: raw.len(),
             with_dictionary: dictionary.is_some(),
@@ -148,21 +155,41 @@ impl Codec {
     }
 }
 
+/// What packing needs besides the block: a compression context and buffers, kept from one
+/// block to the next so packing allocates only what the packed block keeps.
+pub(crate) struct Work {
+    cctx: CCtx<'static>,
+    order: Vec<u32>,
+    /// The records of the chunk being made.
+    chunk: Vec<u8>,
+    frame: Vec<u8>,
+    data: Vec<u8>,
+}
+
+impl Work {
+    /// `None` if zstd cannot allocate a context.
+    pub(crate) fn new() -> Option<Self> {
+        Some(Self {
+            cctx: CCtx::try_create()?,
+            order: Vec::new(),
+            chunk: Vec::new(),
+            frame: Vec::new(),
+            data: Vec::new(),
+        })
+    }
+}
+
 impl Dictionary {
-    /// A dictionary from the grouped records (their `sizes`) of the first full enough sealed
-    /// block: every n-th record, so every stream of the block is sampled, up to 64 KiB.
-    fn learn(grouped: &[u8], sizes: &[usize]) -> Option<Self> {
-        let step = (grouped.len() / MAX_DICTIONARY).max(1);
-        let mut content = Vec::with_capacity(grouped.len().min(MAX_DICTIONARY + 4096));
-        let mut start = 0;
-        for (k, &size) in sizes.iter().enumerate() {
+    /// A dictionary from the records of the first full enough sealed block, in grouped order
+    /// (`total` bytes): every n-th record, so every stream of the block is sampled, up to 64 KiB.
+    fn learn<'a>(records: impl Iterator<Item = Option<&'a [u8]>>, total: usize) -> Option<Self> {
+        let step = (total / MAX_DICTIONARY).max(1);
+        let mut content = Vec::with_capacity(total.min(MAX_DICTIONARY + 4096));
+        for record in records.step_by(step) {
             if content.len() >= MAX_DICTIONARY {
                 break;
             }
-            if k % step == 0 {
-                content.extend_from_slice(&grouped[start..start + size]);
-            }
-            start += size;
+            content.extend_from_slice(record?);
         }
         Some(Self {
             cdict: CDict::try_create(&content, LEVEL)?,
@@ -188,6 +215,18 @@ pub(crate) struct Packed {
 }
 
 impl Packed {
+    /// A placeholder holding nothing (while a block's body is being swapped).
+    pub(crate) fn empty() -> Self {
+        Self {
+            data: Box::default(),
+            chunks: Box::default(),
+            positions: Box::default(),
+            first: 0,
+            raw_end: 0,
+            with_dictionary: false,
+        }
+    }
+
     pub(crate) fn raw_end(&self) -> usize {
         self.raw_end
     }
@@ -335,11 +374,6 @@ impl Unpacker {
     }
 }
 
-/// A compression context for packing in this thread.
-pub(crate) fn new_cctx() -> Option<CCtx<'static>> {
-    CCtx::try_create()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -404,8 +438,8 @@ mod tests {
         let borrowed: Vec<(&str, u32)> = records.iter().map(|(t, s)| (t.as_str(), *s)).collect();
         let (raw, pieces) = block(&borrowed);
         let codec = Codec::new(64 * 1024);
-        let mut cctx = new_cctx().unwrap();
-        let packed = codec.pack(&mut cctx, &raw, &pieces, 100).unwrap();
+        let mut work = Work::new().unwrap();
+        let packed = codec.pack(&mut work, &raw, &pieces, 100).unwrap();
         assert!(packed.with_dictionary);
         assert!(packed.chunks.len() > 10, "{} chunks", packed.chunks.len());
         assert!(
@@ -417,13 +451,13 @@ mod tests {
         assert_eq!(packed.raw_end(), raw.len());
         read_all(&codec, &packed, &records, 100);
         // A second block reuses the first one's dictionary.
-        let packed = codec.pack(&mut cctx, &raw, &pieces, 5000).unwrap();
+        let packed = codec.pack(&mut work, &raw, &pieces, 5000).unwrap();
         read_all(&codec, &packed, &records, 5000);
 
         let tiny = Codec::new(64 * 1024);
         let (raw, pieces) = block(&[("{\"a\":1}", 0), ("{\"a\":1}", 0)]);
         assert!(
-            tiny.pack(&mut cctx, &raw, &pieces, 0).is_none(),
+            tiny.pack(&mut work, &raw, &pieces, 0).is_none(),
             "too small to gain anything"
         );
         assert!(
@@ -439,7 +473,7 @@ mod tests {
         let (raw, pieces) = block(&borrowed);
         let codec = Codec::new(4096);
         let packed = codec
-            .pack(&mut new_cctx().unwrap(), &raw, &pieces, 0)
+            .pack(&mut Work::new().unwrap(), &raw, &pieces, 0)
             .unwrap();
         let mut previous: Option<(u32, u32)> = None;
         let mut by_position: Vec<(u32, u32)> = pieces
@@ -461,11 +495,11 @@ mod tests {
     #[test]
     fn incompressible_blocks_stay_raw() {
         let codec = Codec::new(64 * 1024);
-        let mut cctx = new_cctx().unwrap();
+        let mut work = Work::new().unwrap();
         let records = records(300);
         let borrowed: Vec<(&str, u32)> = records.iter().map(|(t, s)| (t.as_str(), *s)).collect();
         let (raw, pieces) = block(&borrowed);
-        assert!(codec.pack(&mut cctx, &raw, &pieces, 0).is_some());
+        assert!(codec.pack(&mut work, &raw, &pieces, 0).is_some());
         // Random bytes, which neither zstd nor the dictionary (made from the block above) shrink.
         let mut x = 0x1234_5678_9abc_def0u64;
         let noise: Vec<u8> = (0..8000)
@@ -488,7 +522,7 @@ mod tests {
                 stream: 2,
             },
         ];
-        assert!(codec.pack(&mut cctx, &noise, &pieces, 0).is_none());
+        assert!(codec.pack(&mut work, &noise, &pieces, 0).is_none());
     }
 
     #[test]
@@ -498,7 +532,7 @@ mod tests {
         let (raw, pieces) = block(&borrowed);
         let codec = Codec::new(4096);
         let packed = codec
-            .pack(&mut new_cctx().unwrap(), &raw, &pieces, 10)
+            .pack(&mut Work::new().unwrap(), &raw, &pieces, 10)
             .unwrap();
         let mut unpacker = Unpacker::default();
         let mut out = Vec::new();

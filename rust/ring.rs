@@ -18,10 +18,11 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use crate::block::BlockBuf;
 use crate::event::{CoreError, EventFields};
 use crate::fork;
 use crate::interner::{Interner, ABSENT};
-use crate::pack::{new_cctx, Codec, Packed, Piece, Unpacker};
+use crate::pack::{Codec, Packed, Piece, Unpacker, Work};
 use crate::ring_worker::{self, Done, Inbox, Job};
 
 /// Size of the byte blocks records are packed into. Larger records get a block of their own.
@@ -33,29 +34,6 @@ const MAX_PREALLOCATED_HEADERS: usize = 1 << 20;
 /// Freed blocks kept for reuse, so a full ring never goes back to the allocator.
 const SPARE_BLOCKS: usize = 2;
 const NO_RECORD: u64 = u64::MAX;
-
-/// A block's buffer, its pages faulted in with one call instead of one fault per page as
-/// records are copied in (a first touch of fresh memory is costly, more so in a VM).
-fn new_block(capacity: usize) -> Vec<u8> {
-    const MADV_POPULATE_WRITE: libc::c_int = 23;
-    const PAGE: usize = 4096;
-    let block: Vec<u8> = Vec::with_capacity(capacity);
-    let start = block.as_ptr() as usize;
-    let first_page = start.div_ceil(PAGE) * PAGE;
-    let end = (start + capacity) / PAGE * PAGE;
-    if end > first_page {
-        // SAFETY: advice on whole pages inside the allocation we own; it changes no contents,
-        // and failure (an older kernel) only means the pages fault one by one.
-        unsafe {
-            libc::madvise(
-                first_page as *mut libc::c_void,
-                end - first_page,
-                MADV_POPULATE_WRITE,
-            )
-        };
-    }
-    block
-}
 
 const RECENT_SLOTS: usize = 64;
 
@@ -97,9 +75,9 @@ struct Block {
 enum Body {
     /// Plain bytes: the open (newest) block, every block of a ring that does not compress, and
     /// sealed blocks that compressing would not shrink.
-    Raw(Vec<u8>),
+    Raw(BlockBuf),
     /// Sealed and handed to the compressor, which shares the bytes; read as they are meanwhile.
-    Queued(Arc<Vec<u8>>),
+    Queued(Arc<BlockBuf>),
     Packed(Packed),
 }
 
@@ -125,8 +103,8 @@ impl Body {
     /// Memory reserved for the bytes.
     fn heap_bytes(&self) -> usize {
         match self {
-            Body::Raw(data) => data.capacity(),
-            Body::Queued(data) => data.capacity(),
+            Body::Raw(data) => data.mapped(),
+            Body::Queued(data) => data.mapped(),
             Body::Packed(packed) => packed.heap_bytes(),
         }
     }
@@ -209,7 +187,7 @@ pub struct Ring {
     headers: VecDeque<Header>,
     blocks: VecDeque<Block>,
     first_block: u32,
-    spare: Vec<Vec<u8>>,
+    spare: Vec<BlockBuf>,
     /// Absolute index (number of records ever pushed before it) of `headers[0]`.
     base: u64,
     nbytes: usize,
@@ -318,7 +296,7 @@ impl Ring {
     /// compressing ring its dictionary, decompression context and cache.
     pub fn heap_bytes(&self) -> usize {
         let blocks: usize = self.blocks.iter().map(|b| b.body.heap_bytes()).sum();
-        let spare: usize = self.spare.iter().map(Vec::capacity).sum();
+        let spare: usize = self.spare.iter().map(BlockBuf::mapped).sum();
         let compression = self.compression.as_ref().map_or(0, |c| {
             c.codec.heap_bytes() + c.unpacker.try_borrow().map_or(0, |u| u.heap_bytes())
         });
@@ -368,7 +346,8 @@ impl Ring {
         {
             self.evict_oldest();
         }
-        let (block, offset) = self.place(seq, size);
+        // Fails only if the kernel refuses memory for a new block (the evictions above stay).
+        let (block, offset) = self.place(seq, size)?;
         let index = self.block_index(block);
         let target = &mut self.blocks[index];
         let Body::Raw(data) = &mut target.body else {
@@ -378,7 +357,8 @@ impl Ring {
             ));
         };
         for part in parts {
-            data.extend_from_slice(part);
+            // Cannot fail: `place` made room for `size` bytes.
+            data.push(part);
         }
         target.live += 1;
         let seq_offset = (seq - target.base_seq) as u32;
@@ -468,7 +448,7 @@ impl Ring {
     }
 
     /// Chooses the block and offset for a record of `size` bytes, opening a block if needed.
-    fn place(&mut self, seq: u64, size: usize) -> (u32, u32) {
+    fn place(&mut self, seq: u64, size: usize) -> Result<(u32, u32), CoreError> {
         let tail_number = self
             .first_block
             .wrapping_add(self.blocks.len().max(1) as u32 - 1);
@@ -477,10 +457,10 @@ impl Ring {
                 if data.is_empty() {
                     tail.base_seq = seq;
                 }
-                let fits = data.len() + size <= data.capacity();
+                let fits = size <= data.room();
                 let seq_fits = seq >= tail.base_seq && seq - tail.base_seq <= u64::from(u32::MAX);
                 if fits && seq_fits {
-                    return (tail_number, data.len() as u32);
+                    return Ok((tail_number, data.len() as u32));
                 }
             }
         }
@@ -489,7 +469,12 @@ impl Ring {
         }
         let data = match self.spare.pop() {
             Some(buffer) if buffer.capacity() >= size => buffer,
-            _ => new_block(size.max(self.block_size)),
+            _ => BlockBuf::with_capacity(size.max(self.block_size)).ok_or_else(|| {
+                CoreError::io(
+                    "cannot map memory for a ring block",
+                    std::io::Error::last_os_error(),
+                )
+            })?,
         };
         self.blocks.push_back(Block {
             body: Body::Raw(data),
@@ -498,10 +483,10 @@ impl Ring {
             serial: self.next_serial,
         });
         self.next_serial += 1;
-        (
+        Ok((
             self.first_block.wrapping_add(self.blocks.len() as u32 - 1),
             0,
-        )
+        ))
     }
 
     #[inline]
@@ -566,10 +551,11 @@ impl Ring {
         };
         let (codec, inbox) = (Arc::clone(&c.codec), Arc::clone(&c.inbox));
         let tail = &mut self.blocks[last];
-        let Body::Raw(data) = &mut tail.body else {
+        let Body::Raw(data) = std::mem::replace(&mut tail.body, Body::Packed(Packed::empty()))
+        else {
             return;
         };
-        let raw = Arc::new(std::mem::take(data));
+        let raw = Arc::new(data);
         tail.body = Body::Queued(Arc::clone(&raw));
         let job = Job {
             serial: tail.serial,
@@ -612,7 +598,8 @@ impl Ring {
         if block.serial != done.serial || !matches!(block.body, Body::Queued(_)) {
             return;
         }
-        let Body::Queued(raw) = std::mem::replace(&mut block.body, Body::Raw(Vec::new())) else {
+        let Body::Queued(raw) = std::mem::replace(&mut block.body, Body::Packed(Packed::empty()))
+        else {
             return;
         };
         match done.packed {
@@ -624,15 +611,32 @@ impl Ring {
                     self.recycle(raw);
                 }
             }
-            None => {
-                block.body = Body::Raw(Arc::try_unwrap(raw).unwrap_or_else(|s| (*s).clone()));
-            }
+            None => match Arc::try_unwrap(raw) {
+                Ok(raw) => block.body = Body::Raw(raw),
+                // Still shared with a job overtaken by `compress_pending` (rare: a block that
+                // does not compress): a copy of its own, or queued until the job lets go.
+                Err(shared) => {
+                    let copy = BlockBuf::with_capacity(shared.capacity())
+                        .map(|mut copy| (copy.push(&shared), copy));
+                    block.body = match copy {
+                        Some((true, copy)) => Body::Raw(copy),
+                        _ => Body::Queued(shared),
+                    }
+                }
+            },
         }
     }
 
     /// Keeps a freed block buffer for reuse, if it is a standard one and room is left.
-    fn recycle(&mut self, mut buffer: Vec<u8>) {
-        if buffer.capacity() == self.block_size && self.spare.len() < SPARE_BLOCKS {
+    fn recycle(&mut self, mut buffer: BlockBuf) {
+        // A compressing ring frees a block per block appended (once packed): one spare is
+        // enough to reuse it; a plain ring frees its oldest blocks in bursts (large records).
+        let keep = if self.compression.is_some() {
+            1
+        } else {
+            SPARE_BLOCKS
+        };
+        if buffer.capacity() == self.block_size && self.spare.len() < keep {
             buffer.clear();
             self.spare.push(buffer);
         }
@@ -650,7 +654,7 @@ impl Ring {
             return 0;
         };
         let codec = Arc::clone(&c.codec);
-        let Some(mut cctx) = new_cctx() else {
+        let Some(mut work) = Work::new() else {
             return 0;
         };
         let mut packed_count = 0;
@@ -660,7 +664,7 @@ impl Ring {
             };
             let raw = Arc::clone(raw);
             let (pieces, first) = self.pieces_of(index);
-            let packed = codec.pack(&mut cctx, &raw, &pieces, first);
+            let packed = codec.pack(&mut work, &raw, &pieces, first);
             drop(raw);
             packed_count += usize::from(packed.is_some());
             let serial = self.blocks[index].serial;
@@ -871,8 +875,8 @@ impl Ring {
 
 /// Packs a job in this thread (no background thread to take it).
 fn pack_here(job: &Job) -> Option<Packed> {
-    let mut cctx = new_cctx()?;
-    job.codec.pack(&mut cctx, &job.raw, &job.pieces, job.first)
+    job.codec
+        .pack(&mut Work::new()?, &job.raw, &job.pieces, job.first)
 }
 
 /// The indexed fields of one header.

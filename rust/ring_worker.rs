@@ -12,12 +12,12 @@ use std::sync::mpsc::{channel, Sender};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::fork;
-use crate::pack::{new_cctx, Codec, Packed, Piece};
+use crate::pack::{Codec, Packed, Piece, Work};
 
 /// A sealed block to pack.
 pub(crate) struct Job {
     pub serial: u64,
-    pub raw: Arc<Vec<u8>>,
+    pub raw: Arc<crate::block::BlockBuf>,
     pub pieces: Vec<Piece>,
     /// Absolute index of the block's first record in `pieces`.
     pub first: u64,
@@ -74,16 +74,16 @@ fn start() -> Option<Worker> {
     std::thread::Builder::new()
         .name("oa-ring-compress".into())
         .spawn(move || {
-            let mut cctx = new_cctx();
+            let mut work = Work::new();
             for job in queue {
                 if Arc::strong_count(&job.raw) == 1 {
                     // The ring let go of the block (evicted, packed meanwhile by
                     // `compress_pending`, or the ring is gone): nothing to do.
                     continue;
                 }
-                let packed = cctx
+                let packed = work
                     .as_mut()
-                    .and_then(|cctx| job.codec.pack(cctx, &job.raw, &job.pieces, job.first));
+                    .and_then(|work| job.codec.pack(work, &job.raw, &job.pieces, job.first));
                 let Job {
                     serial, raw, inbox, ..
                 } = job;

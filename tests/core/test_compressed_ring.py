@@ -63,7 +63,7 @@ operations = st.lists(
 queries = st.fixed_dictionaries(
     {},
     optional={
-        "stream_id": st.sampled_from(STREAMS[:3] + ("nope",)),
+        "stream_id": st.sampled_from((*STREAMS[:3], "nope")),
         "type": st.one_of(st.sampled_from(TYPES), st.lists(st.sampled_from(TYPES), max_size=2)),
         "actor": st.sampled_from(ACTORS[:2]),
         "correlation_id": st.sampled_from(("run_1", "run_2")),
