@@ -125,7 +125,16 @@ impl Codec {
             positions[k as usize] = grouped_len as u32;
             grouped_len += bytes.len();
             chunk.extend_from_slice(bytes);
-            if chunk.len() < self.chunk_target && n + 1 < order.len() {
+            // A chunk ends at `chunk_target` bytes, or earlier where the next record starts
+            // another stream, once it holds an eighth of that: a query for a stream with a few
+            // records per block then decompresses little besides them (with 100 streams of
+            // 530-byte events, cutting at a quarter instead made such a query decompress twice
+            // the bytes, 11 us instead of 5 per block; the blocks were 4% smaller).
+            let next_stream = order.get(n + 1).map(|&next| pieces[next as usize].stream);
+            let full = chunk.len() >= self.chunk_target
+                || (chunk.len() >= self.chunk_target / 8
+                    && next_stream != Some(pieces[k as usize].stream));
+            if !full && next_stream.is_some() {
                 continue;
             }
             frame.clear();

@@ -23,7 +23,7 @@ use crate::event::{CoreError, EventFields};
 use crate::fork;
 use crate::interner::{Interner, ABSENT};
 use crate::pack::{Codec, Packed, Piece, Unpacker, Work};
-use crate::ring_worker::{self, Done, Inbox, Job};
+use crate::ring_worker::{self, Done, Inbox, Job, Sealed};
 
 /// Size of the byte blocks records are packed into. Larger records get a block of their own.
 pub const BLOCK_SIZE: usize = 256 * 1024;
@@ -77,7 +77,7 @@ enum Body {
     /// sealed blocks that compressing would not shrink.
     Raw(BlockBuf),
     /// Sealed and handed to the compressor, which shares the bytes; read as they are meanwhile.
-    Queued(Arc<BlockBuf>),
+    Queued(Arc<Sealed>),
     Packed(Packed),
 }
 
@@ -86,7 +86,7 @@ impl Body {
     fn raw_end(&self) -> usize {
         match self {
             Body::Raw(data) => data.len(),
-            Body::Queued(data) => data.len(),
+            Body::Queued(sealed) => sealed.bytes.len(),
             Body::Packed(packed) => packed.raw_end(),
         }
     }
@@ -95,7 +95,7 @@ impl Body {
     fn plain(&self) -> Option<&[u8]> {
         match self {
             Body::Raw(data) => Some(data),
-            Body::Queued(data) => Some(data),
+            Body::Queued(sealed) => Some(&sealed.bytes),
             Body::Packed(_) => None,
         }
     }
@@ -104,7 +104,7 @@ impl Body {
     fn heap_bytes(&self) -> usize {
         match self {
             Body::Raw(data) => data.mapped(),
-            Body::Queued(data) => data.mapped(),
+            Body::Queued(sealed) => sealed.bytes.mapped(),
             Body::Packed(packed) => packed.heap_bytes(),
         }
     }
@@ -113,7 +113,7 @@ impl Body {
     fn stored_bytes(&self) -> usize {
         match self {
             Body::Raw(data) => data.len(),
-            Body::Queued(data) => data.len(),
+            Body::Queued(sealed) => sealed.bytes.len(),
             Body::Packed(packed) => packed.heap_bytes(),
         }
     }
@@ -543,7 +543,7 @@ impl Ring {
                 c.inbox = Arc::default();
                 c.generation = fork::generation();
             }
-            self.pack_queued_here();
+            self.pack_queued_here(true);
         }
         let (pieces, first) = self.pieces_of(last);
         let Some(c) = self.compression.as_ref() else {
@@ -555,11 +555,11 @@ impl Ring {
         else {
             return;
         };
-        let raw = Arc::new(data);
-        tail.body = Body::Queued(Arc::clone(&raw));
+        let sealed = Arc::new(Sealed::new(data));
+        tail.body = Body::Queued(Arc::clone(&sealed));
         let job = Job {
             serial: tail.serial,
-            raw,
+            sealed,
             pieces,
             first,
             codec,
@@ -598,26 +598,27 @@ impl Ring {
         if block.serial != done.serial || !matches!(block.body, Body::Queued(_)) {
             return;
         }
-        let Body::Queued(raw) = std::mem::replace(&mut block.body, Body::Packed(Packed::empty()))
+        let Body::Queued(sealed) =
+            std::mem::replace(&mut block.body, Body::Packed(Packed::empty()))
         else {
             return;
         };
         match done.packed {
             Some(packed) => {
                 block.body = Body::Packed(packed);
-                // Reusable unless the compressor still holds it (a job overtaken by
-                // `compress_pending`), in which case it goes when the job does.
-                if let Ok(raw) = Arc::try_unwrap(raw) {
-                    self.recycle(raw);
+                // Reusable unless a job still holds it (one overtaken in a fork child), in
+                // which case it goes when the job does.
+                if let Ok(sealed) = Arc::try_unwrap(sealed) {
+                    self.recycle(sealed.bytes);
                 }
             }
-            None => match Arc::try_unwrap(raw) {
-                Ok(raw) => block.body = Body::Raw(raw),
-                // Still shared with a job overtaken by `compress_pending` (rare: a block that
-                // does not compress): a copy of its own, or queued until the job lets go.
+            None => match Arc::try_unwrap(sealed) {
+                Ok(sealed) => block.body = Body::Raw(sealed.bytes),
+                // Still shared with an overtaken job (rare: a block that does not compress,
+                // in a fork child): a copy of its own, or queued until the job lets go.
                 Err(shared) => {
-                    let copy = BlockBuf::with_capacity(shared.capacity())
-                        .map(|mut copy| (copy.push(&shared), copy));
+                    let copy = BlockBuf::with_capacity(shared.bytes.capacity())
+                        .map(|mut copy| (copy.push(&shared.bytes), copy));
                     block.body = match copy {
                         Some((true, copy)) => Body::Raw(copy),
                         _ => Body::Queued(shared),
@@ -642,14 +643,29 @@ impl Ring {
         }
     }
 
-    /// Packs, in this thread, every sealed block still waiting for the compressor (and takes in
-    /// what it finished); returns how many blocks this call packed.
+    /// Packs, in this thread, every sealed block the compressor has not started on, waits for
+    /// those it is packing and takes in what it finished; returns how many blocks this call
+    /// packed itself.
     pub fn compress_pending(&mut self) -> usize {
         self.absorb();
-        self.pack_queued_here()
+        let mut packed = self.pack_queued_here(false);
+        // The rest are being packed by the background thread, which is running (they were
+        // claimed in this fork generation, or `seal_tail` would have packed them): give it time,
+        // then pack whatever is still queued here.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while self.queued_blocks() > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+            self.absorb();
+        }
+        if self.queued_blocks() > 0 {
+            packed += self.pack_queued_here(true);
+        }
+        packed
     }
 
-    fn pack_queued_here(&mut self) -> usize {
+    /// Packs the queued blocks in this thread: those no one claimed, or all (`force`, where
+    /// the claims were made by a thread that does not exist here).
+    fn pack_queued_here(&mut self, force: bool) -> usize {
         let Some(c) = self.compression.as_ref() else {
             return 0;
         };
@@ -659,13 +675,16 @@ impl Ring {
         };
         let mut packed_count = 0;
         for index in 0..self.blocks.len() {
-            let Body::Queued(raw) = &self.blocks[index].body else {
+            let Body::Queued(sealed) = &self.blocks[index].body else {
                 continue;
             };
-            let raw = Arc::clone(raw);
+            if !sealed.claim() && !force {
+                continue;
+            }
+            let sealed = Arc::clone(sealed);
             let (pieces, first) = self.pieces_of(index);
-            let packed = codec.pack(&mut work, &raw, &pieces, first);
-            drop(raw);
+            let packed = codec.pack(&mut work, &sealed.bytes, &pieces, first);
+            drop(sealed);
             packed_count += usize::from(packed.is_some());
             let serial = self.blocks[index].serial;
             self.take_in(Done { serial, packed });
@@ -719,9 +738,9 @@ impl Ring {
                 match block.body {
                     Body::Raw(data) => self.recycle(data),
                     // Reusable once the compressor has let go of it (it has, if it finished).
-                    Body::Queued(data) => {
-                        if let Ok(data) = Arc::try_unwrap(data) {
-                            self.recycle(data);
+                    Body::Queued(sealed) => {
+                        if let Ok(sealed) = Arc::try_unwrap(sealed) {
+                            self.recycle(sealed.bytes);
                         }
                     }
                     Body::Packed(_) => {}
@@ -876,7 +895,7 @@ impl Ring {
 /// Packs a job in this thread (no background thread to take it).
 fn pack_here(job: &Job) -> Option<Packed> {
     job.codec
-        .pack(&mut Work::new()?, &job.raw, &job.pieces, job.first)
+        .pack(&mut Work::new()?, &job.sealed.bytes, &job.pieces, job.first)
 }
 
 /// The indexed fields of one header.

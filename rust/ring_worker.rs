@@ -1,5 +1,6 @@
 //! The background compressor of compressing rings: one thread for the process, started on first
-//! use, packing sealed blocks so the appending thread only hands them over.
+//! use and running at a lower priority, packing sealed blocks so the appending thread only hands
+//! them over.
 //!
 //! A job carries the block's bytes (shared with the ring, which keeps reading them meanwhile),
 //! the ring's codec and its inbox; the packed result goes to the inbox and the ring takes it in
@@ -11,13 +12,36 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Sender};
 use std::sync::{Arc, Mutex, OnceLock};
 
+use crate::block::BlockBuf;
 use crate::fork;
 use crate::pack::{Codec, Packed, Piece, Work};
+
+/// A sealed block's bytes, shared by the ring (which reads them until the packed form comes
+/// back) and the job packing them.
+pub(crate) struct Sealed {
+    pub bytes: BlockBuf,
+    claimed: AtomicBool,
+}
+
+impl Sealed {
+    pub(crate) fn new(bytes: BlockBuf) -> Self {
+        Self {
+            bytes,
+            claimed: AtomicBool::new(false),
+        }
+    }
+
+    /// Whoever claims a block first packs it (the background thread or `compress_pending`);
+    /// false if it was already claimed.
+    pub(crate) fn claim(&self) -> bool {
+        !self.claimed.swap(true, Ordering::AcqRel)
+    }
+}
 
 /// A sealed block to pack.
 pub(crate) struct Job {
     pub serial: u64,
-    pub raw: Arc<crate::block::BlockBuf>,
+    pub sealed: Arc<Sealed>,
     pub pieces: Vec<Piece>,
     /// Absolute index of the block's first record in `pieces`.
     pub first: u64,
@@ -74,27 +98,43 @@ fn start() -> Option<Worker> {
     std::thread::Builder::new()
         .name("oa-ring-compress".into())
         .spawn(move || {
+            lower_priority();
             let mut work = Work::new();
             for job in queue {
-                if Arc::strong_count(&job.raw) == 1 {
-                    // The ring let go of the block (evicted, packed meanwhile by
-                    // `compress_pending`, or the ring is gone): nothing to do.
+                if Arc::strong_count(&job.sealed) == 1 || !job.sealed.claim() {
+                    // The ring let go of the block (evicted, or the ring is gone), or
+                    // `compress_pending` packs it: nothing to do.
                     continue;
                 }
-                let packed = work
-                    .as_mut()
-                    .and_then(|work| job.codec.pack(work, &job.raw, &job.pieces, job.first));
+                let packed = work.as_mut().and_then(|work| {
+                    job.codec
+                        .pack(work, &job.sealed.bytes, &job.pieces, job.first)
+                });
                 let Job {
-                    serial, raw, inbox, ..
+                    serial,
+                    sealed,
+                    inbox,
+                    ..
                 } = job;
                 // Let go of the bytes first, so the ring can reuse the buffer once it takes the
                 // result in.
-                drop(raw);
+                drop(sealed);
                 inbox.deliver(Done { serial, packed });
             }
         })
         .ok()?;
     Some(Worker { jobs, generation })
+}
+
+/// Makes this thread yield to the process's other threads (nice 10, Linux sets it per thread):
+/// compression uses idle CPU instead of the host's. A busy machine delays it, which only keeps
+/// blocks uncompressed (no larger than in a ring that does not compress) until it catches up.
+fn lower_priority() {
+    // SAFETY: plain system calls on this thread's own id; failure leaves the priority as it is.
+    unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 10);
+    }
 }
 
 /// Hands `job` to the background thread; gives it back if there is none to take it (it could

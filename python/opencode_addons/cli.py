@@ -122,6 +122,9 @@ def _add_soak(commands: Any) -> None:
     soak.add_argument("--history", type=_positive_int, default=100_000, help="history size")
     soak.add_argument("--cache", type=_positive_int, default=50_000, help="cache size")
     soak.add_argument("--seed", type=int, default=7, help=argparse.SUPPRESS)
+    soak.add_argument(
+        "--compress-history", action="store_true", help="compress the history in memory (zstd)"
+    )
     soak.add_argument("--plot", metavar="FILE.png", help="write RSS and history against events")
     soak.add_argument("--json", action="store_true", help="print the figures as JSON")
     soak.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -377,6 +380,11 @@ def format_soak(result: Any) -> str:
         ("history events", f"{result.history_events:,} (max {result.config.history:,})"),
         ("cache events", f"{result.cache_events:,} (max {result.config.cache:,})"),
         ("bytes held", f"{result.bytes_held:,}"),
+        (
+            "bytes stored",
+            f"{result.bytes_stored:,}"
+            + (" (compressed)" if result.config.compress_history else ""),
+        ),
         ("file bytes", f"{result.file_bytes:,}"),
         ("shutdown_all", f"{result.shutdown_seconds * 1000:,.1f} ms ({_ok(result.shutdown_ok)})"),
     ]
@@ -411,6 +419,7 @@ def _soak_config(args: argparse.Namespace) -> Any:
         history=args.history,
         cache=args.cache,
         seed=args.seed,
+        compress_history=args.compress_history,
     )
 
 

@@ -79,6 +79,7 @@ class SoakConfig:
     history: int = 100_000
     cache: int = 50_000
     seed: int = 7
+    compress_history: bool = False
 
 
 @dataclass
@@ -116,6 +117,8 @@ class SoakResult:
     history_events: int
     cache_events: int
     bytes_held: int
+    # Memory the held events take: ``bytes_held`` unless ``compress_history``.
+    bytes_stored: int
     file_bytes: int
     shutdown_seconds: float
     shutdown_ok: bool
@@ -182,6 +185,7 @@ class _Host:
             max_event_history=config.history,
             max_cache_size=config.cache,
             durability=config.durability,
+            compress_history=config.compress_history,
         )
         self.memory_lane = MemoryLaneStore(os.path.join(directory, MEMORY_LANE_FILE))
         self.registry = TaskRegistry(self.stream, max_finished=1_000)
@@ -489,6 +493,7 @@ async def _soak(config: SoakConfig, directory: str, on_progress: Optional[Progre
         history_events=int(stream_stats["history_events"]),
         cache_events=int(stream_stats["cache_events"]),
         bytes_held=int(stream_stats["history_bytes"]),
+        bytes_stored=int(stream_stats["history_stored_bytes"]),
         file_bytes=int(stream_stats["file_bytes"]),
         shutdown_seconds=shutdown_seconds,
         shutdown_ok=report.ok,
