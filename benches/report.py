@@ -20,6 +20,7 @@ import orjson
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import cases
+import recorder_bench
 from events import generate
 from opencode_addons import EventRing, JsonlStore
 
@@ -215,6 +216,16 @@ def _query_rows(events: list[dict[str, Any]], directory: str) -> list[Row]:
     finally:
         store.close()
     return rows
+
+
+def _segment_rows() -> list[Row]:
+    _log("segments: appends with rotation + retention, compression, opening 1 GiB of segments")
+    import segments
+
+    return [
+        Row(case, contender, figure, ratio, versus, target, met)
+        for case, contender, figure, ratio, versus, target, met in segments.rows()
+    ]
 
 
 def _shutdown_rows(events: list[dict[str, Any]]) -> list[Row]:
@@ -415,8 +426,11 @@ def main() -> int:
         rows += _resume_rows(directory)
         rows += _query_rows(events, directory)
     rows += _shutdown_rows(events)
+    rows += _segment_rows()
     floors = _floors(events)
-    text = render(rows, time.perf_counter() - started, floors)
+    _log(f"recorder: {recorder_bench.EVENTS:,} OpenCode events over SSE, three consumers")
+    recorder = recorder_bench.section()
+    text = render(rows, time.perf_counter() - started, floors) + "\n" + recorder
     with open(RESULTS, "w", encoding="utf-8") as handle:
         handle.write(text)
     sys.stdout.write(text)

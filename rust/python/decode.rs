@@ -256,6 +256,12 @@ pub(crate) struct Copied {
 }
 
 impl Copied {
+    pub(crate) fn push(&mut self, json: &[u8], seq: u64) {
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(json);
+        self.records.push((start, self.bytes.len(), seq));
+    }
+
     /// The records at `indexes` (those past the end skipped). An error only if a compressed
     /// record cannot be decompressed.
     pub(crate) fn from_ring(
