@@ -308,8 +308,9 @@ impl Ring {
             + self.interner.heap_bytes()
     }
 
-    /// Bytes the held records take in their blocks: `nbytes` for a ring that does not compress;
-    /// for one that does, packed blocks count their compressed size.
+    /// Bytes the blocks hold: the records' bytes (packed blocks at their compressed size, with
+    /// their tables), and those of records evicted from a block that is not yet freed; so about
+    /// `nbytes` for a ring that does not compress.
     pub fn stored_bytes(&self) -> usize {
         self.blocks.iter().map(|b| b.body.stored_bytes()).sum()
     }

@@ -123,7 +123,8 @@ class EventRing(_Queryable):
     def compress(self) -> bool: ...
     @property
     def stored_bytes(self) -> int:
-        """Bytes the held events take in their blocks (compressed blocks at their packed size)."""
+        """Bytes the blocks hold (compressed ones at their compressed size, evicted records of
+        the oldest block included until it is freed); about ``nbytes`` without compression."""
     @property
     def queued_blocks(self) -> int:
         """Full blocks waiting for the background compressor (read as they are meanwhile)."""

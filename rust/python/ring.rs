@@ -178,7 +178,8 @@ impl EventRing {
         self.with_ring(py, Ring::compresses)
     }
 
-    /// Bytes the held events take in their blocks (compressed blocks at their compressed size).
+    /// Bytes the blocks hold (compressed blocks at their compressed size); about `nbytes` without
+    /// compression.
     #[getter]
     fn stored_bytes(&self, py: Python<'_>) -> PyResult<usize> {
         self.with_ring(py, Ring::stored_bytes)
