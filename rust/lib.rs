@@ -3,13 +3,17 @@
 //! The pure-Rust modules know nothing about Python; the `python` module (feature `python`) is
 //! the only one that does.
 
+mod block;
 pub mod event;
+pub mod fork;
 pub mod interner;
 pub mod json;
 pub mod jsonl;
 pub mod keys;
+mod pack;
 pub mod query;
 pub mod ring;
+mod ring_worker;
 
 #[cfg(feature = "python")]
 mod python;

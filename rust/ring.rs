@@ -4,42 +4,36 @@
 //! ring of headers. Appending past the count or byte limit evicts the oldest record in O(1): its
 //! header is popped and, once every record of the oldest block is gone, the block is recycled.
 //! There is no per-event allocation once warm and no shifting.
+//!
+//! A compressing ring (`RingOptions::compress`) also packs every sealed block (every block but
+//! the newest) with zstd, on a background thread (`ring_worker.rs`, `pack.rs`). Headers stay as
+//! they are, so queries still decide on headers alone; only the records a read returns are
+//! decompressed. Until its packed form comes back a sealed block is read as it is, so every read
+//! sees the same records either way. Byte accounting (`nbytes`, `max_bytes`) counts the records'
+//! uncompressed bytes in both kinds of ring, so both hold exactly the same events; `stored_bytes`
+//! and `heap_bytes` say what the blocks take in memory.
 
+use std::borrow::Cow;
+use std::cell::RefCell;
 use std::collections::VecDeque;
+use std::sync::Arc;
 
+use crate::block::BlockBuf;
 use crate::event::{CoreError, EventFields};
+use crate::fork;
 use crate::interner::{Interner, ABSENT};
+use crate::pack::{Codec, Packed, Piece, Unpacker, Work};
+use crate::ring_worker::{self, Done, Inbox, Job, Sealed};
 
 /// Size of the byte blocks records are packed into. Larger records get a block of their own.
 pub const BLOCK_SIZE: usize = 256 * 1024;
+/// Smallest block size accepted (tests use small blocks to seal many).
+pub const MIN_BLOCK_SIZE: usize = 64;
 /// Headers reserved up front at most; the header ring grows past this only when needed.
 const MAX_PREALLOCATED_HEADERS: usize = 1 << 20;
 /// Freed blocks kept for reuse, so a full ring never goes back to the allocator.
 const SPARE_BLOCKS: usize = 2;
 const NO_RECORD: u64 = u64::MAX;
-
-/// A block's buffer, its pages faulted in with one call instead of one fault per page as
-/// records are copied in (a first touch of fresh memory is costly, more so in a VM).
-fn new_block(capacity: usize) -> Vec<u8> {
-    const MADV_POPULATE_WRITE: libc::c_int = 23;
-    const PAGE: usize = 4096;
-    let block: Vec<u8> = Vec::with_capacity(capacity);
-    let start = block.as_ptr() as usize;
-    let first_page = start.div_ceil(PAGE) * PAGE;
-    let end = (start + capacity) / PAGE * PAGE;
-    if end > first_page {
-        // SAFETY: advice on whole pages inside the allocation we own; it changes no contents,
-        // and failure (an older kernel) only means the pages fault one by one.
-        unsafe {
-            libc::madvise(
-                first_page as *mut libc::c_void,
-                end - first_page,
-                MADV_POPULATE_WRITE,
-            )
-        };
-    }
-    block
-}
 
 const RECENT_SLOTS: usize = 64;
 
@@ -69,17 +63,121 @@ struct Header {
 }
 
 struct Block {
-    data: Vec<u8>,
+    body: Body,
     base_seq: u64,
     live: u32,
+    /// Number of the block among all blocks the ring ever made (never reused, unlike `Header::
+    /// block`, which restarts after `clear`): finished packing jobs find their block by it.
+    serial: u64,
 }
 
-/// One stored record, borrowed from the ring.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// A block's bytes.
+enum Body {
+    /// Plain bytes: the open (newest) block, every block of a ring that does not compress, and
+    /// sealed blocks that compressing would not shrink.
+    Raw(BlockBuf),
+    /// Sealed and handed to the compressor, which shares the bytes; read as they are meanwhile.
+    Queued(Arc<Sealed>),
+    Packed(Packed),
+}
+
+impl Body {
+    /// Where the block's last record ends.
+    fn raw_end(&self) -> usize {
+        match self {
+            Body::Raw(data) => data.len(),
+            Body::Queued(sealed) => sealed.bytes.len(),
+            Body::Packed(packed) => packed.raw_end(),
+        }
+    }
+
+    /// The bytes, unless packed.
+    fn plain(&self) -> Option<&[u8]> {
+        match self {
+            Body::Raw(data) => Some(data),
+            Body::Queued(sealed) => Some(&sealed.bytes),
+            Body::Packed(_) => None,
+        }
+    }
+
+    /// Memory reserved for the bytes.
+    fn heap_bytes(&self) -> usize {
+        match self {
+            Body::Raw(data) => data.mapped(),
+            Body::Queued(sealed) => sealed.bytes.mapped(),
+            Body::Packed(packed) => packed.heap_bytes(),
+        }
+    }
+
+    /// Memory the records' bytes take (the open block's unused room not counted).
+    fn stored_bytes(&self) -> usize {
+        match self {
+            Body::Raw(data) => data.len(),
+            Body::Queued(sealed) => sealed.bytes.len(),
+            Body::Packed(packed) => packed.heap_bytes(),
+        }
+    }
+}
+
+/// How a ring stores its blocks.
+#[derive(Debug, Clone, Copy)]
+pub struct RingOptions {
+    /// Pack sealed blocks with zstd (see the module documentation).
+    pub compress: bool,
+    /// Bytes per block (records larger than this get a block of their own).
+    pub block_size: usize,
+}
+
+impl Default for RingOptions {
+    fn default() -> Self {
+        Self {
+            compress: false,
+            block_size: BLOCK_SIZE,
+        }
+    }
+}
+
+/// What a compressing ring adds.
+struct Compression {
+    codec: Arc<Codec>,
+    inbox: Arc<Inbox>,
+    unpacker: RefCell<Unpacker>,
+    /// The fork generation jobs were handed to the background thread in; in a later one (a
+    /// fork child) the thread and its results do not exist.
+    generation: u64,
+}
+
+/// One stored record: borrowed from the ring, or decompressed.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Record<'a> {
     pub seq: u64,
     pub timestamp: f64,
-    pub json: &'a [u8],
+    pub json: RecordJson<'a>,
+}
+
+/// A record's JSON: borrowed from a plain block, or decompressed from a packed one. Derefs to
+/// the bytes and compares with byte strings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordJson<'a>(Cow<'a, [u8]>);
+
+impl std::ops::Deref for RecordJson<'_> {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl<const N: usize> PartialEq<&[u8; N]> for RecordJson<'_> {
+    fn eq(&self, other: &&[u8; N]) -> bool {
+        *self.0 == other[..]
+    }
+}
+
+impl PartialEq<&[u8]> for RecordJson<'_> {
+    fn eq(&self, other: &&[u8]) -> bool {
+        *self.0 == **other
+    }
 }
 
 /// A bounded ring of events, limited by count and optionally by bytes.
@@ -89,7 +187,7 @@ pub struct Ring {
     headers: VecDeque<Header>,
     blocks: VecDeque<Block>,
     first_block: u32,
-    spare: Vec<Vec<u8>>,
+    spare: Vec<BlockBuf>,
     /// Absolute index (number of records ever pushed before it) of `headers[0]`.
     base: u64,
     nbytes: usize,
@@ -97,6 +195,9 @@ pub struct Ring {
     pub(crate) interner: Interner,
     /// By interned id: absolute index of the newest record of that stream.
     stream_heads: Vec<u64>,
+    block_size: usize,
+    next_serial: u64,
+    compression: Option<Box<Compression>>,
     /// Recently interned strings by the address of the caller's text: events built by the
     /// same program reuse the same string objects, and an address check plus a comparison is
     /// cheaper than hashing. Entries are always verified against the interned text.
@@ -106,6 +207,22 @@ pub struct Ring {
 impl Ring {
     /// A ring holding at most `capacity` events and, if given, `max_bytes` bytes of JSON.
     pub fn new(capacity: usize, max_bytes: Option<usize>) -> Result<Self, CoreError> {
+        Self::with_options(capacity, max_bytes, RingOptions::default())
+    }
+
+    /// `new` with storage options.
+    pub fn with_options(
+        capacity: usize,
+        max_bytes: Option<usize>,
+        options: RingOptions,
+    ) -> Result<Self, CoreError> {
+        if !(MIN_BLOCK_SIZE..=u32::MAX as usize / 2).contains(&options.block_size) {
+            return Err(CoreError::Invalid(format!(
+                "block size must be between {MIN_BLOCK_SIZE} and {} bytes, got {}",
+                u32::MAX / 2,
+                options.block_size
+            )));
+        }
         if capacity == 0 {
             return Err(CoreError::Invalid("capacity must be at least 1".into()));
         }
@@ -131,7 +248,22 @@ impl Ring {
             interner: Interner::new(),
             stream_heads: Vec::new(),
             recent: Box::new([RecentId::default(); RECENT_SLOTS]),
+            block_size: options.block_size,
+            next_serial: 0,
+            compression: options.compress.then(|| {
+                Box::new(Compression {
+                    codec: Arc::new(Codec::new(options.block_size)),
+                    inbox: Arc::default(),
+                    unpacker: RefCell::default(),
+                    generation: fork::generation(),
+                })
+            }),
         })
+    }
+
+    /// Whether sealed blocks are compressed.
+    pub fn compresses(&self) -> bool {
+        self.compression.is_some()
     }
 
     pub fn capacity(&self) -> usize {
@@ -160,15 +292,35 @@ impl Ring {
         self.evicted
     }
 
-    /// Memory the ring has reserved: blocks, headers, indexes and interned strings.
+    /// Memory the ring has reserved: blocks, headers, indexes and interned strings, and for a
+    /// compressing ring its dictionary, decompression context and cache.
     pub fn heap_bytes(&self) -> usize {
-        let blocks: usize = self.blocks.iter().map(|b| b.data.capacity()).sum();
-        let spare: usize = self.spare.iter().map(Vec::capacity).sum();
+        let blocks: usize = self.blocks.iter().map(|b| b.body.heap_bytes()).sum();
+        let spare: usize = self.spare.iter().map(BlockBuf::mapped).sum();
+        let compression = self.compression.as_ref().map_or(0, |c| {
+            c.codec.heap_bytes() + c.unpacker.try_borrow().map_or(0, |u| u.heap_bytes())
+        });
         blocks
             + spare
+            + compression
             + self.headers.capacity() * std::mem::size_of::<Header>()
             + self.stream_heads.capacity() * 8
             + self.interner.heap_bytes()
+    }
+
+    /// Bytes the blocks hold: the records' bytes (packed blocks at their compressed size, with
+    /// their tables), and those of records evicted from a block that is not yet freed; so about
+    /// `nbytes` for a ring that does not compress.
+    pub fn stored_bytes(&self) -> usize {
+        self.blocks.iter().map(|b| b.body.stored_bytes()).sum()
+    }
+
+    /// Sealed blocks handed to the background compressor and not yet taken back packed.
+    pub fn queued_blocks(&self) -> usize {
+        self.blocks
+            .iter()
+            .filter(|b| matches!(b.body, Body::Queued(_)))
+            .count()
     }
 
     /// Absolute index of the oldest held record (records ever pushed before it).
@@ -185,6 +337,9 @@ impl Ring {
     ) -> Result<(), CoreError> {
         let size: usize = parts.iter().map(|p| p.len()).sum();
         self.check_fits(size)?;
+        if self.compression.is_some() {
+            self.absorb();
+        }
         while self.headers.len() >= self.capacity
             || self
                 .max_bytes
@@ -192,11 +347,19 @@ impl Ring {
         {
             self.evict_oldest();
         }
-        let (block, offset) = self.place(seq, size);
+        // Fails only if the kernel refuses memory for a new block (the evictions above stay).
+        let (block, offset) = self.place(seq, size)?;
         let index = self.block_index(block);
         let target = &mut self.blocks[index];
+        let Body::Raw(data) = &mut target.body else {
+            // `place` only returns the open block, which is raw.
+            return Err(CoreError::Invalid(
+                "internal error: the open block is sealed".into(),
+            ));
+        };
         for part in parts {
-            target.data.extend_from_slice(part);
+            // Cannot fail: `place` made room for `size` bytes.
+            data.push(part);
         }
         target.live += 1;
         let seq_offset = (seq - target.base_seq) as u32;
@@ -286,33 +449,45 @@ impl Ring {
     }
 
     /// Chooses the block and offset for a record of `size` bytes, opening a block if needed.
-    fn place(&mut self, seq: u64, size: usize) -> (u32, u32) {
+    fn place(&mut self, seq: u64, size: usize) -> Result<(u32, u32), CoreError> {
         let tail_number = self
             .first_block
             .wrapping_add(self.blocks.len().max(1) as u32 - 1);
         if let Some(tail) = self.blocks.back_mut() {
-            if tail.data.is_empty() {
-                tail.base_seq = seq;
+            if let Body::Raw(data) = &tail.body {
+                if data.is_empty() {
+                    tail.base_seq = seq;
+                }
+                let fits = size <= data.room();
+                let seq_fits = seq >= tail.base_seq && seq - tail.base_seq <= u64::from(u32::MAX);
+                if fits && seq_fits {
+                    return Ok((tail_number, data.len() as u32));
+                }
             }
-            let fits = tail.data.len() + size <= tail.data.capacity();
-            let seq_fits = seq >= tail.base_seq && seq - tail.base_seq <= u64::from(u32::MAX);
-            if fits && seq_fits {
-                return (tail_number, tail.data.len() as u32);
-            }
+        }
+        if self.compression.is_some() {
+            self.seal_tail();
         }
         let data = match self.spare.pop() {
             Some(buffer) if buffer.capacity() >= size => buffer,
-            _ => new_block(size.max(BLOCK_SIZE)),
+            _ => BlockBuf::with_capacity(size.max(self.block_size)).ok_or_else(|| {
+                CoreError::io(
+                    "cannot map memory for a ring block",
+                    std::io::Error::last_os_error(),
+                )
+            })?,
         };
         self.blocks.push_back(Block {
-            data,
+            body: Body::Raw(data),
             base_seq: seq,
             live: 0,
+            serial: self.next_serial,
         });
-        (
+        self.next_serial += 1;
+        Ok((
             self.first_block.wrapping_add(self.blocks.len() as u32 - 1),
             0,
-        )
+        ))
     }
 
     #[inline]
@@ -325,9 +500,197 @@ impl Ring {
         let header = &self.headers[index];
         let end = match self.headers.get(index + 1) {
             Some(next) if next.block == header.block => next.offset as usize,
-            _ => self.blocks[self.block_index(header.block)].data.len(),
+            _ => self.blocks[self.block_index(header.block)].body.raw_end(),
         };
         end - header.offset as usize
+    }
+
+    /// The held records of block `index` (position in `blocks`), for packing; and the absolute
+    /// index of the first.
+    fn pieces_of(&self, index: usize) -> (Vec<Piece>, u64) {
+        let before: usize = self
+            .blocks
+            .iter()
+            .take(index)
+            .map(|b| b.live as usize)
+            .sum();
+        let live = self.blocks[index].live as usize;
+        let pieces = (before..before + live)
+            .map(|at| Piece {
+                offset: self.headers[at].offset,
+                len: self.record_len(at) as u32,
+                stream: self.headers[at].stream_id,
+            })
+            .collect();
+        (pieces, self.base + before as u64)
+    }
+
+    /// Hands the open block, now full, to the compressor (packing it here if there is none).
+    fn seal_tail(&mut self) {
+        let Some(last) = self.blocks.len().checked_sub(1) else {
+            return;
+        };
+        if !matches!(&self.blocks[last].body, Body::Raw(data) if !data.is_empty()) {
+            return;
+        }
+        let forked = self
+            .compression
+            .as_ref()
+            .is_some_and(|c| fork::forked_since(c.generation));
+        if forked {
+            // A fork child: the jobs in flight went to the parent's thread and will never come
+            // back. Pack those blocks here, once, and collect future results in a new inbox.
+            if let Some(c) = self.compression.as_mut() {
+                c.inbox = Arc::default();
+                c.generation = fork::generation();
+            }
+            self.pack_queued_here(true);
+        }
+        let (pieces, first) = self.pieces_of(last);
+        let Some(c) = self.compression.as_ref() else {
+            return;
+        };
+        let (codec, inbox) = (Arc::clone(&c.codec), Arc::clone(&c.inbox));
+        let tail = &mut self.blocks[last];
+        let Body::Raw(data) = std::mem::replace(&mut tail.body, Body::Packed(Packed::empty()))
+        else {
+            return;
+        };
+        let sealed = Arc::new(Sealed::new(data));
+        tail.body = Body::Queued(Arc::clone(&sealed));
+        let job = Job {
+            serial: tail.serial,
+            sealed,
+            pieces,
+            first,
+            codec,
+            inbox,
+        };
+        if let Err(job) = ring_worker::submit(job) {
+            let packed = pack_here(&job);
+            let serial = job.serial;
+            drop(job);
+            self.take_in(Done { serial, packed });
+        }
+    }
+
+    /// Takes in the blocks the background compressor has packed since last asked.
+    pub fn absorb(&mut self) {
+        let Some(c) = self.compression.as_ref() else {
+            return;
+        };
+        for done in c.inbox.take() {
+            self.take_in(done);
+        }
+    }
+
+    /// Puts a packing result in place of its block's queued bytes, if the block is still held
+    /// and still queued.
+    fn take_in(&mut self, done: Done) {
+        let Some(first) = self.blocks.front().map(|b| b.serial) else {
+            return;
+        };
+        let Some(index) = done.serial.checked_sub(first).map(|i| i as usize) else {
+            return;
+        };
+        let Some(block) = self.blocks.get_mut(index) else {
+            return;
+        };
+        if block.serial != done.serial || !matches!(block.body, Body::Queued(_)) {
+            return;
+        }
+        let Body::Queued(sealed) =
+            std::mem::replace(&mut block.body, Body::Packed(Packed::empty()))
+        else {
+            return;
+        };
+        match done.packed {
+            Some(packed) => {
+                block.body = Body::Packed(packed);
+                // Reusable unless a job still holds it (one overtaken in a fork child), in
+                // which case it goes when the job does.
+                if let Ok(sealed) = Arc::try_unwrap(sealed) {
+                    self.recycle(sealed.bytes);
+                }
+            }
+            None => match Arc::try_unwrap(sealed) {
+                Ok(sealed) => block.body = Body::Raw(sealed.bytes),
+                // Still shared with an overtaken job (rare: a block that does not compress,
+                // in a fork child): a copy of its own, or queued until the job lets go.
+                Err(shared) => {
+                    let copy = BlockBuf::with_capacity(shared.bytes.capacity())
+                        .map(|mut copy| (copy.push(&shared.bytes), copy));
+                    block.body = match copy {
+                        Some((true, copy)) => Body::Raw(copy),
+                        _ => Body::Queued(shared),
+                    }
+                }
+            },
+        }
+    }
+
+    /// Keeps a freed block buffer for reuse, if it is a standard one and room is left.
+    fn recycle(&mut self, mut buffer: BlockBuf) {
+        // A compressing ring frees a block per block appended (once packed): one spare is
+        // enough to reuse it; a plain ring frees its oldest blocks in bursts (large records).
+        let keep = if self.compression.is_some() {
+            1
+        } else {
+            SPARE_BLOCKS
+        };
+        if buffer.capacity() == self.block_size && self.spare.len() < keep {
+            buffer.clear();
+            self.spare.push(buffer);
+        }
+    }
+
+    /// Packs, in this thread, every sealed block the compressor has not started on, waits for
+    /// those it is packing and takes in what it finished; returns how many blocks this call
+    /// packed itself.
+    pub fn compress_pending(&mut self) -> usize {
+        self.absorb();
+        let mut packed = self.pack_queued_here(false);
+        // The rest are being packed by the background thread, which is running (they were
+        // claimed in this fork generation, or `seal_tail` would have packed them): give it time,
+        // then pack whatever is still queued here.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while self.queued_blocks() > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+            self.absorb();
+        }
+        if self.queued_blocks() > 0 {
+            packed += self.pack_queued_here(true);
+        }
+        packed
+    }
+
+    /// Packs the queued blocks in this thread: those no one claimed, or all (`force`, where
+    /// the claims were made by a thread that does not exist here).
+    fn pack_queued_here(&mut self, force: bool) -> usize {
+        let Some(c) = self.compression.as_ref() else {
+            return 0;
+        };
+        let codec = Arc::clone(&c.codec);
+        let Some(mut work) = Work::new() else {
+            return 0;
+        };
+        let mut packed_count = 0;
+        for index in 0..self.blocks.len() {
+            let Body::Queued(sealed) = &self.blocks[index].body else {
+                continue;
+            };
+            if !sealed.claim() && !force {
+                continue;
+            }
+            let sealed = Arc::clone(sealed);
+            let (pieces, first) = self.pieces_of(index);
+            let packed = codec.pack(&mut work, &sealed.bytes, &pieces, first);
+            drop(sealed);
+            packed_count += usize::from(packed.is_some());
+            let serial = self.blocks[index].serial;
+            self.take_in(Done { serial, packed });
+        }
+        packed_count
     }
 
     fn evict_oldest(&mut self) {
@@ -365,17 +728,23 @@ impl Ring {
     fn drop_empty_blocks(&mut self) {
         while self.blocks.front().is_some_and(|b| b.live == 0) {
             if self.blocks.len() == 1 {
-                // The ring is empty: keep the block and start it over.
-                if let Some(only) = self.blocks.front_mut() {
-                    only.data.clear();
+                // The ring is empty: keep the (open, raw) block and start it over.
+                if let Some(Body::Raw(data)) = self.blocks.front_mut().map(|b| &mut b.body) {
+                    data.clear();
+                    return;
                 }
-                return;
             }
-            if let Some(mut block) = self.blocks.pop_front() {
+            if let Some(block) = self.blocks.pop_front() {
                 self.first_block = self.first_block.wrapping_add(1);
-                if block.data.capacity() == BLOCK_SIZE && self.spare.len() < SPARE_BLOCKS {
-                    block.data.clear();
-                    self.spare.push(block.data);
+                match block.body {
+                    Body::Raw(data) => self.recycle(data),
+                    // Reusable once the compressor has let go of it (it has, if it finished).
+                    Body::Queued(sealed) => {
+                        if let Ok(sealed) = Arc::try_unwrap(sealed) {
+                            self.recycle(sealed.bytes);
+                        }
+                    }
+                    Body::Packed(_) => {}
                 }
             }
         }
@@ -392,6 +761,11 @@ impl Ring {
         self.interner.clear();
         self.stream_heads.clear();
         self.recent.fill(RecentId::default());
+        if let Some(c) = self.compression.as_ref() {
+            if let Ok(mut unpacker) = c.unpacker.try_borrow_mut() {
+                unpacker.clear();
+            }
+        }
     }
 
     fn seq_at(&self, index: usize) -> u64 {
@@ -399,17 +773,67 @@ impl Ring {
         self.blocks[self.block_index(header.block)].base_seq + u64::from(header.seq_offset)
     }
 
-    /// The record at `index` (0 is the oldest held).
+    /// The record at `index` (0 is the oldest held); `None` past the end (or, for a packed
+    /// record, if it cannot be decompressed: `copy_to` says why).
     pub fn get(&self, index: usize) -> Option<Record<'_>> {
         let header = self.headers.get(index)?;
         let block = &self.blocks[self.block_index(header.block)];
         let start = header.offset as usize;
-        let json = &block.data[start..start + self.record_len(index)];
+        let len = self.record_len(index);
+        let json = match block.body.plain() {
+            Some(bytes) => Cow::Borrowed(&bytes[start..start + len]),
+            None => {
+                let mut out = Vec::with_capacity(len);
+                self.read_packed(block, index, len, &mut out).ok()?;
+                Cow::Owned(out)
+            }
+        };
         Some(Record {
             seq: block.base_seq + u64::from(header.seq_offset),
             timestamp: header.timestamp,
-            json,
+            json: RecordJson(json),
         })
+    }
+
+    /// Appends the JSON of the record at `index` to `out`; its sequence number, or `None` past
+    /// the end. An error means a packed record could not be decompressed (a bug, or memory
+    /// corruption: the ring only holds what it compressed itself).
+    pub fn copy_to(&self, index: usize, out: &mut Vec<u8>) -> Result<Option<u64>, CoreError> {
+        let Some(header) = self.headers.get(index) else {
+            return Ok(None);
+        };
+        let block = &self.blocks[self.block_index(header.block)];
+        let start = header.offset as usize;
+        let len = self.record_len(index);
+        match block.body.plain() {
+            Some(bytes) => out.extend_from_slice(&bytes[start..start + len]),
+            None => self.read_packed(block, index, len, out)?,
+        }
+        Ok(Some(block.base_seq + u64::from(header.seq_offset)))
+    }
+
+    fn read_packed(
+        &self,
+        block: &Block,
+        index: usize,
+        len: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<(), CoreError> {
+        let (Body::Packed(packed), Some(c)) = (&block.body, self.compression.as_ref()) else {
+            return Err(CoreError::Invalid("internal error: no packed block".into()));
+        };
+        let mut unpacker = c
+            .unpacker
+            .try_borrow_mut()
+            .map_err(|_| CoreError::Invalid("internal error: reentrant ring read".into()))?;
+        let absolute = self.base + index as u64;
+        unpacker
+            .read(&c.codec, packed, block.serial, absolute, len, out)
+            .map_err(|why| {
+                CoreError::Invalid(format!(
+                    "stored event is damaged: compressed record {absolute} unreadable: {why}"
+                ))
+            })
     }
 
     /// Index of the oldest held record with a sequence number greater than `seq`.
@@ -467,6 +891,12 @@ impl Ring {
     pub fn block_count(&self) -> usize {
         self.blocks.len()
     }
+}
+
+/// Packs a job in this thread (no background thread to take it).
+fn pack_here(job: &Job) -> Option<Packed> {
+    job.codec
+        .pack(&mut Work::new()?, &job.sealed.bytes, &job.pieces, job.first)
 }
 
 /// The indexed fields of one header.
@@ -654,6 +1084,181 @@ mod tests {
         push(&mut ring, 5, "s", "{}");
         assert_eq!(ring.get(0).unwrap().seq, 5);
         assert_eq!(ring.stream_head(ring.interned("s").unwrap()), Some(0));
+    }
+
+    fn compressing(capacity: usize, block_size: usize) -> Ring {
+        let options = RingOptions {
+            compress: true,
+            block_size,
+        };
+        Ring::with_options(capacity, None, options).unwrap()
+    }
+
+    /// Deterministic pseudo-random numbers for the workload tests.
+    struct Rng(u64);
+
+    impl Rng {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0 % n
+        }
+    }
+
+    fn body(rng: &mut Rng, seq: u64) -> String {
+        let words = [
+            "tool", "read", "the", "file", "session", "answer", "delta", "grep",
+        ];
+        let text: Vec<&str> = (0..rng.below(40))
+            .map(|_| words[rng.below(8) as usize])
+            .collect();
+        let big = if rng.below(50) == 0 {
+            "x".repeat(rng.below(3000) as usize)
+        } else {
+            String::new()
+        };
+        format!(
+            "{{\"n\":{seq},\"text\":\"{}\",\"big\":\"{big}\"}}",
+            text.join(" ")
+        )
+    }
+
+    fn same_records(plain: &Ring, packed: &Ring) {
+        assert_eq!(plain.len(), packed.len());
+        assert_eq!(plain.nbytes(), packed.nbytes());
+        assert_eq!(plain.evicted(), packed.evicted());
+        let mut out = Vec::new();
+        for index in 0..plain.len() {
+            let want = plain.get(index).unwrap();
+            assert_eq!(packed.get(index).unwrap(), want, "record {index}");
+            out.clear();
+            assert_eq!(packed.copy_to(index, &mut out).unwrap(), Some(want.seq));
+            assert_eq!(out, &*want.json);
+        }
+        assert!(packed.get(plain.len()).is_none());
+        assert_eq!(packed.copy_to(plain.len(), &mut out).unwrap(), None);
+        for stream in ["s0", "s1", "s2", "s3", "s4", "nope"] {
+            for newest_first in [false, true] {
+                let q = crate::query::Query {
+                    stream_id: Some(stream.into()),
+                    limit: Some(7),
+                    newest_first,
+                    ..Default::default()
+                };
+                assert_eq!(plain.select(&q, usize::MAX), packed.select(&q, usize::MAX));
+            }
+        }
+    }
+
+    #[test]
+    fn a_compressing_ring_holds_the_same_records() {
+        for (capacity, block_size) in [(300, 1024), (5, 512), (2000, 4096), (50, 64)] {
+            let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ capacity as u64);
+            let mut plain = Ring::with_options(
+                capacity,
+                None,
+                RingOptions {
+                    compress: false,
+                    block_size,
+                },
+            )
+            .unwrap();
+            let mut packed = compressing(capacity, block_size);
+            for seq in 1..=3000u64 {
+                let stream = format!("s{}", rng.below(5));
+                let text = body(&mut rng, seq);
+                let fields = fields("t", &stream);
+                plain.push(seq, &fields, &[text.as_bytes()]).unwrap();
+                packed.push(seq, &fields, &[text.as_bytes()]).unwrap();
+                match rng.below(400) {
+                    0 => {
+                        packed.compress_pending();
+                        assert_eq!(packed.queued_blocks(), 0);
+                    }
+                    1 => same_records(&plain, &packed),
+                    2 => {
+                        plain.clear();
+                        packed.clear();
+                    }
+                    _ => {}
+                }
+            }
+            same_records(&plain, &packed);
+            packed.compress_pending();
+            same_records(&plain, &packed);
+        }
+    }
+
+    #[test]
+    fn compressed_blocks_take_less_memory_and_are_recycled() {
+        let mut ring = compressing(20_000, BLOCK_SIZE);
+        let mut rng = Rng(7);
+        for seq in 1..=20_000u64 {
+            let stream = format!("s{}", rng.below(5));
+            let text = body(&mut rng, seq);
+            ring.push(seq, &fields("t", &stream), &[text.as_bytes()])
+                .unwrap();
+        }
+        ring.compress_pending();
+        assert!(ring.block_count() > 4);
+        assert_eq!(ring.queued_blocks(), 0);
+        let stored = ring.stored_bytes();
+        assert!(
+            stored * 3 < ring.nbytes(),
+            "{stored} stored of {}",
+            ring.nbytes()
+        );
+        assert!(ring.heap_bytes() < ring.nbytes());
+        // Keep appending: blocks are evicted, packed and their buffers reused.
+        for seq in 20_001..=60_000u64 {
+            let text = body(&mut rng, seq);
+            ring.push(seq, &fields("t", "s1"), &[text.as_bytes()])
+                .unwrap();
+        }
+        ring.compress_pending();
+        assert!(ring.stored_bytes() * 3 < ring.nbytes());
+        assert!(ring.spare.len() <= SPARE_BLOCKS);
+        let last = ring.get(ring.len() - 1).unwrap();
+        assert_eq!(last.seq, 60_000);
+    }
+
+    #[test]
+    fn the_background_compressor_catches_up() {
+        let mut ring = compressing(10_000, 4096);
+        for seq in 1..=10_000u64 {
+            let text = format!("{{\"n\":{seq},\"text\":\"the same words again and again\"}}");
+            ring.push(seq, &fields("t", "s"), &[text.as_bytes()])
+                .unwrap();
+        }
+        let sealed = ring.block_count() - 1;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while ring.queued_blocks() > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            ring.absorb();
+        }
+        assert_eq!(ring.queued_blocks(), 0, "the compressor finished");
+        let packed = ring
+            .blocks
+            .iter()
+            .filter(|b| matches!(b.body, Body::Packed(_)))
+            .count();
+        assert_eq!(packed, sealed);
+        assert_eq!(
+            &*ring.get(0).unwrap().json,
+            b"{\"n\":1,\"text\":\"the same words again and again\"}"
+        );
+    }
+
+    #[test]
+    fn rejects_bad_block_sizes() {
+        for block_size in [0, MIN_BLOCK_SIZE - 1, u32::MAX as usize] {
+            let options = RingOptions {
+                compress: true,
+                block_size,
+            };
+            assert!(Ring::with_options(10, None, options).is_err());
+        }
     }
 
     #[test]

@@ -88,7 +88,12 @@ class EventView(_Queryable):
 
 @final
 class EventRing(_Queryable):
-    """A bounded ring of events, limited by count and optionally by bytes of JSON."""
+    """A bounded ring of events, limited by count and optionally by bytes of JSON.
+
+    ``compress=True`` compresses every full block of events (zstd, on a background thread);
+    ``max_bytes`` and ``nbytes`` still count uncompressed bytes, so the same events are held
+    either way. ``_block_bytes`` (block size) is for tests.
+    """
 
     def __new__(
         cls,
@@ -96,6 +101,8 @@ class EventRing(_Queryable):
         *,
         max_bytes: Optional[int] = None,
         max_event_bytes: int = ...,
+        compress: bool = False,
+        _block_bytes: int = ...,
     ) -> EventRing: ...
     def append(self, event: Mapping[str, Any]) -> int: ...
     def extend(self, events: Iterable[Mapping[str, Any]]) -> int: ...
@@ -112,6 +119,17 @@ class EventRing(_Queryable):
     def evicted(self) -> int: ...
     @property
     def memory_bytes(self) -> int: ...
+    @property
+    def compress(self) -> bool: ...
+    @property
+    def stored_bytes(self) -> int:
+        """Bytes the blocks hold (compressed ones at their compressed size, evicted records of
+        the oldest block included until it is freed); about ``nbytes`` without compression."""
+    @property
+    def queued_blocks(self) -> int:
+        """Full blocks waiting for the background compressor (read as they are meanwhile)."""
+    def compress_pending(self) -> int:
+        """Compress every queued block now, in this thread; returns how many were compressed."""
 
 @final
 class JsonlStore(_Queryable):
@@ -134,6 +152,7 @@ class JsonlStore(_Queryable):
         max_disk_bytes: Optional[int] = ...,
         max_age: Optional[float] = None,
         compress_sealed: bool = False,
+        compress_history: bool = False,
     ) -> JsonlStore: ...
     def append(self, event: Mapping[str, Any]) -> _Event: ...
     def extend(self, events: Iterable[Mapping[str, Any]]) -> list[_Event]: ...
@@ -142,6 +161,8 @@ class JsonlStore(_Queryable):
     def collected(self) -> list[_Event]: ...
     def forget_open(self, open_type: str, item_id: str) -> bool: ...
     def stats(self) -> dict[str, Any]: ...
+    def compress_pending(self) -> int:
+        """With ``compress_history``: compress every queued block of the cache now."""
     def __enter__(self) -> JsonlStore: ...
     def __exit__(self, *args: object) -> bool: ...
     @property

@@ -144,6 +144,9 @@ def _add_soak(commands: Any) -> None:
         help="the store's segment size (default 8 MiB)",
     )
     soak.add_argument("--seed", type=int, default=7, help=argparse.SUPPRESS)
+    soak.add_argument(
+        "--compress-history", action="store_true", help="compress the history in memory (zstd)"
+    )
     soak.add_argument("--plot", metavar="FILE.png", help="write RSS and history against events")
     soak.add_argument("--json", action="store_true", help="print the figures as JSON")
     soak.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -619,6 +622,11 @@ def format_soak(result: Any) -> str:
         ("history events", f"{result.history_events:,} (max {result.config.history:,})"),
         ("cache events", f"{result.cache_events:,} (max {result.config.cache:,})"),
         ("bytes held", f"{result.bytes_held:,}"),
+        (
+            "bytes stored",
+            f"{result.bytes_stored:,}"
+            + (" (compressed)" if result.config.compress_history else ""),
+        ),
         ("file bytes (active segment)", f"{result.file_bytes:,}"),
         ("disk bytes at end", f"{result.disk_bytes_end:,} ({_mib(result.disk_bytes_end)})"),
         ("disk bytes peak", f"{result.disk_bytes_peak:,} ({_mib(result.disk_bytes_peak)})"),
@@ -666,6 +674,7 @@ def _soak_config(args: argparse.Namespace) -> Any:
         seed=args.seed,
         max_segment_bytes=args.max_segment_bytes,
         max_disk_bytes=args.max_disk_bytes or None,
+        compress_history=args.compress_history,
     )
 
 

@@ -166,6 +166,7 @@ class DurableStream:
         compress_sealed: bool = False,
         replicate_to: Optional[str] = None,
         replicate_options: Optional[Mapping[str, Any]] = None,
+        compress_history: bool = False,
     ) -> None:
         # Settings are checked before the file is opened (and locked).
         self._checkpoints = StreamCheckpoints(self.append, checkpoint_timeout)
@@ -182,6 +183,7 @@ class DurableStream:
             "compress_sealed": compress_sealed,
             "replicate_to": replicate_to,
             "replicate_options": replicate_options,
+            "compress_history": compress_history,
         }
         directory = os.path.dirname(os.path.abspath(path))
         os.makedirs(directory, exist_ok=True)
@@ -200,6 +202,7 @@ class DurableStream:
             max_disk_bytes=max_disk_bytes,
             max_age=max_age,
             compress_sealed=compress_sealed,
+            compress_history=compress_history,
         )
         self._store_append = self._store.append
         self._history = EventHistory(self._store.history)
@@ -584,6 +587,9 @@ class DurableStream:
             "history_events": store.get("history_events", 0),
             "cache_events": store.get("events", 0),
             "history_bytes": store.get("nbytes", 0),
+            "history_stored_bytes": store.get("stored_bytes", 0),
+            "history_memory_bytes": store.get("memory_bytes", 0),
+            "compress_history": self.config["compress_history"],
             "evicted": store.get("evicted", 0),
             "file_bytes": store.get("file_bytes", 0),
             "disk_bytes": store.get("disk_bytes", 0),

@@ -95,6 +95,7 @@ class SoakConfig:
     seed: int = 7
     max_segment_bytes: int = SOAK_SEGMENT_BYTES
     max_disk_bytes: Optional[int] = SOAK_DISK_BYTES
+    compress_history: bool = False
 
 
 @dataclass
@@ -136,6 +137,8 @@ class SoakResult:
     history_events: int
     cache_events: int
     bytes_held: int
+    # Memory the held events take: ``bytes_held`` unless ``compress_history``.
+    bytes_stored: int
     file_bytes: int
     shutdown_seconds: float
     shutdown_ok: bool
@@ -315,6 +318,7 @@ class _Host:
             durability=config.durability,
             max_segment_bytes=config.max_segment_bytes,
             max_disk_bytes=config.max_disk_bytes,
+            compress_history=config.compress_history,
         )
         self.memory_lane = MemoryLaneStore(os.path.join(directory, MEMORY_LANE_FILE))
         self.registry = TaskRegistry(self.stream, max_finished=MAX_FINISHED_TASKS)
@@ -730,6 +734,7 @@ async def _soak(config: SoakConfig, directory: str, on_progress: Optional[Progre
         history_events=int(stream_stats["history_events"]),
         cache_events=int(stream_stats["cache_events"]),
         bytes_held=int(stream_stats["history_bytes"]),
+        bytes_stored=int(stream_stats["history_stored_bytes"]),
         file_bytes=int(stream_stats["file_bytes"]),
         shutdown_seconds=shutdown_seconds,
         shutdown_ok=report.ok,

@@ -9,7 +9,6 @@ mod compress;
 pub mod crash;
 #[cfg(test)]
 mod damage_tests;
-mod fork;
 mod group;
 mod keeper;
 mod log;
@@ -39,9 +38,10 @@ use segments::{Layout, SegmentFile};
 use snapshot::Meta;
 
 use crate::event::{now_ms, CoreError, EventFields, DEFAULT_MAX_EVENT_BYTES, MAX_SEQ};
+use crate::fork;
 use crate::json::ScannedLine;
 use crate::keys::{KeySpans, MAX_PARTS};
-use crate::ring::Ring;
+use crate::ring::{Ring, RingOptions};
 
 /// Default size at which the active segment is sealed.
 pub const DEFAULT_MAX_SEGMENT_BYTES: u64 = 64 << 20;
@@ -111,6 +111,8 @@ pub struct StoreOptions {
     pub max_age: Option<f64>,
     /// Sealed segments are compressed to zstd (`.jsonl.zst`).
     pub compress_sealed: bool,
+    /// Compress the cache's sealed blocks in memory (see `ring.rs`).
+    pub compress_history: bool,
 }
 
 impl Default for StoreOptions {
@@ -126,6 +128,7 @@ impl Default for StoreOptions {
             max_disk_bytes: Some(DEFAULT_MAX_DISK_BYTES),
             max_age: None,
             compress_sealed: false,
+            compress_history: false,
         }
     }
 }
@@ -283,7 +286,14 @@ impl Store {
         }
         let sealed = listing.segments;
         let mut file = open_active(path)?;
-        let mut ring = Ring::new(options.retain.max(options.max_cache_size), None)?;
+        let mut ring = Ring::with_options(
+            options.retain.max(options.max_cache_size),
+            None,
+            RingOptions {
+                compress: options.compress_history,
+                ..RingOptions::default()
+            },
+        )?;
         let mut collector = Collector::new(&options.collect);
         let plan = plan_open(&sealed, &mut file, &options)
             .map_err(|e| CoreError::io(format!("cannot read {}", path.display()), e))?;
@@ -447,6 +457,10 @@ impl Store {
 
     pub fn ring(&self) -> &Ring {
         &self.ring
+    }
+
+    pub fn ring_mut(&mut self) -> &mut Ring {
+        &mut self.ring
     }
 
     /// Bytes of data in the active segment.

@@ -283,7 +283,7 @@ fn reference_rotated_files_load_first_in_time_order() {
     std::fs::write(&path, "{\"type\":\"current\",\"n\":3}\n").unwrap();
     let store = Store::open(&path, small(100, None)).unwrap();
     let types: Vec<String> = (0..store.ring().len())
-        .map(|i| String::from_utf8_lossy(store.ring().get(i).unwrap().json).into_owned())
+        .map(|i| String::from_utf8_lossy(&store.ring().get(i).unwrap().json).into_owned())
         .collect();
     assert_eq!(types.len(), 4);
     // 1700000000000 is 2023-11-14T22:13:20Z, before the end of that day's file.

@@ -16,8 +16,8 @@ use crate::ring::Ring;
 
 /// Something that owns a ring.
 pub(crate) trait RingHolder {
-    /// Runs `f` on the ring under the owner's lock; an error (a closed store) means `f` did not
-    /// run.
+    /// Runs `f` on the ring under the owner's lock (a compressing ring first takes in the blocks
+    /// its background compressor finished); an error (a closed store) means `f` did not run.
     fn with_ring<R>(&self, py: Python<'_>, f: impl FnOnce(&Ring) -> R) -> PyResult<R>;
 }
 
@@ -35,7 +35,8 @@ pub struct EventRing {
 
 impl RingHolder for EventRing {
     fn with_ring<R>(&self, _py: Python<'_>, f: impl FnOnce(&Ring) -> R) -> PyResult<R> {
-        let state = lock(&self.state, || {});
+        let mut state = lock(&self.state, || {});
+        state.ring.absorb();
         Ok(f(&state.ring))
     }
 }
@@ -65,9 +66,12 @@ pub(crate) struct SegmentSettings {
 
 impl RingHolder for JsonlStore {
     fn with_ring<R>(&self, _py: Python<'_>, f: impl FnOnce(&Ring) -> R) -> PyResult<R> {
-        let guard = lock(&self.store, || {});
-        match guard.as_ref() {
-            Some(store) => Ok(f(store.ring())),
+        let mut guard = lock(&self.store, || {});
+        match guard.as_mut() {
+            Some(store) => {
+                store.ring_mut().absorb();
+                Ok(f(store.ring()))
+            }
             None => Err(closed(&self.path)),
         }
     }

@@ -11,7 +11,7 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyList};
 
-use crate::event::MAX_DEPTH;
+use crate::event::{CoreError, MAX_DEPTH};
 use crate::json::{unescape, Cursor};
 use crate::keys::{expand_record, key_for_token};
 use crate::ring::Ring;
@@ -262,14 +262,20 @@ impl Copied {
         self.records.push((start, self.bytes.len(), seq));
     }
 
-    pub(crate) fn from_ring(ring: &Ring, indexes: impl IntoIterator<Item = usize>) -> Self {
+    /// The records at `indexes` (those past the end skipped). An error only if a compressed
+    /// record cannot be decompressed.
+    pub(crate) fn from_ring(
+        ring: &Ring,
+        indexes: impl IntoIterator<Item = usize>,
+    ) -> Result<Self, CoreError> {
         let mut copied = Self::default();
         for index in indexes {
-            if let Some(record) = ring.get(index) {
-                copied.push(record.json, record.seq);
+            let start = copied.bytes.len();
+            if let Some(seq) = ring.copy_to(index, &mut copied.bytes)? {
+                copied.records.push((start, copied.bytes.len(), seq));
             }
         }
-        copied
+        Ok(copied)
     }
 
     /// Each record as the bytes of its JSON line (tokens expanded, `seq` added); no dict.

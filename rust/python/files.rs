@@ -145,7 +145,7 @@ fn matching(files: &[StoreFile], query: &Query) -> std::io::Result<Copied> {
             scan_matches(file, after, &single, &mut ring, usize::MAX)?;
             for at in (0..ring.len()).rev() {
                 if let Some(record) = ring.get(at) {
-                    copied.push(record.json, record.seq);
+                    copied.push(&record.json, record.seq);
                 }
             }
             found += ring.len();
@@ -171,7 +171,7 @@ fn matching(files: &[StoreFile], query: &Query) -> std::io::Result<Copied> {
             break;
         }
     }
-    Ok(Copied::from_ring(&ring, 0..ring.len()))
+    Copied::from_ring(&ring, 0..ring.len()).map_err(|e| std::io::Error::other(e.to_string()))
 }
 
 #[derive(Default)]

@@ -14,6 +14,7 @@ use super::view::{self, EventIterator, Source};
 use crate::event::DEFAULT_MAX_EVENT_BYTES;
 use crate::keys::MAX_PARTS;
 use crate::ring::Ring;
+use crate::ring::{RingOptions, BLOCK_SIZE};
 
 impl EventRing {
     fn push_encoded(&self, buffer: &[u8], encoded: &[Encoded<'_>]) -> PyResult<u64> {
@@ -50,12 +51,22 @@ impl EventRing {
 #[pymethods]
 impl EventRing {
     #[new]
-    #[pyo3(signature = (capacity=100_000, *, max_bytes=None, max_event_bytes=DEFAULT_MAX_EVENT_BYTES as i64))]
-    fn new(capacity: i64, max_bytes: Option<i64>, max_event_bytes: i64) -> PyResult<Self> {
+    #[pyo3(signature = (capacity=100_000, *, max_bytes=None, max_event_bytes=DEFAULT_MAX_EVENT_BYTES as i64, compress=false, _block_bytes=BLOCK_SIZE as i64))]
+    fn new(
+        capacity: i64,
+        max_bytes: Option<i64>,
+        max_event_bytes: i64,
+        compress: bool,
+        _block_bytes: i64,
+    ) -> PyResult<Self> {
         let capacity = positive(capacity, "capacity")?;
         let max_bytes = max_bytes.map(|b| positive(b, "max_bytes")).transpose()?;
         let max_event_bytes = positive(max_event_bytes, "max_event_bytes")?;
-        let ring = Ring::new(capacity, max_bytes).map_err(to_pyerr)?;
+        let options = RingOptions {
+            compress,
+            block_size: positive(_block_bytes, "_block_bytes")?,
+        };
+        let ring = Ring::with_options(capacity, max_bytes, options).map_err(to_pyerr)?;
         Ok(Self {
             state: Mutex::new(RingState { ring, next_seq: 1 }),
             max_event_bytes,
@@ -159,6 +170,33 @@ impl EventRing {
     #[getter]
     fn memory_bytes(&self, py: Python<'_>) -> PyResult<usize> {
         self.with_ring(py, Ring::heap_bytes)
+    }
+
+    /// Whether sealed blocks are compressed.
+    #[getter]
+    fn compress(&self, py: Python<'_>) -> PyResult<bool> {
+        self.with_ring(py, Ring::compresses)
+    }
+
+    /// Bytes the blocks hold (compressed blocks at their compressed size); about `nbytes` without
+    /// compression.
+    #[getter]
+    fn stored_bytes(&self, py: Python<'_>) -> PyResult<usize> {
+        self.with_ring(py, Ring::stored_bytes)
+    }
+
+    /// Sealed blocks waiting for the background compressor.
+    #[getter]
+    fn queued_blocks(&self, py: Python<'_>) -> PyResult<usize> {
+        self.with_ring(py, Ring::queued_blocks)
+    }
+
+    /// Compresses now, in this thread, every sealed block still waiting for the background
+    /// compressor; returns how many it compressed.
+    fn compress_pending(&self, py: Python<'_>) -> usize {
+        let mut state = lock(&self.state, || {});
+        let ring = &mut state.ring;
+        py.detach(|| ring.compress_pending())
     }
 
     fn clear(&self) {

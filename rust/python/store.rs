@@ -160,7 +160,7 @@ type PairSpec = (String, Vec<String>, Vec<String>, Vec<String>);
 #[pymethods]
 impl JsonlStore {
     #[new]
-    #[pyo3(signature = (path, *, max_cache_size=50_000, durability="flush", max_event_bytes=DEFAULT_MAX_EVENT_BYTES as i64, history_size=None, collect_types=None, collect_pairs=None, group_interval_ms=5.0, default_actor=None, default_correlation_id=None, max_segment_bytes=DEFAULT_MAX_SEGMENT_BYTES as i64, max_disk_bytes=Some(DEFAULT_MAX_DISK_BYTES as i64), max_age=None, compress_sealed=false))]
+    #[pyo3(signature = (path, *, max_cache_size=50_000, durability="flush", max_event_bytes=DEFAULT_MAX_EVENT_BYTES as i64, history_size=None, collect_types=None, collect_pairs=None, group_interval_ms=5.0, default_actor=None, default_correlation_id=None, max_segment_bytes=DEFAULT_MAX_SEGMENT_BYTES as i64, max_disk_bytes=Some(DEFAULT_MAX_DISK_BYTES as i64), max_age=None, compress_sealed=false, compress_history=false))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -178,6 +178,7 @@ impl JsonlStore {
         max_disk_bytes: Option<i64>,
         max_age: Option<f64>,
         compress_sealed: bool,
+        compress_history: bool,
     ) -> PyResult<Self> {
         let max_cache_size = positive(max_cache_size, "max_cache_size")?;
         let history_size = history_size
@@ -219,6 +220,7 @@ impl JsonlStore {
                 .transpose()?,
             max_age,
             compress_sealed,
+            compress_history,
         };
         let opened_path = path.clone();
         let durability = options.durability;
@@ -319,6 +321,15 @@ impl JsonlStore {
             py.detach(move || store.close()).map_err(to_pyerr)?;
         }
         Ok(())
+    }
+
+    /// Compresses now, in this thread, every sealed block of the cache still waiting for the
+    /// background compressor; returns how many it compressed (0 without `compress_history`).
+    fn compress_pending(&self, py: Python<'_>) -> PyResult<usize> {
+        let mut guard = lock(&self.store, || {});
+        let store = guard.as_mut().ok_or_else(|| closed(&self.path))?;
+        let ring = store.ring_mut();
+        Ok(py.detach(|| ring.compress_pending()))
     }
 
     #[getter]
@@ -436,12 +447,14 @@ impl JsonlStore {
         self.max_event_bytes
     }
 
-    /// Counts and sizes: events (cache), history_events, nbytes, memory_bytes, evicted,
-    /// file_bytes, next_seq, durability, distinct_strings.
+    /// Counts and sizes: events (cache), history_events, nbytes, stored_bytes, queued_blocks,
+    /// memory_bytes, evicted, file_bytes, next_seq, durability, distinct_strings,
+    /// compress_history.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let (numbers, file_bytes, next_seq, segments) = {
-            let guard = lock(&self.store, || {});
-            let store = guard.as_ref().ok_or_else(|| closed(&self.path))?;
+        let (numbers, file_bytes, next_seq, segments, compress_history) = {
+            let mut guard = lock(&self.store, || {});
+            let store = guard.as_mut().ok_or_else(|| closed(&self.path))?;
+            store.ring_mut().absorb();
             let ring = store.ring();
             let numbers = [
                 ("events", view::view_len(ring, self.max_cache_size) as u64),
@@ -450,6 +463,8 @@ impl JsonlStore {
                     view::view_len(ring, self.history_size) as u64,
                 ),
                 ("nbytes", ring.nbytes() as u64),
+                ("stored_bytes", ring.stored_bytes() as u64),
+                ("queued_blocks", ring.queued_blocks() as u64),
                 ("memory_bytes", ring.heap_bytes() as u64),
                 ("evicted", ring.evicted()),
                 ("distinct_strings", ring.distinct_strings() as u64),
@@ -459,6 +474,7 @@ impl JsonlStore {
                 store.file_len(),
                 store.next_seq(),
                 store.segment_stats(),
+                ring.compresses(),
             )
         };
         let dict = PyDict::new(py);
@@ -471,6 +487,7 @@ impl JsonlStore {
         dict.set_item("max_cache_size", self.max_cache_size)?;
         dict.set_item("history_size", self.history_size)?;
         add_segment_stats(&dict, &segments, &self.segments)?;
+        dict.set_item("compress_history", compress_history)?;
         Ok(dict)
     }
 

@@ -12,6 +12,7 @@ use pyo3::types::{PyDict, PyList, PySlice};
 use super::args::{query_from_kwargs, QueryArgs};
 use super::classes::{EventRing, JsonlStore, RingHolder};
 use super::decode::Copied;
+use super::errors::to_pyerr;
 use crate::ring::Ring;
 
 /// Index of the first record of the window.
@@ -29,9 +30,11 @@ pub(crate) fn query<'py, H: RingHolder>(
     window: usize,
     args: &QueryArgs,
 ) -> PyResult<Bound<'py, PyList>> {
-    let copied = holder.with_ring(py, |ring| {
-        Copied::from_ring(ring, ring.select(&args.query, window))
-    })?;
+    let copied = holder
+        .with_ring(py, |ring| {
+            Copied::from_ring(ring, ring.select(&args.query, window))
+        })?
+        .map_err(to_pyerr)?;
     copied.into_py(py, args.raw)
 }
 
@@ -40,9 +43,11 @@ pub(crate) fn to_list<'py, H: RingHolder>(
     py: Python<'py>,
     window: usize,
 ) -> PyResult<Bound<'py, PyList>> {
-    let copied = holder.with_ring(py, |ring| {
-        Copied::from_ring(ring, window_start(ring, window)..ring.len())
-    })?;
+    let copied = holder
+        .with_ring(py, |ring| {
+            Copied::from_ring(ring, window_start(ring, window)..ring.len())
+        })?
+        .map_err(to_pyerr)?;
     copied.into_list(py)
 }
 
@@ -57,29 +62,33 @@ pub(crate) fn get_item<'py, H: RingHolder>(
         // The bounds' __index__ is Python code: resolve them before taking the lock.
         let length = holder.with_ring(py, |ring| view_len(ring, window))?;
         let bounds = slice.indices(length as isize)?;
-        let copied = holder.with_ring(py, |ring| {
-            // Events may have come or gone meanwhile: the slice is taken of the view as it is
-            // now, and positions past its end are skipped.
-            let start = window_start(ring, window) as isize;
-            let picks = (0..bounds.slicelength)
-                .map(|k| start + bounds.start + k as isize * bounds.step)
-                .filter(|&at| at >= 0)
-                .map(|at| at as usize);
-            Copied::from_ring(ring, picks)
-        })?;
+        let copied = holder
+            .with_ring(py, |ring| {
+                // Events may have come or gone meanwhile: the slice is taken of the view as it
+                // is now, and positions past its end are skipped.
+                let start = window_start(ring, window) as isize;
+                let picks = (0..bounds.slicelength)
+                    .map(|k| start + bounds.start + k as isize * bounds.step)
+                    .filter(|&at| at >= 0)
+                    .map(|at| at as usize);
+                Copied::from_ring(ring, picks)
+            })?
+            .map_err(to_pyerr)?;
         return Ok(copied.into_list(py)?.into_any());
     }
     let index: isize = key
         .extract()
         .map_err(|_| PyTypeError::new_err("event indexes must be integers or slices"))?;
-    let copied = holder.with_ring(py, |ring| {
-        let length = view_len(ring, window) as isize;
-        let position = if index < 0 { index + length } else { index };
-        if position < 0 || position >= length {
-            return Copied::default();
-        }
-        Copied::from_ring(ring, [window_start(ring, window) + position as usize])
-    })?;
+    let copied = holder
+        .with_ring(py, |ring| {
+            let length = view_len(ring, window) as isize;
+            let position = if index < 0 { index + length } else { index };
+            if position < 0 || position >= length {
+                return Ok(Copied::default());
+            }
+            Copied::from_ring(ring, [window_start(ring, window) + position as usize])
+        })?
+        .map_err(to_pyerr)?;
     copied
         .into_single(py)?
         .ok_or_else(|| PyIndexError::new_err(format!("event index {index} out of range")))
@@ -210,11 +219,11 @@ impl EventIterator {
             let oldest_in_window = base + window_start(ring, window) as u64;
             let at = wanted.max(oldest_in_window);
             if at >= end || at >= base + ring.len() as u64 {
-                return (Copied::default(), end);
+                return (Ok(Copied::default()), end);
             }
             (Copied::from_ring(ring, [(at - base) as usize]), at + 1)
         })?;
         self.next_absolute = taken;
-        copied.into_single(py)
+        copied.map_err(to_pyerr)?.into_single(py)
     }
 }

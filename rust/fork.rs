@@ -1,7 +1,9 @@
 //! Fork detection. A child made by `fork()` inherits the store's mapping, its file lock (the
 //! same open file) and none of its helper threads; writing, syncing or trimming the file from
 //! there would corrupt the parent's log or wait forever on a thread that does not exist. A store
-//! remembers the fork generation it was opened in and refuses to act in a later one.
+//! remembers the fork generation it was opened in and refuses to act in a later one. A
+//! compressing ring does the same with its background compressor (`ring_worker.rs`): in a later
+//! generation it compresses in the appending thread instead.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Once;

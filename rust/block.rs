@@ -1,0 +1,163 @@
+//! `BlockBuf`: the byte buffer of a ring block, mapped straight from the kernel.
+//!
+//! Blocks are large (256 KiB) and, in a compressing ring, short-lived: each is freed once its
+//! packed form replaces it. Through malloc, freed blocks would stay in the process as free heap
+//! (glibc moves its mmap threshold above a freed mapping's size, so later blocks come from the
+//! heap, whose holes it does not give back), and the memory a compressing ring saves would not
+//! show in RSS. A mapping of our own goes back to the kernel the moment it is dropped. Its pages
+//! are also faulted in with one call (`MAP_POPULATE`) rather than one fault per page as records
+//! are copied in (a first touch of fresh memory is costly, more so in a VM).
+
+use std::ops::Deref;
+use std::ptr::NonNull;
+
+/// A fixed-capacity, append-only byte buffer in its own anonymous mapping.
+pub(crate) struct BlockBuf {
+    start: NonNull<u8>,
+    len: usize,
+    /// What was asked for: appends stop there.
+    capacity: usize,
+    /// The mapping's size (`capacity` rounded up to whole pages).
+    mapped: usize,
+}
+
+// SAFETY: a BlockBuf owns its mapping exclusively (like a Vec<u8> owns its allocation) and has
+// no interior mutability: moving it to another thread or sharing `&BlockBuf` (read-only bytes)
+// across threads is as safe as for Vec<u8>.
+unsafe impl Send for BlockBuf {}
+// SAFETY: see `Send`: `&BlockBuf` only reads initialized bytes.
+unsafe impl Sync for BlockBuf {}
+
+impl BlockBuf {
+    /// A buffer of `capacity` bytes (its mapping rounded up to whole pages); `None` if the
+    /// kernel refuses the mapping.
+    pub(crate) fn with_capacity(capacity: usize) -> Option<Self> {
+        const PAGE: usize = 4096;
+        let mapped = capacity.max(1).checked_next_multiple_of(PAGE)?;
+        // SAFETY: an anonymous private mapping at an address of the kernel's choosing; no file,
+        // no existing memory is touched. The result is checked before use.
+        let address = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                mapped,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
+                -1,
+                0,
+            )
+        };
+        if address == libc::MAP_FAILED {
+            return None;
+        }
+        Some(Self {
+            start: NonNull::new(address.cast::<u8>())?,
+            len: 0,
+            capacity,
+            mapped,
+        })
+    }
+
+    /// Memory the mapping takes.
+    pub(crate) fn mapped(&self) -> usize {
+        self.mapped
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Bytes left.
+    pub(crate) fn room(&self) -> usize {
+        self.capacity - self.len
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    /// Appends `bytes`; false (and nothing appended) if they do not fit.
+    pub(crate) fn push(&mut self, bytes: &[u8]) -> bool {
+        if bytes.len() > self.room() {
+            return false;
+        }
+        // SAFETY: the destination `len..len + bytes.len()` lies inside the mapping (checked just
+        // above), which we own exclusively (`&mut self`), and cannot overlap `bytes`, a shared
+        // borrow that cannot point into memory we hold mutably.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                bytes.as_ptr(),
+                self.start.as_ptr().add(self.len),
+                bytes.len(),
+            );
+        }
+        self.len += bytes.len();
+        true
+    }
+}
+
+impl Deref for BlockBuf {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        // SAFETY: the first `len` bytes of the mapping are initialized (written by `push`, or
+        // zero-filled by the kernel) and live as long as `self`; shared access only reads.
+        unsafe { std::slice::from_raw_parts(self.start.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for BlockBuf {
+    fn drop(&mut self) {
+        // SAFETY: `start..start + mapped` is exactly the mapping `with_capacity` made, and no
+        // borrow of it outlives `self`. A failure could only leak the mapping.
+        unsafe { libc::munmap(self.start.as_ptr().cast(), self.mapped) };
+    }
+}
+
+impl std::fmt::Debug for BlockBuf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "BlockBuf({} of {} bytes)", self.len, self.capacity)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn appends_until_full_and_maps_whole_pages() {
+        let mut block = BlockBuf::with_capacity(5000).unwrap();
+        assert_eq!(block.capacity(), 5000);
+        assert_eq!(block.mapped(), 8192);
+        assert!(block.is_empty());
+        assert!(block.push(b"hello "));
+        assert!(block.push(b"world"));
+        assert_eq!(&*block, b"hello world");
+        assert!(!block.push(&vec![b'x'; 5000]), "does not fit");
+        assert_eq!(block.len(), 11);
+        assert!(block.push(&vec![b'y'; 5000 - 11]));
+        assert_eq!(block.room(), 0);
+        assert!(block.push(b""));
+        assert!(!block.push(b"z"));
+        block.clear();
+        assert!(block.is_empty());
+        assert_eq!(block.room(), 5000);
+    }
+
+    #[test]
+    fn shared_across_threads() {
+        let mut block = BlockBuf::with_capacity(100).unwrap();
+        block.push(b"abc");
+        let shared = std::sync::Arc::new(block);
+        let other = std::sync::Arc::clone(&shared);
+        let read = std::thread::spawn(move || other.to_vec()).join().unwrap();
+        assert_eq!(read, b"abc");
+    }
+}
