@@ -39,7 +39,9 @@ assert len(got) == 10, len(got)
 print(json.dumps({
     "module": oa.__file__,
     "after_seq": timed(lambda: oa.read_events(path, after_seq=last - 10, raw=True)),
-    "after_seq_limit": timed(lambda: oa.read_events(path, after_seq=last - 10, raw=True, limit=500)),
+    "after_seq_limit": timed(
+        lambda: oa.read_events(path, after_seq=last - 10, raw=True, limit=500)
+    ),
     "file_stats": timed(lambda: oa.file_stats(path)),
     "newest_first": timed(lambda: oa.read_events(path, newest_first=True, limit=10, raw=True)),
 }))
@@ -52,7 +54,8 @@ def build(path: Path) -> None:
 
     payload = "x" * 300
     with JsonlStore(path, max_disk_bytes=None) as store:
-        written = 0  # bytes of lines (the writer adds id and timestamp; the size on disk runs ahead)
+        # Bytes of lines (the writer adds id and timestamp; the size on disk runs ahead).
+        written = 0
         while written < TARGET_BYTES:
             batch = [
                 {"type": "message.part.delta", "stream_id": f"s{i % 8}", "payload": payload}

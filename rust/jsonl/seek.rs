@@ -10,9 +10,10 @@
 //! down there, no such line at all, the file shrinking under the reader) gives `None`, and the
 //! caller scans the whole file. What the backward read does not see is trusted to be in order:
 //! a file whose seqs go down further back (`... 9, 4, 5, 10` read after 5: the forward scan
-//! skips 4 and 5 as duplicates, 9 having come before them, and returns 9 and 10) is a file no store
-//! writes, and its reader gets only 10 here. Snapshot lines, corrupt lines and NUL padding are skipped
-//! the way the forward scan skips them (they never change what it counts as the last seq).
+//! skips 4 and 5 as duplicates, 9 having come before them, and returns 9 and 10) is a file no
+//! store writes, and its reader gets only 10 here. Snapshot lines, corrupt lines and NUL padding
+//! are skipped the way the forward scan skips them (they never change what it counts as the last
+//! seq).
 //! The bytes after the last newline (a torn or unterminated line, the writer's zero tail) are
 //! left to the forward scan, which handles them as it always does.
 
@@ -308,15 +309,31 @@ mod tests {
 
     #[test]
     fn damage_is_skipped_as_the_forward_scan_skips_it() {
+        const HEADER: &str = r#"{"segment":{"first_seq":1,"carried":1,"timestamp":1}}"#;
+        const CARRIED: &str = r#"{"carried":{"type":"o","seq":1}}"#;
         let torn = "{\"type\":\"t\",\"seq\":2";
         let cases = [
             format!("{}{}", store(1..=30), torn),
             format!("{}{}", store(1..=30), "\0".repeat(200_000)),
-            format!("{}{}{}", store(1..=30), line(31).trim_end(), "\0".repeat(50)),
-            format!("{}not json\n\0\0\0\n\0\0{}{}", store(1..=20), line(21), store(22..=30)),
-            format!("{}{{\"type\":\"a\",\"x\":1,\"seq\":18}}\n{}", store(1..=20), store(21..=30)),
-            format!("{}{{\"segment\":{{\"first_seq\":1,\"carried\":0,\"timestamp\":1}}}}\n{}", store(1..=20), store(21..=30)),
-            format!("{{\"segment\":{{\"first_seq\":1,\"carried\":1,\"timestamp\":1}}}}\n{{\"carried\":{{\"type\":\"o\",\"seq\":1}}}}\n{}", store(2..=30)),
+            format!(
+                "{}{}{}",
+                store(1..=30),
+                line(31).trim_end(),
+                "\0".repeat(50)
+            ),
+            format!(
+                "{}not json\n\0\0\0\n\0\0{}{}",
+                store(1..=20),
+                line(21),
+                store(22..=30)
+            ),
+            format!(
+                "{}{{\"type\":\"a\",\"x\":1,\"seq\":18}}\n{}",
+                store(1..=20),
+                store(21..=30)
+            ),
+            format!("{}{HEADER}\n{}", store(1..=20), store(21..=30)),
+            format!("{HEADER}\n{CARRIED}\n{}", store(2..=30)),
             format!("{}{}", store(1..=20), store(15..=30)),
             format!("{}\u{ff}bad,\"seq\":3}}\n{}", store(1..=20), store(21..=30)),
         ];

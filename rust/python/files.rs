@@ -39,8 +39,10 @@ fn read_error(path: &Path, e: std::io::Error) -> PyErr {
     StoreError::new_err(format!("cannot read {}: {e}", path.display()))
 }
 
+type Reader = Box<dyn std::io::Read + Send>;
+
 /// Opens one file of a store; None if it went away (retention deleted it meanwhile).
-fn open_file(file: &StoreFile) -> std::io::Result<Option<Box<dyn std::io::Read + Send>>> {
+fn open_file(file: &StoreFile) -> std::io::Result<Option<Reader>> {
     match file.open() {
         Ok(reader) => Ok(Some(reader)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -129,10 +131,7 @@ fn scan_matches(
 
 /// A plain file positioned where a scan for the events above `seek` can start, and the seq
 /// before that point (None at the top); None if the file went away.
-fn open_seeking(
-    file: &StoreFile,
-    seek: u64,
-) -> std::io::Result<Option<(Box<dyn std::io::Read + Send>, Option<u64>)>> {
+fn open_seeking(file: &StoreFile, seek: u64) -> std::io::Result<Option<(Reader, Option<u64>)>> {
     let located =
         |e: std::io::Error| std::io::Error::new(e.kind(), format!("{}: {e}", file.path.display()));
     let mut handle = match open_for_reading(&file.path) {
