@@ -13,6 +13,7 @@ mod group;
 mod keeper;
 mod log;
 pub mod recovery;
+pub mod seek;
 #[cfg(test)]
 mod segment_tests;
 pub mod segments;

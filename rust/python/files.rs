@@ -1,6 +1,7 @@
 //! Reading store files without opening them for writing: no lock, nothing changed on disk.
 
 use std::collections::BTreeMap;
+use std::io::{Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use pyo3::prelude::*;
@@ -10,7 +11,8 @@ use super::args::query_from_kwargs;
 use super::decode::Copied;
 use super::errors::StoreError;
 use super::report::add_recovery;
-use crate::jsonl::segments::{store_files, StoreFile};
+use crate::jsonl::seek::seek_after;
+use crate::jsonl::segments::{open_for_reading, store_files, StoreFile};
 use crate::jsonl::{fields_of, scan_segment, RecoveryReport};
 use crate::query::Query;
 use crate::ring::Ring;
@@ -37,8 +39,10 @@ fn read_error(path: &Path, e: std::io::Error) -> PyErr {
     StoreError::new_err(format!("cannot read {}: {e}", path.display()))
 }
 
+type Reader = Box<dyn std::io::Read + Send>;
+
 /// Opens one file of a store; None if it went away (retention deleted it meanwhile).
-fn open_file(file: &StoreFile) -> std::io::Result<Option<Box<dyn std::io::Read + Send>>> {
+fn open_file(file: &StoreFile) -> std::io::Result<Option<Reader>> {
     match file.open() {
         Ok(reader) => Ok(Some(reader)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -77,14 +81,27 @@ fn may_follow(files: &[StoreFile], index: usize, after: Option<u64>) -> bool {
 
 /// Scans one file, keeping its matches of `single` (a one-event filter) in `ring` (whose
 /// capacity bounds what is kept); stops adding once `stop_at` matches are held.
+/// With `seek` (the query's `after_seq`, for the file where it may fall), a plain file is read
+/// from the line after the last event at or below it (see `jsonl/seek.rs`) instead of the top.
 fn scan_matches(
     file: &StoreFile,
-    after: Option<u64>,
+    mut after: Option<u64>,
+    seek: Option<u64>,
     single: &Query,
     ring: &mut Ring,
     stop_at: usize,
 ) -> std::io::Result<Option<u64>> {
-    let Some(reader) = open_file(file)? else {
+    let reader = match seek.filter(|_| !file.compressed) {
+        Some(seek) => match open_seeking(file, seek)? {
+            Some((reader, start)) => {
+                after = after.max(start);
+                Some(reader)
+            }
+            None => None,
+        },
+        None => open_file(file)?,
+    };
+    let Some(reader) = reader else {
         return Ok(after);
     };
     let mut probe = match Ring::new(1, None) {
@@ -112,6 +129,22 @@ fn scan_matches(
     Ok(Some(outcome.report.last_seq).filter(|&s| s > 0).or(after))
 }
 
+/// A plain file positioned where a scan for the events above `seek` can start, and the seq
+/// before that point (None at the top); None if the file went away.
+fn open_seeking(file: &StoreFile, seek: u64) -> std::io::Result<Option<(Reader, Option<u64>)>> {
+    let located =
+        |e: std::io::Error| std::io::Error::new(e.kind(), format!("{}: {e}", file.path.display()));
+    let mut handle = match open_for_reading(&file.path) {
+        Ok(handle) => handle,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(located(e)),
+    };
+    let point = seek_after(&mut handle, seek).map_err(located)?;
+    let offset = point.map_or(0, |p| p.offset);
+    handle.seek(SeekFrom::Start(offset)).map_err(located)?;
+    Ok(Some((Box::new(handle), point.map(|p| p.last_seq))))
+}
+
 fn new_ring(capacity: usize) -> Option<Ring> {
     Ring::new(capacity.clamp(1, u32::MAX as usize - 1), None).ok()
 }
@@ -127,6 +160,10 @@ fn matching(files: &[StoreFile], query: &Query) -> std::io::Result<Copied> {
         newest_first: false,
         ..query.clone()
     };
+    // The one file where `after_seq` may fall (the files after it begin above it, by name).
+    let seek_at = (0..files.len())
+        .find(|&index| may_follow(files, index, query.after_seq))
+        .unwrap_or(0);
     if query.newest_first {
         let limit = query.limit.unwrap_or(usize::MAX);
         let mut copied = Copied::default();
@@ -142,7 +179,8 @@ fn matching(files: &[StoreFile], query: &Query) -> std::io::Result<Copied> {
                 break;
             };
             let after = file.first_seq.map(|first| first.saturating_sub(1));
-            scan_matches(file, after, &single, &mut ring, usize::MAX)?;
+            let seek = query.after_seq.filter(|_| index == seek_at);
+            scan_matches(file, after, seek, &single, &mut ring, usize::MAX)?;
             for at in (0..ring.len()).rev() {
                 if let Some(record) = ring.get(at) {
                     copied.push(&record.json, record.seq);
@@ -166,7 +204,8 @@ fn matching(files: &[StoreFile], query: &Query) -> std::io::Result<Copied> {
             started = true;
             after = file.first_seq.map(|first| first.saturating_sub(1));
         }
-        after = scan_matches(file, after, &single, &mut ring, limit)?;
+        let seek = query.after_seq.filter(|_| index == seek_at);
+        after = scan_matches(file, after, seek, &single, &mut ring, limit)?;
         if ring.len() >= limit {
             break;
         }
