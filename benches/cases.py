@@ -12,13 +12,14 @@ import asyncio
 import gc
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import orjson
 import psutil
@@ -172,6 +173,185 @@ def stream_contender(mode: str, batch: bool) -> Contender:
 def events_for(mode: str, events: Sequence[Event]) -> Sequence[Event]:
     """fsync per append is ~1,000x slower: it gets fewer events."""
     return events[:FSYNC_EVENTS] if mode == "fsync" else events
+
+
+# -- every shape, paired rounds -------------------------------------------------------------------
+
+# Events per timed run, by shape (large events are ~40 KiB each: fewer of them).
+SHAPE_EVENTS = {
+    "benchmark": 20_000,
+    "short_strings": 20_000,
+    "opencode": 20_000,
+    "tiny": 20_000,
+    "large": 500,
+}
+# The orchestration costs far more per event than the store: fewer events keep the run short.
+ORCHESTRATED_SHARE = 0.1
+PAIRS = 7
+
+
+def _open_baseline(path: str) -> Any:
+    return open(path, "wb"), deque(maxlen=HISTORY)
+
+
+def _close_baseline(state: Any) -> None:
+    state[0].close()
+
+
+def _baseline_each(state: Any, events: Sequence[Event]) -> None:
+    handle, kept = state
+    dumps, option, write, flush, keep = (
+        orjson.dumps,
+        orjson.OPT_APPEND_NEWLINE,
+        handle.write,
+        handle.flush,
+        kept.append,
+    )
+    for event in events:
+        write(dumps(event, option=option))
+        flush()
+        keep(event)
+
+
+def _baseline_batches(state: Any, events: Sequence[Event]) -> None:
+    handle, kept = state
+    dumps, option = orjson.dumps, orjson.OPT_APPEND_NEWLINE
+    for start in range(0, len(events), BATCH):
+        batch = events[start : start + BATCH]
+        handle.write(b"".join([dumps(e, option=option) for e in batch]))
+        handle.flush()
+        kept.extend(batch)
+
+
+# What a user would write: orjson.dumps + write + flush + deque.append (the same per batch).
+PYTHON_EACH = Contender(
+    "orjson+write+flush+deque", _open_baseline, _baseline_each, _close_baseline, baseline=True
+)
+PYTHON_BATCH = Contender(
+    "orjson batch+write+flush+deque",
+    _open_baseline,
+    _baseline_batches,
+    _close_baseline,
+    baseline=True,
+)
+
+
+@dataclass
+class Orchestrated:
+    """A DurableStream with the default orchestration attached."""
+
+    stream: DurableStream
+    components: list[Any]
+
+
+def _open_orchestrated(path: str) -> Orchestrated:
+    from opencode_addons.orchestrator import (
+        EventDrivenLedger,
+        LearningExtractor,
+        SessionStateTracker,
+    )
+
+    stream = _stream_opener("flush")(path)
+    ledger_path = os.path.join(os.path.dirname(path), "LEDGER.md")
+    components = [
+        SessionStateTracker(stream),
+        LearningExtractor(stream).attach(),
+        EventDrivenLedger(stream, ledger_path),
+    ]
+    return Orchestrated(stream, components)
+
+
+def _run_orchestrated(state: Orchestrated, events: Sequence[Event]) -> None:
+    _append_each(state.stream, events)
+
+
+def _close_orchestrated(state: Orchestrated) -> None:
+    for component in state.components:
+        component.shutdown()
+    state.stream.shutdown()
+
+
+ORCHESTRATED = Contender(
+    "DurableStream.append (flush, orchestration)",
+    _open_orchestrated,
+    _run_orchestrated,
+    _close_orchestrated,
+)
+
+
+@dataclass
+class ShapeCase:
+    """One append case of the per-shape table: a contender, its baseline and its target."""
+
+    label: str
+    contender: Contender
+    baseline: Contender
+    target: Optional[float]
+
+
+SHAPE_CASES = (
+    ShapeCase("JsonlStore.append (flush)", store_contender("flush", False), PYTHON_EACH, 2.0),
+    ShapeCase("JsonlStore.extend (flush, 1,000)", store_contender("flush", True), PYTHON_BATCH, 3.0),
+    ShapeCase("DurableStream.append (flush)", stream_contender("flush", False), PYTHON_EACH, 1.5),
+    ShapeCase("DurableStream.append + orchestration", ORCHESTRATED, PYTHON_EACH, None),
+)
+
+
+def _one_run(contender: Contender, events: Sequence[Event]) -> tuple[float, float]:
+    """Events per second of one run on a fresh file (open and close untimed): by the wall
+    clock, and by the CPU time of the process (every thread, user and system)."""
+    with tempfile.TemporaryDirectory(prefix="oa-bench-") as directory:
+        state = contender.open(os.path.join(directory, "events.jsonl"))
+        try:
+            gc.collect()
+            cpu_started = time.process_time()
+            started = time.perf_counter()
+            contender.run(state, events)
+            seconds = time.perf_counter() - started
+            cpu_seconds = time.process_time() - cpu_started
+        finally:
+            contender.close(state)
+    return len(events) / seconds, len(events) / max(cpu_seconds, 1e-9)
+
+
+@dataclass
+class Paired:
+    """Paired rounds: the median of the per-pair ratios (wall clock and CPU time) and the
+    median rates (wall clock)."""
+
+    ratio: float
+    ratios: list[float]
+    cpu_ratio: float
+    rate: float
+    baseline_rate: float
+
+
+def paired(
+    baseline: Contender, contender: Contender, events: Sequence[Event], pairs: int = PAIRS
+) -> Paired:
+    """Baseline and contender alternate (the order flips every pair, so a drift in the machine's
+    speed hits both alike); the ratio of each pair is contender rate / baseline rate."""
+    ratios, cpu_ratios, rates, base_rates = [], [], [], []
+    _one_run(contender, events[: max(1, len(events) // 10)])  # warm caches and code paths
+    _one_run(baseline, events[: max(1, len(events) // 10)])
+    for index in range(pairs):
+        if index % 2 == 0:
+            base = _one_run(baseline, events)
+            rate = _one_run(contender, events)
+        else:
+            rate = _one_run(contender, events)
+            base = _one_run(baseline, events)
+        ratios.append(rate[0] / base[0])
+        cpu_ratios.append(rate[1] / base[1])
+        rates.append(rate[0])
+        base_rates.append(base[0])
+    return Paired(
+        statistics.median(ratios),
+        ratios,
+        statistics.median(cpu_ratios),
+        statistics.median(rates),
+        statistics.median(base_rates),
+    )
 
 
 # -- filling vs evicting ------------------------------------------------------------------------

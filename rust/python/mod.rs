@@ -1,7 +1,8 @@
 //! The PyO3 bindings: the only part of the crate that knows Python.
 //!
 //! Modules, lowest first (each uses only those above it): `errors` (exception classes),
-//! `args` (query keywords, sizes), `encode` (Python objects to JSON), `decode` (JSON to
+//! `args` (query keywords, sizes), `encode_keys` (the encoder's cache of dict keys), `encode`
+//! (Python objects to JSON), `decode` (JSON to
 //! Python objects), `report` (the recovery report as a dict), `locks` (GIL-aware locking, the
 //! encoding buffer), `classes` (the data of `EventRing` and `JsonlStore`, and `RingHolder`),
 //! `view` (read access shared by the classes, `EventView`, `EventIterator`), then the Python
@@ -12,6 +13,7 @@ mod args;
 mod classes;
 mod decode;
 mod encode;
+mod encode_keys;
 mod errors;
 mod files;
 mod locks;
