@@ -64,7 +64,8 @@ impl KeyInfo {
 const JSON_ROOM: usize = 32;
 /// Longest key kept (its JSON adds a quote, a quote and a colon).
 const MAX_KEY: usize = JSON_ROOM - 3;
-const SLOTS: usize = 128;
+/// Sets of two slots: two keys whose addresses share a set do not push each other out.
+const SETS: usize = 128;
 
 #[derive(Clone, Copy)]
 struct Slot {
@@ -86,16 +87,16 @@ const EMPTY: Slot = Slot {
     },
 };
 
-/// A direct-mapped cache of keys by address.
+/// A two-way set-associative cache of keys by address.
 pub(crate) struct KeyCache {
-    slots: [Slot; SLOTS],
+    slots: [Slot; 2 * SETS],
 }
 
 thread_local! {
     // Holds strong references; they are released when replaced (with the GIL held) and
     // deliberately leaked at thread exit, when the interpreter may already be gone (as the
     // decoder's key cache does).
-    static CACHE: RefCell<KeyCache> = const { RefCell::new(KeyCache { slots: [EMPTY; SLOTS] }) };
+    static CACHE: RefCell<KeyCache> = const { RefCell::new(KeyCache { slots: [EMPTY; 2 * SETS] }) };
 }
 
 /// Runs `f` with this thread's key cache (None if it is in use further up the stack).
@@ -106,20 +107,25 @@ pub(crate) fn with_key_cache<R>(f: impl FnOnce(Option<&mut KeyCache>) -> R) -> R
     })
 }
 
+/// The first of the two slots `key` may be in.
 #[inline(always)]
-fn slot_of(key: *mut ffi::PyObject) -> usize {
+fn set_of(key: *mut ffi::PyObject) -> usize {
     let address = key as usize;
-    ((address >> 4) ^ (address >> 11)) % SLOTS
+    2 * (((address >> 4) ^ (address >> 11)) % SETS)
 }
 
 impl KeyCache {
     /// Appends the cached `"key":` of `key` to `out` and returns its info, if `key` is held.
     #[inline(always)]
     pub(crate) fn write(&self, key: *mut ffi::PyObject, out: &mut Vec<u8>) -> Option<KeyInfo> {
-        let slot = &self.slots[slot_of(key)];
-        if slot.object != key {
+        let set = set_of(key);
+        let slot = if self.slots[set].object == key {
+            &self.slots[set]
+        } else if self.slots[set + 1].object == key {
+            &self.slots[set + 1]
+        } else {
             return None;
-        }
+        };
         out.reserve(JSON_ROOM);
         let len = out.len();
         // SAFETY: `reserve` left at least JSON_ROOM bytes of capacity after `len`, so the fixed
@@ -133,7 +139,8 @@ impl KeyCache {
     }
 
     /// Keeps `key`, an exact str whose UTF-8 is `name`, if its JSON is the name between quotes
-    /// and it is short enough. Replaces (and releases) whatever the slot held.
+    /// and it is short enough. It takes the first slot of its set, whose key moves to the second,
+    /// whose key is released.
     ///
     /// # Safety
     /// The GIL must be held and `key` must be a live object of exactly type str with UTF-8 `name`.
@@ -145,22 +152,20 @@ impl KeyCache {
         {
             return;
         }
-        let slot = &mut self.slots[slot_of(key)];
         let mut json = [0u8; JSON_ROOM];
         json[0] = b'"';
         json[1..=name.len()].copy_from_slice(name);
         json[name.len() + 1] = b'"';
         json[name.len() + 2] = b':';
-        let old = std::mem::replace(
-            slot,
-            Slot {
-                object: key,
-                json,
-                json_len: (name.len() + 3) as u8,
-                info,
-            },
-        )
-        .object;
+        let set = set_of(key);
+        let old = self.slots[set + 1].object;
+        self.slots[set + 1] = self.slots[set];
+        self.slots[set] = Slot {
+            object: key,
+            json,
+            json_len: (name.len() + 3) as u8,
+            info,
+        };
         // SAFETY: the GIL is held and `key` is alive (the caller's contract), so taking a strong
         // reference is sound. `old`, if any, is a reference this cache owned; releasing it can
         // free only an exact str, whose deallocation runs no Python code.
