@@ -284,7 +284,10 @@ mod tests {
             assert_eq!(entry.0, id, "{name}");
             entry.1 += 1;
             if state % 3 == 0 {
-                let victim = model.keys().nth((state >> 20) as usize % model.len()).cloned();
+                let victim = model
+                    .keys()
+                    .nth((state >> 20) as usize % model.len())
+                    .cloned();
                 if let Some(victim) = victim {
                     let (id, uses) = model[&victim];
                     assert_eq!(interner.release(id), uses == 1);

@@ -183,6 +183,7 @@ class DurableStream:
         self._tasks = BackgroundTasks("async subscriber")
         self._subscriber_errors = 0
         self._projection_errors = 0
+        self._pending_checkpoints = self._checkpoints.pending_by_id
         self._intents = StreamIntents(self.append)
         # session id -> {tool call id -> finished?}; least recently used session first.
         self._bridge = OpenCodeBridge()
@@ -204,12 +205,13 @@ class DurableStream:
             self._require_open()
         stored: Event = self._store_append(event)
         # _dispatch inlined: this runs on every append. The common event has no projection,
-        # few subscribers and no pending checkpoint, so each step is one check.
+        # few subscribers and no pending checkpoint, so each step is one check (of plain dicts:
+        # no Python-level __bool__ or __len__ on the way).
         if stored["type"] in self._projectors:
             self._project(stored)
         if self._subscribers:
             self._notify(stored)
-        if self._checkpoints:
+        if self._pending_checkpoints:
             self._checkpoints.housekeep()
         return stored
 
@@ -233,7 +235,7 @@ class DurableStream:
             self._project(event)
         if self._subscribers:
             self._notify(event)
-        if self._checkpoints:
+        if self._pending_checkpoints:
             self._checkpoints.housekeep()
 
     # -- subscribers -------------------------------------------------------------------------

@@ -13,6 +13,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use super::encode_keys::{with_key_cache, KeyCache, KeyInfo, Role};
+use super::layout::{small_int, DictItems};
 use crate::event::{new_event_id, now_ms, EventFields, MAX_DEPTH};
 use crate::json::write_string;
 use crate::keys::{token_for, KeySpans};
@@ -315,19 +316,17 @@ unsafe fn encode_event_with<'a>(
     let mut seen = SeenDefaults::default();
     out.push(b'{');
     let mut first = true;
-    let mut position: ffi::Py_ssize_t = 0;
-    let mut key: *mut ffi::PyObject = std::ptr::null_mut();
-    let mut value: *mut ffi::PyObject = std::ptr::null_mut();
-    // SAFETY: `dict` is a live dict and the GIL is held (the caller's contract). The key and value
-    // PyDict_Next lends are borrowed references that stay alive while the dict is unchanged, and
+    // SAFETY: `dict` is a live dict and the GIL is held (the caller's contract). The keys and
+    // values it lends are borrowed references that stay alive while the dict is unchanged, and
     // the encoder runs no Python code that could change it.
-    while unsafe { ffi::PyDict_Next(dict, &mut position, &mut key, &mut value) } != 0 {
+    let mut items = unsafe { DictItems::new(dict) };
+    while let Some((key, value)) = items.next() {
         let mark = out.len();
         if !first {
             out.push(b',');
         }
         let key_start = out.len() - limit.base;
-        // SAFETY: `key` was lent by PyDict_Next just above, so it is alive; the GIL is held.
+        // SAFETY: `key` was lent by the dict just above, so it is alive; the GIL is held.
         let info = unsafe { write_key(key, out, keys) }?;
         if info.role == Role::Seq {
             out.truncate(mark);
@@ -346,15 +345,15 @@ unsafe fn encode_event_with<'a>(
                 continue;
             }
         }
-        // SAFETY: `value` was lent by PyDict_Next above, so it is alive; the GIL is held. The
+        // SAFETY: `value` was lent by the dict above, so it is alive; the GIL is held. The
         // strings `capture` borrows from it live as long as the dict's values, which is what
         // this function's caller promised to respect.
         unsafe { capture(&mut captured, &mut has_id, info.role, value) }
-            // SAFETY: `key` is alive (lent by PyDict_Next) and the GIL is held.
+            // SAFETY: `key` is alive (lent by the dict) and the GIL is held.
             .map_err(|e| e.at_key(unsafe { key_name(key) }))?;
         // SAFETY: as above, `value` is alive and the GIL is held.
         unsafe { encode_value(value, out, limit, 1, keys) }
-            // SAFETY: `key` is alive (lent by PyDict_Next) and the GIL is held.
+            // SAFETY: `key` is alive (lent by the dict) and the GIL is held.
             .map_err(|e| e.at_key(unsafe { key_name(key) }))?;
     }
     for (role, default) in defaults.missing(&seen) {
@@ -760,6 +759,10 @@ unsafe fn encode_value(
             return check_limit(out, limit);
         }
         if kind == std::ptr::addr_of_mut!(ffi::PyLong_Type) {
+            if let Some(number) = small_int(value) {
+                out.extend_from_slice(itoa::Buffer::new().format(number).as_bytes());
+                return Ok(());
+            }
             return encode_int(value, out);
         }
         if value == ffi::Py_None() {
@@ -905,15 +908,13 @@ unsafe fn encode_dict(
     }
     out.push(b'{');
     let mut first = true;
-    let mut position: ffi::Py_ssize_t = 0;
-    let mut key: *mut ffi::PyObject = std::ptr::null_mut();
-    let mut value: *mut ffi::PyObject = std::ptr::null_mut();
-    // SAFETY: `dict` is a live dict and the GIL is held (the caller's contract). The key and value
-    // PyDict_Next lends are borrowed references that stay alive while the dict is unchanged, and
-    // the encoder runs no Python code that could change it; so `key_utf8` and `encode_value` get
-    // live objects.
+    // SAFETY: `dict` is a live dict and the GIL is held (the caller's contract). The keys and
+    // values it lends are borrowed references that stay alive while the dict is unchanged, and
+    // the encoder runs no Python code that could change it; so `write_key` and `encode_value`
+    // get live objects.
     unsafe {
-        while ffi::PyDict_Next(dict, &mut position, &mut key, &mut value) != 0 {
+        let mut items = DictItems::new(dict);
+        while let Some((key, value)) = items.next() {
             if !first {
                 out.push(b',');
             }
