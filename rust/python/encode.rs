@@ -389,7 +389,7 @@ unsafe fn encode_event_with<'a>(
 ///
 /// # Safety
 /// The GIL must be held and `key` alive.
-#[inline]
+#[inline(always)]
 unsafe fn write_key(
     key: *mut ffi::PyObject,
     out: &mut Vec<u8>,
@@ -398,6 +398,21 @@ unsafe fn write_key(
     if let Some(info) = keys.as_deref().and_then(|cache| cache.write(key, out)) {
         return Ok(info);
     }
+    // SAFETY: the caller's contract is `write_new_key`'s.
+    unsafe { write_new_key(key, out, keys) }
+}
+
+/// `write_key` for a key the cache does not hold.
+///
+/// # Safety
+/// The GIL must be held and `key` alive.
+#[cold]
+#[inline(never)]
+unsafe fn write_new_key(
+    key: *mut ffi::PyObject,
+    out: &mut Vec<u8>,
+    keys: &mut Keys<'_>,
+) -> Result<KeyInfo> {
     // SAFETY: `key` is alive and the GIL is held (the caller's contract).
     let name = unsafe { key_utf8(key) }?;
     write_string(out, name);
@@ -519,6 +534,11 @@ unsafe fn timestamp_ms(value: *mut ffi::PyObject) -> Result<f64> {
     // readers are called only after the matching type check, so they read the number stored in
     // the object and run no Python code.
     unsafe {
+        if ffi::Py_TYPE(value) == std::ptr::addr_of_mut!(ffi::PyLong_Type) {
+            if let Some(ms) = small_int(value) {
+                return Ok(ms as f64);
+            }
+        }
         if ffi::PyBool_Check(value) != 0 {
             return Err(wrong_type(message, value));
         }
@@ -738,11 +758,13 @@ unsafe fn key_utf8<'a>(key: *mut ffi::PyObject) -> Result<&'a [u8]> {
     }
 }
 
-/// Appends `value` as JSON. Exact built-in types are recognised by their type pointer;
-/// subclasses go through `encode_subclass`.
+/// Appends `value` as JSON. Exact built-in types are recognised by their type pointer; the
+/// common scalars are written here (inlined into each container's loop), the rest by
+/// `encode_other`.
 ///
 /// # Safety
 /// The GIL must be held and `value` alive.
+#[inline(always)]
 unsafe fn encode_value(
     value: *mut ffi::PyObject,
     out: &mut Vec<u8>,
@@ -763,6 +785,28 @@ unsafe fn encode_value(
                 out.extend_from_slice(itoa::Buffer::new().format(number).as_bytes());
                 return Ok(());
             }
+        }
+        encode_other(value, out, limit, depth, keys)
+    }
+}
+
+/// `encode_value` for everything but strs and small ints.
+///
+/// # Safety
+/// The GIL must be held and `value` alive.
+#[inline(never)]
+unsafe fn encode_other(
+    value: *mut ffi::PyObject,
+    out: &mut Vec<u8>,
+    limit: Budget,
+    depth: usize,
+    keys: &mut Keys<'_>,
+) -> Result<()> {
+    // SAFETY: `value` is alive and the GIL is held (the caller's contract). Each branch hands it
+    // to the encoder of the exact type it just matched, whose contract that meets.
+    unsafe {
+        let kind = ffi::Py_TYPE(value);
+        if kind == std::ptr::addr_of_mut!(ffi::PyLong_Type) {
             return encode_int(value, out);
         }
         if value == ffi::Py_None() {
