@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import orjson
@@ -25,7 +26,13 @@ import orjson
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 # Events per shape under valgrind (large events are ~40 KiB each).
-COUNTS = {"benchmark": 2_000, "short_strings": 2_000, "opencode": 2_000, "tiny": 2_000, "large": 200}
+COUNTS = {
+    "benchmark": 2_000,
+    "short_strings": 2_000,
+    "opencode": 2_000,
+    "tiny": 2_000,
+    "large": 200,
+}
 TARGETS = (
     "orjson.dumps",
     "EventRing.append",
@@ -86,14 +93,17 @@ def _total_ir(out_file: str) -> int:
     raise RuntimeError(f"no totals in {out_file}")
 
 
-def _top_functions(out_file: str, count: int) -> list[tuple[str, int]]:
-    """The functions with the most instructions of their own (callgrind_annotate)."""
+def available() -> bool:
+    return shutil.which("valgrind") is not None
+
+
+def _annotate(out_file: str, inclusive: bool) -> list[tuple[str, int]]:
+    """(function, Ir) per function of a profile, as callgrind_annotate lists them."""
     annotate = shutil.which("callgrind_annotate")
     if annotate is None:
         return []
-    text = subprocess.run(
-        [annotate, "--threshold=100", out_file], capture_output=True, text=True, check=False
-    ).stdout
+    command = [annotate, "--threshold=100", f"--inclusive={'yes' if inclusive else 'no'}", out_file]
+    text = subprocess.run(command, capture_output=True, text=True, check=False).stdout
     found = []
     for line in text.splitlines():
         parts = line.strip().split(None, 1)
@@ -101,22 +111,66 @@ def _top_functions(out_file: str, count: int) -> list[tuple[str, int]]:
             continue
         ir, where = int(parts[0].replace(",", "")), parts[1]
         where = where.split(" [", 1)[0]
-        name = where.rsplit(":", 1)[-1] if ":" in where else where
+        # "file:function" (the function may itself contain "::").
+        name = where.split(":", 1)[1] if ":" in where.split("::", 1)[0] else where
         found.append((name.strip(), ir))
+    return [f for f in found if "PROGRAM TOTALS" not in f[0]]
+
+
+def _top_functions(out_file: str, count: int) -> list[tuple[str, int]]:
+    """The functions with the most instructions of their own."""
     total = _total_ir(out_file)
     # Callers of the loop show the whole count: they are not where it is spent.
-    found = [f for f in found if "PROGRAM TOTALS" not in f[0] and f[1] < total]
-    return found[:count]
+    return [f for f in _annotate(out_file, False) if f[1] < total][:count]
 
 
-def instructions(
-    events: list[dict[str, Any]], top: int = 0
-) -> tuple[dict[str, float], dict[str, list[tuple[str, float]]]]:
-    """Ir per event of each target, and (if ``top``) its costliest functions per event."""
+# Where an append's instructions go, by the functions that do each part: a bucket is a sum of
+# groups, a group counts the largest inclusive count among its functions (they nest). What no
+# bucket covers is the call itself: argument parsing, locks, the interpreter.
+BUCKETS: dict[str, tuple[tuple[str, ...], ...]] = {
+    "encoding": (("encode::encode_event", "encode::encode_batch"),),
+    "ring": (("ring::Ring::push",),),
+    "file": (("log::MappedLog::append",),),
+    "returned dicts": (("store::stored_copy",), ("dict_dealloc", "list_dealloc")),
+}
+
+
+def buckets(out_file: str) -> dict[str, float]:
+    """Ir of each bucket in a profile, and the rest under "call and the rest"."""
+    rows = _annotate(out_file, True)
+    total = _total_ir(out_file)
+    result: dict[str, float] = {}
+    for bucket, groups in BUCKETS.items():
+        result[bucket] = float(
+            sum(
+                max(
+                    (ir for name, ir in rows if any(n in name for n in group) and ir < total),
+                    default=0,
+                )
+                for group in groups
+            )
+        )
+    result["call and the rest"] = max(0.0, total - sum(result.values()))
+    return result
+
+
+@dataclass
+class Profile:
+    """Ir per event of each target, where they go (by bucket, for the store's appends) and
+    (if asked) each target's costliest functions."""
+
+    per_event: dict[str, float]
+    buckets: dict[str, dict[str, float]]
+    functions: dict[str, list[tuple[str, float]]]
+
+
+def instructions(events: list[dict[str, Any]], top: int = 0) -> Profile:
+    """Run every target over ``events`` under callgrind (see the module docstring)."""
     valgrind = shutil.which("valgrind")
     if valgrind is None:
         raise RuntimeError("valgrind is not installed")
     per_event: dict[str, float] = {}
+    where: dict[str, dict[str, float]] = {}
     functions: dict[str, list[tuple[str, float]]] = {}
     with tempfile.TemporaryDirectory(prefix="oa-callgrind-") as directory:
         events_file = os.path.join(directory, "events.jsonl")
@@ -152,11 +206,13 @@ def instructions(
             raise RuntimeError(f"expected {len(TARGETS)} profiles, got {len(counted)}")
         for name, out in zip(TARGETS, counted):
             per_event[name] = _total_ir(out) / len(events)
+            if name.startswith("JsonlStore"):
+                where[name] = {k: v / len(events) for k, v in buckets(out).items()}
             if top:
                 functions[name] = [
                     (function, ir / len(events)) for function, ir in _top_functions(out, top)
                 ]
-    return per_event, functions
+    return Profile(per_event, where, functions)
 
 
 def main(argv: list[str]) -> int:
@@ -172,13 +228,16 @@ def main(argv: list[str]) -> int:
     names = names or list(SHAPES)
     print("| shape | " + " | ".join(TARGETS) + " |")
     print("|---|" + "---:|" * len(TARGETS))
-    details = {}
+    profiles = {}
     for shape in names:
-        counts, details[shape] = instructions(generate(shape, COUNTS[shape]), top)
-        cells = " | ".join(f"{counts[t]:,.0f}" for t in TARGETS)
+        profiles[shape] = instructions(generate(shape, COUNTS[shape]), top)
+        cells = " | ".join(f"{profiles[shape].per_event[t]:,.0f}" for t in TARGETS)
         print(f"| {shape} | {cells} |", flush=True)
-    for shape, functions in details.items():
-        for target, rows in functions.items():
+    for shape, profile in profiles.items():
+        for target, where in profile.buckets.items():
+            parts = ", ".join(f"{k} {v:,.0f}" for k, v in where.items())
+            print(f"{shape} / {target}: {parts}")
+        for target, rows in profile.functions.items():
             print(f"\n{shape} / {target}:")
             for function, ir in rows:
                 print(f"  {ir:10,.0f}  {function}")

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import inspect
 import json
 import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -267,8 +269,14 @@ def _run_orchestrated(state: Orchestrated, events: Sequence[Event]) -> None:
 
 def _close_orchestrated(state: Orchestrated) -> None:
     for component in state.components:
-        component.shutdown()
+        result = component.shutdown()
+        if inspect.isawaitable(result):
+            asyncio.run(_awaited(result))
     state.stream.shutdown()
+
+
+async def _awaited(awaitable: Any) -> None:
+    await awaitable
 
 
 ORCHESTRATED = Contender(
@@ -281,19 +289,34 @@ ORCHESTRATED = Contender(
 
 @dataclass
 class ShapeCase:
-    """One append case of the per-shape table: a contender, its baseline and its target."""
+    """One append case of the per-shape tables: a contender against its baselines (the first
+    one carries the target, the others are shown beside it)."""
 
     label: str
     contender: Contender
-    baseline: Contender
+    baselines: tuple[Contender, ...]
     target: Optional[float]
+    share: float = 1.0  # of the shape's events (the orchestration is far slower per event)
 
 
 SHAPE_CASES = (
-    ShapeCase("JsonlStore.append (flush)", store_contender("flush", False), PYTHON_EACH, 2.0),
-    ShapeCase("JsonlStore.extend (flush, 1,000)", store_contender("flush", True), PYTHON_BATCH, 3.0),
-    ShapeCase("DurableStream.append (flush)", stream_contender("flush", False), PYTHON_EACH, 1.5),
-    ShapeCase("DurableStream.append + orchestration", ORCHESTRATED, PYTHON_EACH, None),
+    ShapeCase("JsonlStore.append (flush)", store_contender("flush", False), (PYTHON_EACH,), 2.0),
+    ShapeCase(
+        "JsonlStore.extend (flush, 1,000)",
+        store_contender("flush", True),
+        (PYTHON_EACH, PYTHON_BATCH),
+        3.0,
+    ),
+    ShapeCase(
+        "DurableStream.append (flush)", stream_contender("flush", False), (PYTHON_EACH,), 1.5
+    ),
+    ShapeCase(
+        "DurableStream.append + orchestration",
+        ORCHESTRATED,
+        (PYTHON_EACH,),
+        None,
+        ORCHESTRATED_SHARE,
+    ),
 )
 
 
@@ -303,7 +326,6 @@ def _one_run(contender: Contender, events: Sequence[Event]) -> tuple[float, floa
     with tempfile.TemporaryDirectory(prefix="oa-bench-") as directory:
         state = contender.open(os.path.join(directory, "events.jsonl"))
         try:
-            gc.collect()
             cpu_started = time.process_time()
             started = time.perf_counter()
             contender.run(state, events)
@@ -316,8 +338,8 @@ def _one_run(contender: Contender, events: Sequence[Event]) -> tuple[float, floa
 
 @dataclass
 class Paired:
-    """Paired rounds: the median of the per-pair ratios (wall clock and CPU time) and the
-    median rates (wall clock)."""
+    """Paired rounds against one baseline: the median of the per-pair ratios (wall clock, and
+    CPU time of the process) and the median rates (wall clock)."""
 
     ratio: float
     ratios: list[float]
@@ -327,31 +349,101 @@ class Paired:
 
 
 def paired(
-    baseline: Contender, contender: Contender, events: Sequence[Event], pairs: int = PAIRS
-) -> Paired:
-    """Baseline and contender alternate (the order flips every pair, so a drift in the machine's
-    speed hits both alike); the ratio of each pair is contender rate / baseline rate."""
-    ratios, cpu_ratios, rates, base_rates = [], [], [], []
-    _one_run(contender, events[: max(1, len(events) // 10)])  # warm caches and code paths
-    _one_run(baseline, events[: max(1, len(events) // 10)])
+    contender: Contender,
+    baselines: Sequence[Contender],
+    events: Sequence[Event],
+    pairs: int = PAIRS,
+) -> list[Paired]:
+    """Rounds of the contender and each baseline, one run each, in an order that rotates every
+    round (so a drift in the machine's speed hits them alike); a round's ratio against a
+    baseline is the contender's rate over that baseline's rate in the same round."""
+    runners = [contender, *baselines]
+    warm = events[: max(1, len(events) // 10)]
+    for runner in runners:
+        _one_run(runner, warm)  # warm caches and code paths
+    rates: list[list[tuple[float, float]]] = [[] for _ in runners]
     for index in range(pairs):
-        if index % 2 == 0:
-            base = _one_run(baseline, events)
-            rate = _one_run(contender, events)
-        else:
-            rate = _one_run(contender, events)
-            base = _one_run(baseline, events)
-        ratios.append(rate[0] / base[0])
-        cpu_ratios.append(rate[1] / base[1])
-        rates.append(rate[0])
-        base_rates.append(base[0])
-    return Paired(
-        statistics.median(ratios),
-        ratios,
-        statistics.median(cpu_ratios),
-        statistics.median(rates),
-        statistics.median(base_rates),
-    )
+        order = list(range(len(runners)))
+        order = order[index % len(order) :] + order[: index % len(order)]
+        for which in order:
+            rates[which].append(_one_run(runners[which], events))
+    results = []
+    for base in rates[1:]:
+        ratios = [c[0] / b[0] for c, b in zip(rates[0], base)]
+        cpu_ratios = [c[1] / b[1] for c, b in zip(rates[0], base)]
+        results.append(
+            Paired(
+                statistics.median(ratios),
+                ratios,
+                statistics.median(cpu_ratios),
+                statistics.median(r[0] for r in rates[0]),
+                statistics.median(r[0] for r in base),
+            )
+        )
+    return results
+
+
+# -- where the time goes: CPU time by thread ------------------------------------------------------
+
+
+def _thread_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_THREAD)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _thread_kernel() -> float:
+    return resource.getrusage(resource.RUSAGE_THREAD).ru_stime
+
+
+@dataclass
+class CpuSplit:
+    """CPU nanoseconds per event of one contender (the least of a few runs): all threads, the
+    calling thread, the calling thread in the kernel, and the wall clock."""
+
+    total: float
+    caller: float
+    caller_kernel: float
+    wall: float
+
+    @property
+    def other_threads(self) -> float:
+        return max(0.0, self.total - self.caller)
+
+
+def cpu_split(contender: Contender, events: Sequence[Event], runs: int = 3) -> CpuSplit:
+    best: Optional[CpuSplit] = None
+    count = len(events)
+    for _ in range(runs):
+        with tempfile.TemporaryDirectory(prefix="oa-bench-") as directory:
+            state = contender.open(os.path.join(directory, "events.jsonl"))
+            try:
+                total, caller, kernel = time.process_time(), _thread_cpu(), _thread_kernel()
+                started = time.perf_counter()
+                contender.run(state, events)
+                split = CpuSplit(
+                    1e9 * (time.process_time() - total) / count,
+                    1e9 * (_thread_cpu() - caller) / count,
+                    1e9 * (_thread_kernel() - kernel) / count,
+                    1e9 * (time.perf_counter() - started) / count,
+                )
+            finally:
+                contender.close(state)
+        if best is None or split.total < best.total:
+            best = split
+    assert best is not None
+    return best
+
+
+RING_CONTENDER = Contender(
+    "EventRing.append", lambda _path: EventRing(HISTORY), _append_each, lambda _s: None
+)
+SPLIT_CONTENDERS = (
+    PYTHON_EACH,
+    RING_CONTENDER,
+    store_contender("flush", False),
+    store_contender("flush", True),
+    stream_contender("flush", False),
+)
 
 
 # -- filling vs evicting ------------------------------------------------------------------------

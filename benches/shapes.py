@@ -180,7 +180,7 @@ def large(count: int, seed: int) -> list[Event]:
     return out
 
 
-# -- OpenCode: today's server events through the bridge ---------------------------------------------
+# -- OpenCode: today's server events through the bridge -----------------------------------------
 
 
 def _ocid(rng: random.Random, prefix: str) -> str:
