@@ -25,6 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import callgrind
 import cases
+import recorder_bench
 import shapes
 from events import generate
 from opencode_addons import EventRing, JsonlStore
@@ -424,6 +425,16 @@ def _query_rows(events: list[dict[str, Any]], directory: str) -> list[Row]:
     return rows
 
 
+def _segment_rows() -> list[Row]:
+    _log("segments: appends with rotation + retention, compression, opening 1 GiB of segments")
+    import segments
+
+    return [
+        Row(case, contender, figure, ratio, versus, target, met)
+        for case, contender, figure, ratio, versus, target, met in segments.rows()
+    ]
+
+
 def _shutdown_rows(events: list[dict[str, Any]]) -> list[Row]:
     _log("shutdown_all")
     seconds = cases.shutdown_all_seconds(events)
@@ -644,6 +655,7 @@ def main(argv: list[str]) -> int:
     reports = _shape_reports(use_callgrind)
     rows: list[Row] = []
     floors: dict[str, float] = {}
+    recorder = ""
     if not shapes_only:
         _log(f"generating {cases.APPEND_EVENTS:,} events")
         events = generate(cases.APPEND_EVENTS)
@@ -654,9 +666,12 @@ def main(argv: list[str]) -> int:
             rows += _resume_rows(directory)
             rows += _query_rows(events, directory)
         rows += _shutdown_rows(events)
+        rows += _segment_rows()
         floors = _floors(events)
+        _log(f"recorder: {recorder_bench.EVENTS:,} OpenCode events over SSE, three consumers")
+        recorder = "\n" + recorder_bench.section()
     seconds = time.perf_counter() - started
-    text = render(reports, rows, seconds, floors, use_callgrind)
+    text = render(reports, rows, seconds, floors, use_callgrind) + recorder
     with open(output, "w", encoding="utf-8") as handle:
         handle.write(text)
     sys.stdout.write(text)

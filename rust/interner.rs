@@ -274,7 +274,7 @@ mod tests {
             state ^= state >> 7;
             state ^= state << 17;
             // A few strings repeat a lot, most are seen once or twice.
-            let name = if state % 4 == 0 {
+            let name = if state & 3 == 0 {
                 format!("hot-{}", state % 7)
             } else {
                 format!("once-{}", step / 2)
@@ -283,7 +283,7 @@ mod tests {
             let entry = model.entry(name.clone()).or_insert((id, 0));
             assert_eq!(entry.0, id, "{name}");
             entry.1 += 1;
-            if state % 3 == 0 {
+            if matches!(state % 3, 0) {
                 let victim = model
                     .keys()
                     .nth((state >> 20) as usize % model.len())

@@ -134,12 +134,17 @@ class JsonlStore(_Queryable):
         group_interval_ms: float = 5.0,
         default_actor: Optional[str] = None,
         default_correlation_id: Optional[str] = None,
+        max_segment_bytes: int = ...,
+        max_disk_bytes: Optional[int] = ...,
+        max_age: Optional[float] = None,
+        compress_sealed: bool = False,
     ) -> JsonlStore: ...
     def append(self, event: Mapping[str, Any]) -> _Event: ...
     def extend(self, events: Iterable[Mapping[str, Any]]) -> list[_Event]: ...
     def sync(self) -> None: ...
     def close(self) -> None: ...
     def collected(self) -> list[_Event]: ...
+    def forget_open(self, open_type: str, item_id: str) -> bool: ...
     def stats(self) -> dict[str, Any]: ...
     def __enter__(self) -> JsonlStore: ...
     def __exit__(self, *args: object) -> bool: ...
@@ -149,7 +154,10 @@ class JsonlStore(_Queryable):
     def history(self) -> EventView: ...
     @property
     def recovery(self) -> dict[str, Any]:
-        """What opening the file found (the recovery report; ``file_stats`` has the same keys).
+        """What opening the store found (the recovery report; ``file_stats`` has the same keys).
+
+        Opening reads the active segment and only as many of the newest sealed segments as the
+        cache and the collector need, so the counts cover the files it read.
 
         - ``events``: valid event lines read and kept.
         - ``corrupt_lines``: lines skipped because they are not events (bad JSON, bad UTF-8, NUL
@@ -161,7 +169,9 @@ class JsonlStore(_Queryable):
           before a line).
         - ``unterminated_last_line``: a valid last line lacked its newline; it is kept and the
           store adds the newline.
-        - ``last_seq``: the highest ``seq`` in the file (0 for none).
+        - ``last_seq``: the highest ``seq`` in the store (0 for none).
+        - ``snapshot_lines``: segment headers and carried-forward events read (the snapshot each
+          segment starts with; not events).
         """
     @property
     def path(self) -> Any: ...
@@ -205,11 +215,13 @@ def read_events(
     raw: Literal[True],
 ) -> list[bytes]: ...
 def file_stats(path: _StrPath) -> dict[str, Any]:
-    """What a store file holds, read without locking or changing it.
+    """What a store holds (every segment), read without locking or changing it.
 
     ``path``, ``file_bytes``, ``streams`` (how many), ``types`` (type -> count),
     ``first_timestamp`` and ``last_timestamp`` (None for no events), and the keys of the recovery
     report with the meanings given at ``JsonlStore.recovery``: ``events``, ``corrupt_lines``,
     ``duplicate_lines``, ``torn_tail_bytes``, ``padding_bytes``, ``unterminated_last_line``,
-    ``last_seq``.
+    ``last_seq``, ``snapshot_lines``; all summed over the segments. ``segments`` has one dict per
+    file, oldest first: ``path``, ``file_bytes``, ``compressed``, ``first_seq`` and the report's
+    keys. A path that is not a regular file (FIFO, device, socket) is a ``ValueError``.
     """

@@ -58,6 +58,10 @@ from opencode_addons.validation import require_str
 log = logging.getLogger(__name__)
 
 DEFAULT_STORE_PATH = os.path.join(".opencode", "durable_stream.jsonl")
+# The store seals its file into segments of this size and deletes the oldest ones beyond the
+# budget (carrying what is still open forward first); None as the budget means unbounded.
+DEFAULT_MAX_SEGMENT_BYTES = 64 << 20
+DEFAULT_MAX_DISK_BYTES = 1 << 30
 COMPONENT_NAME = "durable_stream"
 
 # What the store collects while opening the file, so projections can be rebuilt from all of it:
@@ -139,6 +143,11 @@ class DurableStream:
     See the module docstring. Every ``append`` is persisted by the store according to
     ``durability`` (``"none"``, ``"flush"``, ``"fsync"`` or ``"group"``) before anything else
     sees it; a store error propagates and changes nothing.
+
+    ``replicate_to="redis://..."`` also ships every event to Redis Streams in a background
+    thread (``opencode_addons.redis_streams.RedisReplicator``, the ``[redis]`` extra; its
+    keywords in ``replicate_options``); ``stats()["replication"]`` reports it and ``shutdown``
+    stops it first.
     """
 
     name = COMPONENT_NAME
@@ -151,6 +160,12 @@ class DurableStream:
         max_cache_size: int = 50_000,
         durability: str = "flush",
         checkpoint_timeout: float = 300.0,
+        max_segment_bytes: int = DEFAULT_MAX_SEGMENT_BYTES,
+        max_disk_bytes: Optional[int] = DEFAULT_MAX_DISK_BYTES,
+        max_age: Optional[float] = None,
+        compress_sealed: bool = False,
+        replicate_to: Optional[str] = None,
+        replicate_options: Optional[Mapping[str, Any]] = None,
     ) -> None:
         # Settings are checked before the file is opened (and locked).
         self._checkpoints = StreamCheckpoints(self.append, checkpoint_timeout)
@@ -161,6 +176,12 @@ class DurableStream:
             "max_cache_size": max_cache_size,
             "durability": durability,
             "checkpoint_timeout": self._checkpoints.default_timeout,
+            "max_segment_bytes": max_segment_bytes,
+            "max_disk_bytes": max_disk_bytes,
+            "max_age": max_age,
+            "compress_sealed": compress_sealed,
+            "replicate_to": replicate_to,
+            "replicate_options": replicate_options,
         }
         directory = os.path.dirname(os.path.abspath(path))
         os.makedirs(directory, exist_ok=True)
@@ -175,6 +196,10 @@ class DurableStream:
             collect_pairs=list(COLLECT_PAIRS),
             default_actor=SYSTEM_ACTOR,
             default_correlation_id=self.run_id,
+            max_segment_bytes=max_segment_bytes,
+            max_disk_bytes=max_disk_bytes,
+            max_age=max_age,
+            compress_sealed=compress_sealed,
         )
         self._store_append = self._store.append
         self._history = EventHistory(self._store.history)
@@ -191,6 +216,31 @@ class DurableStream:
         self._resumes = 0
         self._events_loaded = len(self._store.history)
         self._apply_collected()
+        self._replicator = self._start_replicator(replicate_to, replicate_options)
+
+    # -- replication to Redis (opencode_addons.redis_streams, the [redis] extra) ------------
+
+    def _start_replicator(self, url: Optional[str], options: Optional[Mapping[str, Any]]) -> Any:
+        """With ``replicate_to="redis://..."``: a started ``RedisReplicator`` reading this
+        stream's store (``replicate_options``: its keywords). Appends never wait for it."""
+        if url is None:
+            return None
+        from opencode_addons.redis_streams import replicator_for_stream
+
+        try:
+            return replicator_for_stream(self._store, url, options)
+        except BaseException:
+            self._store.close()
+            raise
+
+    def _stop_replicator(self) -> None:
+        replicator, self._replicator = self._replicator, None
+        if replicator is None:
+            return
+        try:
+            replicator.shutdown()  # ships what is left while the store is still open
+        except Exception:
+            log.exception("stopping the Redis replicator failed")
 
     # -- appending ---------------------------------------------------------------------------
 
@@ -392,8 +442,12 @@ class DurableStream:
             session_id = session_id_of(event)
             ended = {session_id} if session_id is not None else set()
         for session_id in ended:
-            self._checkpoints.drop_session(session_id)
-            self._intents.drop_session(session_id)
+            # Dropped without a closing event: the store must stop carrying them forward into
+            # new segments, or a reopen after retention would bring them back.
+            for checkpoint_id in self._checkpoints.drop_session(session_id):
+                self._store.forget_open(CHECKPOINT_REQUESTED, checkpoint_id)
+            for intent_id in self._intents.drop_session(session_id):
+                self._store.forget_open(AGENT_SPAWNED, intent_id)
             self._bridge.drop_session(session_id)
 
     def _session_ids(self) -> set[str]:
@@ -495,19 +549,29 @@ class DurableStream:
     def bridge(self, sdk_event: Mapping[str, Any]) -> Event | None:
         """Append the stream event(s) an OpenCode server event maps to; return the last one.
 
-        Unknown or uninteresting server events return None. See ``map_sdk_event``.
+        Server events of either shape and ``/global/event`` frames; see ``opencode_addons.bridge``
+        for the mapping. Bad input is counted (``stats()["bridge"]``) and logged, never raised;
+        duplicates (by the server's event id) and transport events return None. The stream
+        events of one server event are stored all or none; store errors propagate.
         """
-        stored: Event | None = None
-        for event in self.map_sdk_event(sdk_event):
-            stored = self.append(event)
-        return stored
+        return self._bridge.feed(self, sdk_event)
 
     def map_sdk_event(self, sdk_event: Mapping[str, Any]) -> list[dict[str, Any]]:
-        """The stream events for one OpenCode server event (none for unknown ones).
+        """The stream events ``bridge`` would append for one server event, as of now.
 
-        Reads, but does not change, the bridge's tool-call state; appending the events does.
+        A preview: nothing is stored and the bridge remembers nothing of it.
         """
         return self._bridge.map(sdk_event)
+
+    @property
+    def opencode_bridge(self) -> OpenCodeBridge:
+        """The bridge's memory of the OpenCode server (stats, duplicate window)."""
+        return self._bridge
+
+    @property
+    def max_event_bytes(self) -> int:
+        """The largest event the store accepts, in bytes of JSON."""
+        return int(self._store.max_event_bytes)
 
     # -- lifecycle and stats -----------------------------------------------------------------
 
@@ -524,6 +588,13 @@ class DurableStream:
             "history_bytes": store.get("nbytes", 0),
             "evicted": store.get("evicted", 0),
             "file_bytes": store.get("file_bytes", 0),
+            "disk_bytes": store.get("disk_bytes", 0),
+            "max_disk_bytes": self.config["max_disk_bytes"],
+            "segments": store.get("segments", 0),
+            "sealed_bytes": store.get("sealed_bytes", 0),
+            "segments_dropped": store.get("segments_dropped", 0),
+            "events_dropped": store.get("events_dropped", 0),
+            "carried_forward": store.get("carried_forward", 0),
             "next_seq": store.get("next_seq"),
             "durability": self.config["durability"],
             "subscribers": sum(len(c) for c in self._subscribers.values()),
@@ -534,9 +605,11 @@ class DurableStream:
             "active_intents": len(self._intents),
             "sessions": len(self._session_ids()),
             "bridge_sessions": len(self._bridge),
+            "bridge": self._bridge.stats(),
             "resumes": self._resumes,
             "run_id": self.run_id,
             "closed": self._closed,
+            **({"replication": self._replicator.stats()} if self._replicator else {}),
         }
 
     def _store_stats(self) -> dict[str, Any]:
@@ -559,6 +632,7 @@ class DurableStream:
         self._closed = True
         self._checkpoints.close()
         self._tasks.cancel_threadsafe()
+        self._stop_replicator()
         try:
             self._store.close()
         finally:

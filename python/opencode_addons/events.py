@@ -86,6 +86,26 @@ RETRY = "execution.retry"
 FILES_PATCHED = "files.patched"
 FILES_CHANGED = "files.changed"
 
+# OpenCode traffic (the bridge maps today's and older server events to these names).
+USER_ACTOR = "user"
+AGENT_ACTOR = "agent"
+SESSION_UPDATED = "lifecycle.session.updated"
+SESSION_STATUS = "lifecycle.session.status"
+INSTANCE_DISPOSED = "lifecycle.instance.disposed"
+MESSAGE_CREATED = "message.created"
+MESSAGE_UPDATED = "message.updated"
+MESSAGE_REMOVED = "message.removed"
+PART_REMOVED = "message.part.removed"
+PART_DELTA = "execution.part_delta"
+SUBTASK = "execution.subtask"
+FILE_PART = "execution.file"
+COMPACTION = "execution.compaction"
+TODOS_UPDATED = "execution.todos"
+COMMAND_EXECUTED = "execution.command"
+FILES_DIFF = "files.diff"
+# Server events the bridge has no mapping for are stored as "opencode.<their type>".
+UNKNOWN_PREFIX = "opencode."
+
 # Learning and ledger.
 LEARNING_CAPTURED = "learning.captured"
 LEDGER_STREAM = "ledger-events"

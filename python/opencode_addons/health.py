@@ -37,8 +37,9 @@ def health(
     ``session_state_tracker``), else the sessions the stream holds state for.
 
     Keys: ``event_history``, ``event_cache``, ``history_bytes``, ``tasks``,
-    ``pending_captures``, ``sessions``, ``timers`` (owned timers and periodic tasks armed now)
-    and ``rss_bytes``.
+    ``pending_captures``, ``sessions``, ``timers`` (owned timers and periodic tasks armed now),
+    ``rss_bytes``, and the store's files against their budget: ``disk_bytes`` and
+    ``max_disk_bytes`` (0 when unbounded).
     """
     components = component_registry.registered()
     if stream is None:
@@ -56,6 +57,8 @@ def health(
         "sessions": _sessions(session_tracker, stream_stats),
         "timers": _timers(components, stream_stats, session_tracker),
         "rss_bytes": _rss_bytes(),
+        "disk_bytes": _int(stream_stats, "disk_bytes"),
+        "max_disk_bytes": _int(stream_stats, "max_disk_bytes"),
     }
 
 

@@ -132,10 +132,12 @@ class StreamCheckpoints:
         if checkpoint_id is not None:
             self._forget(checkpoint_id, CHECKPOINT_STATUS[event["type"]])
 
-    def drop_session(self, session_id: str) -> None:
-        """Forget the session's pending checkpoints (the session ended)."""
-        for checkpoint_id in list(self._by_session.get(session_id, ())):
+    def drop_session(self, session_id: str) -> list[str]:
+        """Forget the session's pending checkpoints (the session ended); return their ids."""
+        dropped = list(self._by_session.get(session_id, ()))
+        for checkpoint_id in dropped:
             self._forget(checkpoint_id, "dropped")
+        return dropped
 
     def sessions(self) -> set[str]:
         """The sessions (streams) that have pending checkpoints."""

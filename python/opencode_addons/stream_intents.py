@@ -96,10 +96,12 @@ class StreamIntents:
         if intent_id is not None:
             self._forget(intent_id, INTENT_END_STATUS[event["type"]])
 
-    def drop_session(self, session_id: str) -> None:
-        """Forget the session's active intents (the session ended)."""
-        for intent_id in list(self._by_session.get(session_id, ())):
+    def drop_session(self, session_id: str) -> list[str]:
+        """Forget the session's active intents (the session ended); return their ids."""
+        dropped = list(self._by_session.get(session_id, ()))
+        for intent_id in dropped:
             self._forget(intent_id, "dropped")
+        return dropped
 
     def sessions(self) -> set[str]:
         """The sessions that have active intents."""

@@ -33,29 +33,69 @@ impl CollectSpec {
     }
 }
 
-/// Collects events in file order as they are offered.
-pub struct Collector<'s> {
-    spec: &'s CollectSpec,
-    kept: Vec<Option<(u64, Vec<u8>)>>,
-    /// (pair index, id) -> index in `kept` of the opening event still open.
-    open: HashMap<(usize, String), usize>,
+/// One kept event: when it was offered (file order), its seq and its JSON (without `seq`).
+#[derive(Debug, Clone)]
+struct Kept {
+    order: u64,
+    seq: u64,
+    json: Vec<u8>,
+}
+
+/// Collects events in file order as they are offered, while a store is opened and then for as
+/// long as it is open: what is still open is what a new segment's snapshot carries forward.
+pub struct Collector {
+    spec: CollectSpec,
+    /// Every type an offer must look at (openings, closings, and `types` while they are kept).
+    watched: Vec<String>,
+    offered: u64,
+    /// (pair index, id) -> the opening event still open.
+    open: HashMap<(usize, String), Kept>,
+    /// Events of `spec.types`, kept until `take_collected`.
+    typed: Vec<Kept>,
+    keep_types: bool,
 }
 
 fn first_id<'a>(line: &'a [u8], fields: &[String]) -> Option<std::borrow::Cow<'a, str>> {
     fields.iter().find_map(|field| payload_string(line, field))
 }
 
-impl<'s> Collector<'s> {
-    pub fn new(spec: &'s CollectSpec) -> Self {
-        Self {
-            spec,
-            kept: Vec::new(),
+impl Collector {
+    pub fn new(spec: &CollectSpec) -> Self {
+        let mut collector = Self {
+            spec: spec.clone(),
+            watched: Vec::new(),
+            offered: 0,
             open: HashMap::new(),
+            typed: Vec::new(),
+            keep_types: true,
+        };
+        collector.watch();
+        collector
+    }
+
+    fn watch(&mut self) {
+        let mut watched: Vec<String> = Vec::new();
+        for pair in &self.spec.pairs {
+            watched.push(pair.open_type.clone());
+            watched.extend(pair.close_types.iter().cloned());
         }
+        if self.keep_types {
+            watched.extend(self.spec.types.iter().cloned());
+        }
+        watched.sort();
+        watched.dedup();
+        self.watched = watched;
+    }
+
+    /// Whether an event of this type changes what is collected (a cheap test for appends).
+    pub fn wants(&self, event_type: &str) -> bool {
+        self.watched.iter().any(|t| t == event_type)
     }
 
     /// Offers one event: its seq, type, the whole line (`line`) and the JSON to keep (`json`).
     pub fn offer(&mut self, seq: u64, event_type: &str, line: &[u8], json: [&[u8]; 2]) {
+        self.offered += 1;
+        let order = self.offered;
         for (index, pair) in self.spec.pairs.iter().enumerate() {
             if pair.open_type == event_type {
                 // An opening without an id can never be closed, and projections skip it.
@@ -63,32 +103,77 @@ impl<'s> Collector<'s> {
                     return;
                 };
                 // The same id opened twice: the first opening stands, as in projections.
-                let key = (index, id.into_owned());
-                if !self.open.contains_key(&key) {
-                    self.open.insert(key, self.kept.len());
-                    self.kept.push(Some((seq, json.concat())));
-                }
+                self.open
+                    .entry((index, id.into_owned()))
+                    .or_insert_with(|| Kept {
+                        order,
+                        seq,
+                        json: json.concat(),
+                    });
                 return;
             }
             if pair.close_types.iter().any(|t| t == event_type) {
                 // A closing event carries nothing a projection needs once its opening is gone,
                 // and closing an unknown id changes nothing.
                 if let Some(id) = first_id(line, &pair.close_fields) {
-                    if let Some(slot) = self.open.remove(&(index, id.into_owned())) {
-                        self.kept[slot] = None;
-                    }
+                    self.open.remove(&(index, id.into_owned()));
                 }
                 return;
             }
         }
-        if self.spec.types.iter().any(|t| t == event_type) {
-            self.kept.push(Some((seq, json.concat())));
+        if self.keep_types && self.spec.types.iter().any(|t| t == event_type) {
+            self.typed.push(Kept {
+                order,
+                seq,
+                json: json.concat(),
+            });
         }
     }
 
-    /// The kept events, in file order.
-    pub fn finish(self) -> Vec<(u64, Vec<u8>)> {
-        self.kept.into_iter().flatten().collect()
+    /// Forgets everything collected so far: a complete snapshot follows, holding all that is
+    /// still open.
+    pub fn reset(&mut self) {
+        self.open.clear();
+        self.typed.clear();
+    }
+
+    /// The kept events in file order (taken once): the openings still open and the events of
+    /// `types`. From then on `types` are no longer kept; openings stay until closed or forgotten.
+    pub fn take_collected(&mut self) -> Vec<(u64, Vec<u8>)> {
+        let mut kept: Vec<&Kept> = self.open.values().chain(self.typed.iter()).collect();
+        kept.sort_by_key(|k| k.order);
+        let taken = kept.into_iter().map(|k| (k.seq, k.json.clone())).collect();
+        self.typed = Vec::new();
+        self.keep_types = false;
+        self.watch();
+        taken
+    }
+
+    /// The openings still open, by seq: what a snapshot carries forward.
+    pub fn open_items(&self) -> Vec<(u64, &[u8])> {
+        let mut items: Vec<(u64, &[u8])> = self
+            .open
+            .values()
+            .map(|k| (k.seq, k.json.as_slice()))
+            .collect();
+        items.sort_by_key(|item| item.0);
+        items
+    }
+
+    pub fn open_count(&self) -> usize {
+        self.open.len()
+    }
+
+    /// Stops carrying the opening `id` of `open_type`, closed by the caller without a closing
+    /// event (for instance dropped with its session). Returns whether it was open.
+    pub fn forget(&mut self, open_type: &str, id: &str) -> bool {
+        let mut found = false;
+        for (index, pair) in self.spec.pairs.iter().enumerate() {
+            if pair.open_type == open_type {
+                found |= self.open.remove(&(index, id.to_string())).is_some();
+            }
+        }
+        found
     }
 }
 
@@ -108,7 +193,7 @@ mod tests {
         }
     }
 
-    fn offer(collector: &mut Collector<'_>, seq: u64, line: &str) {
+    fn offer(collector: &mut Collector, seq: u64, line: &str) {
         let event_type = crate::json::scan_event_line(line.as_bytes())
             .unwrap()
             .event_type
@@ -147,7 +232,11 @@ mod tests {
             r#"{"type":"cp.rejected","payload":{"checkpoint_id":"zzz"}}"#,
         );
         offer(&mut collector, 7, r#"{"type":"cp.requested","payload":{}}"#);
-        let kept: Vec<u64> = collector.finish().into_iter().map(|(seq, _)| seq).collect();
+        let kept: Vec<u64> = collector
+            .take_collected()
+            .into_iter()
+            .map(|(seq, _)| seq)
+            .collect();
         assert_eq!(
             kept,
             [2, 5],
@@ -169,7 +258,11 @@ mod tests {
             2,
             r#"{"type":"cp.requested","payload":{"id":"a"}}"#,
         );
-        let kept: Vec<u64> = collector.finish().into_iter().map(|(seq, _)| seq).collect();
+        let kept: Vec<u64> = collector
+            .take_collected()
+            .into_iter()
+            .map(|(seq, _)| seq)
+            .collect();
         assert_eq!(kept, [1]);
     }
 }

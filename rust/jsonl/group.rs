@@ -17,6 +17,8 @@ struct Progress {
 }
 
 pub struct GroupSync {
+    /// The file to fsync: the active segment (replaced when a segment is sealed).
+    file: Mutex<Arc<File>>,
     written: AtomicU64,
     progress: Mutex<Progress>,
     wake: Condvar,
@@ -76,11 +78,23 @@ impl GroupSync {
     pub fn synced(&self) -> u64 {
         self.lock().synced
     }
+
+    /// Makes `file` the one fsynced from now on. Everything written to the previous file must
+    /// already be on disk (sealing fsyncs it first), and nothing may have been written to the
+    /// new one yet: a fsync that reads a `written` seq of the new file then sees the new file.
+    pub fn set_file(&self, file: Arc<File>) {
+        *self.file.lock().unwrap_or_else(|p| p.into_inner()) = file;
+    }
+
+    fn current_file(&self) -> Arc<File> {
+        Arc::clone(&self.file.lock().unwrap_or_else(|p| p.into_inner()))
+    }
 }
 
 impl GroupThread {
     pub fn start(file: File, interval: Duration, already_synced: u64) -> std::io::Result<Self> {
         let shared = Arc::new(GroupSync {
+            file: Mutex::new(Arc::new(file)),
             written: AtomicU64::new(already_synced),
             progress: Mutex::new(Progress {
                 synced: already_synced,
@@ -92,7 +106,7 @@ impl GroupThread {
         let worker = Arc::clone(&shared);
         let handle = std::thread::Builder::new()
             .name("opencode-addons-group-sync".into())
-            .spawn(move || run(&worker, &file, interval))?;
+            .spawn(move || run(&worker, interval))?;
         Ok(Self {
             shared,
             handle: Some(handle),
@@ -125,7 +139,7 @@ impl Drop for GroupThread {
     }
 }
 
-fn run(shared: &GroupSync, file: &File, interval: Duration) {
+fn run(shared: &GroupSync, interval: Duration) {
     loop {
         let stopping = {
             let mut progress = shared.lock();
@@ -138,9 +152,11 @@ fn run(shared: &GroupSync, file: &File, interval: Duration) {
             progress.urgent = false;
             progress.stop
         };
+        // The target first, then the file: a seq written to a new file was marked after the
+        // file was switched, so reading it means the switch is seen too.
         let target = shared.written.load(Ordering::Acquire);
         if target > shared.synced() {
-            let result = file.sync_data();
+            let result = shared.current_file().sync_data();
             let mut progress = shared.lock();
             match result {
                 Ok(()) if progress.error.is_none() => progress.synced = progress.synced.max(target),

@@ -53,6 +53,8 @@ pub struct MappedLog {
     len: u64,
     /// Bytes reserved on disk (the file's size while open).
     allocated: u64,
+    /// Allocation ahead of the data stops here (the segment size), unless a write needs more.
+    allocation_limit: u64,
     map: *mut u8,
     map_offset: u64,
     map_len: usize,
@@ -78,6 +80,7 @@ impl MappedLog {
             file,
             len,
             allocated: len,
+            allocation_limit: u64::MAX,
             map: ptr::null_mut(),
             map_offset: 0,
             map_len: 0,
@@ -85,6 +88,12 @@ impl MappedLog {
             warmer,
             opened_in: super::fork::generation(),
         })
+    }
+
+    /// Allocates ahead no further than `limit` bytes (a segment's size): a small segment does
+    /// not take a whole allocation step of disk.
+    pub fn limit_allocation(&mut self, limit: u64) {
+        self.allocation_limit = limit;
     }
 
     /// Bytes of data in the log.
@@ -145,7 +154,8 @@ impl MappedLog {
         if needed <= self.allocated {
             return Ok(());
         }
-        let ahead = needed.div_ceil(ALLOCATION_STEP) * ALLOCATION_STEP;
+        let ahead = (needed.div_ceil(ALLOCATION_STEP) * ALLOCATION_STEP)
+            .min(self.allocation_limit.max(needed));
         // Near a full disk or a file size limit, the exact size may still fit.
         let result = self
             .allocate_to(ahead)

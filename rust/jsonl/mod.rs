@@ -5,14 +5,24 @@
 //! member (the header has it), on disk the line ends with `,"seq":N}`.
 
 mod collect;
+mod compress;
+pub mod crash;
 #[cfg(test)]
 mod damage_tests;
 mod fork;
 mod group;
+mod keeper;
 mod log;
 pub mod recovery;
+#[cfg(test)]
+mod segment_tests;
+pub mod segments;
+pub mod snapshot;
 
+use std::cell::RefCell;
 use std::fs::{File, OpenOptions};
+use std::io::{Seek, SeekFrom};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,13 +31,24 @@ use collect::Collector;
 pub use collect::{CollectSpec, OpenClose};
 pub use group::GroupSync;
 use group::GroupThread;
+pub use keeper::KeeperStats;
+use keeper::{Keeper, KeeperConfig, SealedSegment};
 use log::{lock_exclusive, MappedLog};
-pub use recovery::{scan, LineEvent, RecoveryReport, ScanOutcome};
+pub use recovery::{scan, scan_segment, LineEvent, RecoveryReport, ScanOutcome};
+use segments::{Layout, SegmentFile};
+use snapshot::Meta;
 
-use crate::event::{CoreError, EventFields, DEFAULT_MAX_EVENT_BYTES, MAX_SEQ};
+use crate::event::{now_ms, CoreError, EventFields, DEFAULT_MAX_EVENT_BYTES, MAX_SEQ};
 use crate::json::ScannedLine;
 use crate::keys::{KeySpans, MAX_PARTS};
 use crate::ring::Ring;
+
+/// Default size at which the active segment is sealed.
+pub const DEFAULT_MAX_SEGMENT_BYTES: u64 = 64 << 20;
+/// Default budget of the store's files.
+pub const DEFAULT_MAX_DISK_BYTES: u64 = 1 << 30;
+/// Bytes a line adds to its event's JSON at most: `,"seq":N}` and the newline.
+const LINE_OVERHEAD: u64 = 32;
 
 /// When an append is durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,9 +97,19 @@ pub struct StoreOptions {
     pub durability: Durability,
     pub max_event_bytes: usize,
     pub group_interval: Duration,
-    /// Events to keep aside while opening (from the whole file, not only the newest), so a
-    /// caller can rebuild projections such as pending checkpoints without reading the file again.
+    /// Events to keep aside while opening (from the whole store, not only the newest), so a
+    /// caller can rebuild projections such as pending checkpoints without reading it again.
+    /// Openings still open are also carried forward into every new segment.
     pub collect: CollectSpec,
+    /// The active segment is sealed before an append would take it past this size.
+    pub max_segment_bytes: u64,
+    /// Sealed segments are deleted, oldest first, to keep the store's files within this budget
+    /// (None: unbounded).
+    pub max_disk_bytes: Option<u64>,
+    /// Sealed segments last written longer ago than this many seconds are deleted.
+    pub max_age: Option<f64>,
+    /// Sealed segments are compressed to zstd (`.jsonl.zst`).
+    pub compress_sealed: bool,
 }
 
 impl Default for StoreOptions {
@@ -90,8 +121,27 @@ impl Default for StoreOptions {
             max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
             group_interval: Duration::from_millis(5),
             collect: CollectSpec::default(),
+            max_segment_bytes: DEFAULT_MAX_SEGMENT_BYTES,
+            max_disk_bytes: Some(DEFAULT_MAX_DISK_BYTES),
+            max_age: None,
+            compress_sealed: false,
         }
     }
+}
+
+/// The segments of a store and what retention did, for `stats()`.
+#[derive(Debug, Clone, Default)]
+pub struct SegmentStats {
+    /// Files of the store: the sealed segments and the active one.
+    pub segments: usize,
+    pub sealed_bytes: u64,
+    pub active_bytes: u64,
+    /// Segments sealed since the store was opened.
+    pub sealed: u64,
+    /// Events carried forward into new segments' snapshots since the store was opened.
+    pub carried_forward: u64,
+    /// What the keeper did (retention, compression) since the store was opened.
+    pub keeper: KeeperStats,
 }
 
 /// What a caller must still do after an append for its durability mode.
@@ -103,6 +153,7 @@ pub enum SyncNeed {
 
 pub struct Store {
     path: PathBuf,
+    layout: Layout,
     log: MappedLog,
     ring: Ring,
     next_seq: u64,
@@ -110,50 +161,260 @@ pub struct Store {
     recovery: RecoveryReport,
     group: Option<GroupThread>,
     sync_file: Arc<File>,
+    /// What is still open (live: every append is offered to it); carried into new segments.
+    collector: Collector,
     collected: Vec<(u64, Vec<u8>)>,
+    /// The store's lock, held while it is open (see `Layout::lock_path`).
+    _lock: File,
+    keeper: Keeper,
+    /// The seq of the active segment's first event (None while it has none).
+    active_first_seq: Option<u64>,
+    sealed: u64,
+    carried_forward: u64,
     /// The fork generation the store was opened in (see `fork.rs`).
     opened_in: u64,
 }
 
+/// Which files opening reads, decided from names and heads before reading any of them.
+struct OpenPlan {
+    /// Sealed segments from this index on go into the cache.
+    ring_from: usize,
+    /// Where to start reading the segment at `ring_from` when only its newest events are needed
+    /// (and the collector does not need it): a byte offset, 0 for all of it.
+    ring_skip: u64,
+    /// The collector starts at this segment (its snapshot, or the oldest file, is complete).
+    collect_from: usize,
+    /// What the active segment's first lines hold.
+    active_head: snapshot::Head,
+}
+
+/// A snapshot being read: its header was seen, and these carried events so far.
+#[derive(Default)]
+struct PendingSnapshot {
+    expected: Option<u64>,
+    items: Vec<(u64, String, Vec<u8>, Vec<u8>)>,
+}
+
+/// The collector while a file is read, with the snapshot it may be starting with.
+struct Collecting<'c> {
+    collector: &'c mut Collector,
+    pending: PendingSnapshot,
+    /// Lines (events or snapshot lines) of the current file seen so far.
+    lines_in_file: u64,
+}
+
+impl Collecting<'_> {
+    fn start_file(&mut self) {
+        self.pending = PendingSnapshot::default();
+        self.lines_in_file = 0;
+    }
+
+    fn meta(&mut self, meta: Meta<'_>) {
+        let first_line = self.lines_in_file == 0;
+        self.lines_in_file += 1;
+        match meta {
+            Meta::Header { carried, .. } if first_line => {
+                self.pending = PendingSnapshot {
+                    expected: Some(carried),
+                    items: Vec::new(),
+                };
+                self.complete_if_whole();
+            }
+            Meta::Carried { line, scanned } if self.pending.expected.is_some() => {
+                let Some(seq) = scanned.seq else { return };
+                let json = match scanned.trailing_seq_at {
+                    Some(at) => [&line[..at], b"}"].concat(),
+                    None => line.to_vec(),
+                };
+                self.pending
+                    .items
+                    .push((seq, scanned.event_type.to_string(), line.to_vec(), json));
+                self.complete_if_whole();
+            }
+            // A header not at the start of its file, or carried lines without one: not a
+            // snapshot this store wrote, so not trusted.
+            _ => self.pending = PendingSnapshot::default(),
+        }
+    }
+
+    fn complete_if_whole(&mut self) {
+        if self.pending.expected != Some(self.pending.items.len() as u64) {
+            return;
+        }
+        // Everything open before this point is in the snapshot: start over from it.
+        let pending = std::mem::take(&mut self.pending);
+        self.collector.reset();
+        for (seq, event_type, line, json) in &pending.items {
+            self.collector.offer(*seq, event_type, line, [json, b""]);
+        }
+    }
+
+    fn event(&mut self, event: &LineEvent<'_, '_>) {
+        self.lines_in_file += 1;
+        // An event before the snapshot was whole: it was cut short, and is not trusted.
+        self.pending = PendingSnapshot::default();
+        self.collector
+            .offer(event.seq, &event.line.event_type, event.text, event.json);
+    }
+}
+
 impl Store {
-    /// Opens (creating if needed) and locks `path`, recovers it and loads the newest events.
+    /// Opens (creating if needed) and locks the store whose active segment is `path`, recovers
+    /// it and loads the newest events, reading only the segments the cache and the collector need.
     pub fn open(path: &Path, options: StoreOptions) -> Result<Self, CoreError> {
         validate(&options)?;
-        let file = open_locked(path)?;
+        segments::check_regular(path).map_err(CoreError::Invalid)?;
+        let layout = Layout::of(path);
+        std::fs::create_dir_all(&layout.dir).map_err(|e| {
+            CoreError::io(
+                format!("cannot create directory {}", layout.dir.display()),
+                e,
+            )
+        })?;
+        let lock = lock_store(&layout)?;
+        let listing = segments::list(&layout).map_err(|e| {
+            CoreError::io(format!("cannot list the segments of {}", path.display()), e)
+        })?;
+        for leftover in &listing.leftovers {
+            let _ = std::fs::remove_file(leftover);
+        }
+        let sealed = listing.segments;
+        let mut file = open_active(path)?;
         let mut ring = Ring::new(options.retain.max(options.max_cache_size), None)?;
         let mut collector = Collector::new(&options.collect);
-        let collecting = !options.collect.is_empty();
-        let outcome = scan(&file, |event| {
-            if collecting {
-                collector.offer(event.seq, &event.line.event_type, event.text, event.json);
+        let plan = plan_open(&sealed, &mut file, &options)
+            .map_err(|e| CoreError::io(format!("cannot read {}", path.display()), e))?;
+        let start = plan.ring_from.min(plan.collect_from);
+        let mut report = RecoveryReport::default();
+        let mut after: Option<u64> = None;
+        let mut active_first_seq = None;
+        let outcome = {
+            let collecting = RefCell::new(Collecting {
+                collector: &mut collector,
+                pending: PendingSnapshot::default(),
+                lines_in_file: 0,
+            });
+            for (index, segment) in sealed.iter().enumerate().skip(start) {
+                if index == start {
+                    after = segment.first_seq().map(|first| first.saturating_sub(1));
+                }
+                let collect = index >= plan.collect_from && !options.collect.is_empty();
+                let cache = index >= plan.ring_from;
+                let skip = if index == plan.ring_from {
+                    plan.ring_skip
+                } else {
+                    0
+                };
+                let Some(reader) = open_segment_from(segment, skip)? else {
+                    continue;
+                };
+                collecting.borrow_mut().start_file();
+                let outcome = scan_segment(
+                    reader,
+                    after,
+                    |event| {
+                        if collect {
+                            collecting.borrow_mut().event(&event);
+                        }
+                        !cache || push_loaded(&mut ring, &event)
+                    },
+                    |meta| {
+                        if collect {
+                            collecting.borrow_mut().meta(meta);
+                        }
+                    },
+                )
+                .map_err(|e| CoreError::io(format!("cannot read {}", segment.path.display()), e))?;
+                if after.is_some() || outcome.report.events > 0 {
+                    after = Some(outcome.report.last_seq);
+                }
+                report.add(&outcome.report);
             }
-            push_loaded(&mut ring, &event)
-        })
-        .map_err(|e| CoreError::io(format!("cannot read {}", path.display()), e))?;
-        let collected = collector.finish();
+            file.seek(SeekFrom::Start(0))
+                .map_err(|e| CoreError::io(format!("cannot read {}", path.display()), e))?;
+            collecting.borrow_mut().start_file();
+            let collect = !options.collect.is_empty();
+            let outcome = scan_segment(
+                &file,
+                after,
+                |event| {
+                    active_first_seq.get_or_insert(event.seq);
+                    if collect {
+                        collecting.borrow_mut().event(&event);
+                    }
+                    push_loaded(&mut ring, &event)
+                },
+                |meta| {
+                    if collect {
+                        collecting.borrow_mut().meta(meta);
+                    }
+                },
+            )
+            .map_err(|e| CoreError::io(format!("cannot read {}", path.display()), e))?;
+            report.add(&outcome.report);
+            outcome
+        };
+        let collected = collector.take_collected();
         let sync_file = Arc::new(
             file.try_clone()
                 .map_err(|e| CoreError::io("cannot duplicate the log handle", e))?,
         );
         let mut log = MappedLog::new(file, outcome.data_end)?;
+        log.limit_allocation(options.max_segment_bytes);
         if outcome.needs_newline {
             log.append(&[b"\n"])?;
         }
-        let last_seq = outcome.report.last_seq;
+        // Seqs continue after everything known: lines read, the active segment's header, and
+        // the names of the sealed segments (even ones not read, or damaged).
+        let last_seq = report
+            .last_seq
+            .max(
+                plan.active_head
+                    .first_seq
+                    .map_or(0, |s| s.saturating_sub(1)),
+            )
+            .max(
+                sealed
+                    .iter()
+                    .filter_map(SegmentFile::first_seq)
+                    .max()
+                    .unwrap_or(0),
+            );
+        report.last_seq = last_seq;
         let group = match options.durability {
             Durability::Group => Some(start_group(&sync_file, options.group_interval, last_seq)?),
             _ => None,
         };
+        let protected = if options.collect.is_empty() {
+            0
+        } else {
+            sealed.len() - plan.collect_from.min(sealed.len())
+        };
+        let keeper = Keeper::start(
+            keeper_config(&layout, &options),
+            sealed.iter().map(sealed_segment).collect(),
+            active_first_seq.unwrap_or(last_seq + 1),
+            protected,
+        )
+        .map_err(|e| CoreError::io("cannot start the segment keeper thread", e))?;
+        keeper.set_active_bytes(log.data_len());
         Ok(Self {
             path: path.to_path_buf(),
+            layout,
             log,
             ring,
             next_seq: last_seq + 1,
             options,
-            recovery: outcome.report,
+            recovery: report,
             group,
             sync_file,
+            collector,
             collected,
+            _lock: lock,
+            keeper,
+            active_first_seq,
+            sealed: 0,
+            carried_forward: 0,
             opened_in: fork::generation(),
         })
     }
@@ -167,13 +428,37 @@ impl Store {
         std::mem::take(&mut self.collected)
     }
 
+    /// Stops carrying forward the opening `id` of `open_type` (of a collect pair): the caller
+    /// closed it without a closing event (for instance, dropped with its session).
+    pub fn forget_open(&mut self, open_type: &str, id: &str) -> bool {
+        self.collector.forget(open_type, id)
+    }
+
+    /// Openings still open (what the next segment's snapshot carries).
+    pub fn open_count(&self) -> usize {
+        self.collector.open_count()
+    }
+
     pub fn ring(&self) -> &Ring {
         &self.ring
     }
 
-    /// Bytes of data in the file.
+    /// Bytes of data in the active segment.
     pub fn file_len(&self) -> u64 {
         self.log.data_len()
+    }
+
+    /// The segments, their sizes and what retention did.
+    pub fn segment_stats(&self) -> SegmentStats {
+        let (sealed_count, sealed_bytes, keeper) = self.keeper.stats();
+        SegmentStats {
+            segments: sealed_count + 1,
+            sealed_bytes,
+            active_bytes: self.log.data_len(),
+            sealed: self.sealed,
+            carried_forward: self.carried_forward,
+            keeper,
+        }
     }
 
     /// The sequence number the next append gets.
@@ -193,11 +478,13 @@ impl Store {
         self.check_process()?;
         self.check_size(body.len() + 1)?;
         self.check_seqs_left(1)?;
+        self.seal_if_full(body.len() as u64 + LINE_OVERHEAD)?;
         let seq = self.next_seq;
         self.log
             .append(&[body, SeqSuffix::new(seq).as_bytes()])
             .map_err(|e| e.in_file(&self.path))?;
         self.hold(seq, body, fields, spans)?;
+        self.note_appended(seq, fields.event_type, body);
         self.finish_append(seq);
         Ok(seq)
     }
@@ -216,8 +503,20 @@ impl Store {
         self.ring.push(seq, fields, &held[..count])
     }
 
+    /// Keeps the collector and the active segment's bookkeeping current after an append.
+    fn note_appended(&mut self, seq: u64, event_type: &str, body: &[u8]) {
+        self.active_first_seq.get_or_insert(seq);
+        if self.collector.wants(event_type) {
+            let mut line = Vec::with_capacity(body.len() + 1);
+            line.extend_from_slice(body);
+            line.push(b'}');
+            self.collector.offer(seq, event_type, &line, [&line, b""]);
+        }
+    }
+
     fn finish_append(&mut self, last_seq: u64) {
         self.next_seq = last_seq + 1;
+        self.keeper.set_active_bytes(self.log.data_len());
         if let Some(group) = &self.group {
             group.shared().mark_written(last_seq);
         }
@@ -231,8 +530,15 @@ impl Store {
     ) -> Result<u64, CoreError> {
         self.check_process()?;
         self.check_seqs_left(events.len() as u64)?;
+        let mut total = 0u64;
         for (body, _, _) in events {
             self.check_size(body.len() + 1)?;
+            total += body.len() as u64 + LINE_OVERHEAD;
+        }
+        if !events.is_empty() {
+            // A batch is never split across segments; one larger than a segment gets a new
+            // segment of its own.
+            self.seal_if_full(total)?;
         }
         let first = self.next_seq;
         let suffixes: Vec<SeqSuffix> = (0..events.len() as u64)
@@ -245,12 +551,135 @@ impl Store {
         }
         self.log.append(&parts).map_err(|e| e.in_file(&self.path))?;
         for (offset, (body, fields, spans)) in events.iter().enumerate() {
-            self.hold(first + offset as u64, body, fields, spans)?;
+            let seq = first + offset as u64;
+            self.hold(seq, body, fields, spans)?;
+            self.note_appended(seq, fields.event_type, body);
         }
         if !events.is_empty() {
             self.finish_append(first + events.len() as u64 - 1);
         }
         Ok(first)
+    }
+
+    /// Seals the active segment if `incoming` more bytes would take it past the segment size
+    /// (and it holds at least one event, so no segment is ever empty of events).
+    fn seal_if_full(&mut self, incoming: u64) -> Result<(), CoreError> {
+        if self.active_first_seq.is_none()
+            || self.log.data_len() + incoming <= self.options.max_segment_bytes
+        {
+            return Ok(());
+        }
+        self.seal().map_err(|e| e.in_file(&self.path))
+    }
+
+    /// Seals the active segment: trims it, renames it to its sealed name, and starts a new
+    /// active segment with a snapshot of what is still open. On failure (a full disk) nothing
+    /// has changed: the old active segment is back under its name and still in use.
+    fn seal(&mut self) -> Result<(), CoreError> {
+        let Some(first_seq) = self.active_first_seq else {
+            return Ok(());
+        };
+        // At most one sealed segment waits for the keeper (bounded disk use, see keeper.rs).
+        self.keeper.wait_idle();
+        let durable = matches!(
+            self.options.durability,
+            Durability::Fsync | Durability::Group
+        );
+        // In fsync and group modes the segment is on disk before it is renamed; in the others
+        // the keeper fsyncs it (a `sync()` in between covers it too).
+        self.log.trim(durable)?;
+        crash::point("seal.trimmed");
+        let sealed_path = self.free_sealed_path(first_seq);
+        std::fs::rename(&self.path, &sealed_path)
+            .map_err(|e| CoreError::io("cannot rename the full segment", e))?;
+        crash::point("seal.renamed");
+        let (new_log, new_sync, carried) = match self.start_segment(durable) {
+            Ok(started) => started,
+            Err(error) => {
+                // Put the segment back: the store goes on as if nothing happened.
+                let _ = std::fs::remove_file(&self.path);
+                let _ = std::fs::rename(&sealed_path, &self.path);
+                return Err(error);
+            }
+        };
+        crash::point("seal.started");
+        let old_log = std::mem::replace(&mut self.log, new_log);
+        let old_sync = std::mem::replace(&mut self.sync_file, Arc::clone(&new_sync));
+        if let Some(group) = &self.group {
+            group.shared().set_file(Arc::clone(&new_sync));
+        }
+        let bytes = old_log.data_len();
+        drop(old_log);
+        let modified = std::fs::metadata(&sealed_path)
+            .ok()
+            .and_then(|m| m.modified().ok());
+        self.keeper.sealed(
+            SealedSegment {
+                path: sealed_path,
+                first_seq: Some(first_seq),
+                bytes,
+                modified,
+                compressed: false,
+            },
+            old_sync,
+            new_sync,
+            durable,
+            self.next_seq,
+        );
+        self.keeper.set_active_bytes(self.log.data_len());
+        self.active_first_seq = None;
+        self.sealed += 1;
+        self.carried_forward += carried as u64;
+        Ok(())
+    }
+
+    /// A sealed name for a segment starting at `first_seq` that no file has yet (a damaged store
+    /// could have reused seqs; a sealed segment is never overwritten).
+    fn free_sealed_path(&self, first_seq: u64) -> PathBuf {
+        let mut seq = first_seq;
+        loop {
+            let plain = self.layout.sealed_path(seq, false);
+            if !plain.exists() && !self.layout.sealed_path(seq, true).exists() {
+                return plain;
+            }
+            seq += 1;
+        }
+    }
+
+    /// Creates the new active segment and writes its snapshot: the header, then every opening
+    /// still open. Returns the log, a handle to sync it, and how many events were carried.
+    fn start_segment(&self, durable: bool) -> Result<(MappedLog, Arc<File>, usize), CoreError> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(&self.path)
+            .map_err(|e| CoreError::io("cannot create a new segment", e))?;
+        let sync = Arc::new(
+            file.try_clone()
+                .map_err(|e| CoreError::io("cannot duplicate the log handle", e))?,
+        );
+        let mut log = MappedLog::new(file, 0)?;
+        log.limit_allocation(self.options.max_segment_bytes);
+        let open = self.collector.open_items();
+        log.append(&[&snapshot::header_line(self.next_seq, open.len(), now_ms())])?;
+        // A kill here leaves a header without its carried lines: opening sees the snapshot is
+        // incomplete and reads the previous segment instead.
+        crash::point("seal.header");
+        let lines: Vec<Vec<u8>> = open
+            .iter()
+            .map(|(seq, json)| snapshot::carried_line(*seq, json))
+            .collect();
+        let parts: Vec<&[u8]> = lines.iter().map(Vec::as_slice).collect();
+        log.append(&parts)?;
+        crash::point("seal.snapshot");
+        if durable {
+            log.sync_data()?;
+            segments::sync_dir(&self.layout.dir)
+                .map_err(|e| CoreError::io("cannot sync the store's directory", e))?;
+        }
+        Ok((log, sync, open.len()))
     }
 
     /// Refuses to act from a child process forked after the store was opened.
@@ -295,24 +724,29 @@ impl Store {
         }
     }
 
-    /// The file handle a full `sync` fsyncs, and (in group mode) the group to wait on.
+    /// The files a full `sync` fsyncs (sealed segments not yet synced, and the active one unless
+    /// a group thread covers it), and in group mode the group to wait on.
     pub fn sync_handles(&self) -> Result<SyncHandles, CoreError> {
         self.check_process()?;
+        let mut files = self.keeper.unsynced();
         let group = self
             .group
             .as_ref()
             .map(|g| (Arc::clone(g.shared()), self.next_seq - 1));
-        Ok((Arc::clone(&self.sync_file), group))
+        if group.is_none() {
+            files.push(Arc::clone(&self.sync_file));
+        }
+        Ok((files, group))
     }
 
     /// Everything appended so far is on disk when this returns.
     pub fn sync(&self) -> Result<(), CoreError> {
-        let (file, group) = self.sync_handles()?;
-        sync_now(&file, group)
+        let (files, group) = self.sync_handles()?;
+        sync_now(&files, group)
     }
 
     /// Trims the file to its data, syncs (except in "none" and "flush" modes) and stops the
-    /// group thread. The store must not be used afterwards.
+    /// group and keeper threads. The store must not be used afterwards.
     ///
     /// In a child forked after the store was opened, closing only lets go of this process's
     /// handles: the file belongs to the parent.
@@ -325,6 +759,7 @@ impl Store {
             group.stop();
             group_failure = group.shared().error();
         }
+        self.keeper.stop();
         let sync = matches!(
             self.options.durability,
             Durability::Fsync | Durability::Group
@@ -339,19 +774,190 @@ impl Store {
     }
 }
 
-/// What `sync` needs, taken out of the store so the wait can happen outside its lock: the
-/// file to fsync, and in group mode the group thread to wait on with the seq to reach.
-pub type SyncHandles = (Arc<File>, Option<(Arc<GroupSync>, u64)>);
+/// Decides which files opening reads: enough of the newest sealed segments to fill the cache
+/// (their seq ranges come from their names), and the segments from the newest complete snapshot
+/// on for the collector. Leaves `active` at an unspecified position.
+fn plan_open(
+    sealed: &[SegmentFile],
+    active: &mut File,
+    options: &StoreOptions,
+) -> std::io::Result<OpenPlan> {
+    let active_head = snapshot::read_head(&*active)?;
+    let count = sealed.len();
+    if count == 0 {
+        return Ok(OpenPlan {
+            ring_from: 0,
+            ring_skip: 0,
+            collect_from: 0,
+            active_head,
+        });
+    }
+    let held = options.retain.max(options.max_cache_size) as u64;
+    let active_events = match (active_head.first_seq, last_seq_of(active)?) {
+        (Some(first), Some(last)) if last >= first => last - first + 1,
+        _ => 0,
+    };
+    let mut needed = held.saturating_sub(active_events);
+    let mut ring_from = count;
+    let mut next_first = active_head.first_seq;
+    // (events the oldest segment read holds, how many of them the cache needs)
+    let mut partial: Option<(u64, u64)> = None;
+    while ring_from > 0 && needed > 0 {
+        let Some(first) = sealed[ring_from - 1].first_seq() else {
+            // Reference-rotated files carry no seqs: all of them are read.
+            ring_from = 0;
+            partial = None;
+            break;
+        };
+        partial = None;
+        if let Some(next) = next_first {
+            let events = next.saturating_sub(first);
+            if events > needed {
+                partial = Some((events, needed));
+            }
+            needed = needed.saturating_sub(events);
+        }
+        next_first = Some(first);
+        ring_from -= 1;
+    }
+    let collect_from = if options.collect.is_empty() || active_head.complete {
+        count
+    } else {
+        let mut from = 0;
+        for index in (0..count).rev() {
+            let complete = match open_segment(&sealed[index]) {
+                Ok(Some(reader)) => snapshot::read_head(reader)?.complete,
+                _ => false,
+            };
+            if complete {
+                from = index;
+                break;
+            }
+        }
+        from
+    };
+    // Only the newest events of the oldest segment read are needed: start reading it near where
+    // they begin (with a generous margin; lines before them only fall out of the cache again).
+    let ring_skip = match partial {
+        Some((events, wanted)) if ring_from < collect_from && ring_from < count => {
+            let segment = &sealed[ring_from];
+            if segment.compressed() {
+                0
+            } else {
+                let share = 1.0 - (wanted as f64 / events as f64);
+                let estimate = (segment.bytes as f64 * share * 0.8) as u64;
+                estimate.saturating_sub(256 << 10)
+            }
+        }
+        _ => 0,
+    };
+    Ok(OpenPlan {
+        ring_from,
+        ring_skip,
+        collect_from,
+        active_head,
+    })
+}
 
-/// fsyncs `file`, or waits for the group thread to cover `seq`.
-pub fn sync_now(file: &File, group: Option<(Arc<GroupSync>, u64)>) -> Result<(), CoreError> {
+/// The seq of the last complete line of a file, read from its end (None if it cannot tell).
+fn last_seq_of(file: &File) -> std::io::Result<Option<u64>> {
+    use std::os::unix::fs::FileExt;
+    let len = file.metadata()?.len();
+    let window = len.min(256 << 10);
+    let mut tail = vec![0u8; window as usize];
+    file.read_exact_at(&mut tail, len - window)?;
+    let end = tail.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+    let mut lines = tail[..end].split(|&b| b == b'\n').rev();
+    // The part after the last newline may be torn: only whole lines count.
+    if tail[..end].last() != Some(&b'\n') {
+        lines.next();
+    }
+    for line in lines {
+        if let Ok(scanned) = crate::json::scan_event_line(line) {
+            return Ok(scanned.seq);
+        }
+    }
+    Ok(None)
+}
+
+/// A reader of a sealed (plain) segment from the first whole line at or after `offset`; None if
+/// it is gone.
+fn open_segment_from(
+    segment: &SegmentFile,
+    offset: u64,
+) -> Result<Option<Box<dyn std::io::Read + Send>>, CoreError> {
+    if offset == 0 {
+        return open_segment(segment);
+    }
+    let read_error = |e| CoreError::io(format!("cannot read {}", segment.path.display()), e);
+    let mut file = match segments::open_for_reading(&segment.path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(read_error(e)),
+    };
+    file.seek(SeekFrom::Start(offset)).map_err(read_error)?;
+    let mut reader = std::io::BufReader::with_capacity(1 << 20, file);
+    // The line the offset falls in is partial: skip to the next one.
+    let mut partial = Vec::new();
+    std::io::BufRead::read_until(&mut reader, b'\n', &mut partial).map_err(read_error)?;
+    Ok(Some(Box::new(reader)))
+}
+
+/// A reader of a sealed segment; None if it is gone.
+fn open_segment(segment: &SegmentFile) -> Result<Option<Box<dyn std::io::Read + Send>>, CoreError> {
+    let file = match segments::open_for_reading(&segment.path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(CoreError::io(
+                format!("cannot open {}", segment.path.display()),
+                e,
+            ))
+        }
+    };
+    segments::reader_of(file, segment.compressed())
+        .map(Some)
+        .map_err(|e| CoreError::io(format!("cannot read {}", segment.path.display()), e))
+}
+
+fn sealed_segment(file: &SegmentFile) -> SealedSegment {
+    SealedSegment {
+        path: file.path.clone(),
+        first_seq: file.first_seq(),
+        bytes: file.bytes,
+        modified: file.modified,
+        compressed: file.compressed(),
+    }
+}
+
+fn keeper_config(layout: &Layout, options: &StoreOptions) -> KeeperConfig {
+    KeeperConfig {
+        layout: layout.clone(),
+        max_disk_bytes: options.max_disk_bytes,
+        max_segment_bytes: options.max_segment_bytes,
+        max_age: options.max_age.map(Duration::from_secs_f64),
+        compress: options.compress_sealed,
+    }
+}
+
+/// What `sync` needs, taken out of the store so the wait can happen outside its lock: the
+/// files to fsync, and in group mode the group thread to wait on with the seq to reach.
+pub type SyncHandles = (Vec<Arc<File>>, Option<(Arc<GroupSync>, u64)>);
+
+/// fsyncs `files`, then waits for the group thread (if any) to cover `seq`.
+pub fn sync_now(
+    files: &[Arc<File>],
+    group: Option<(Arc<GroupSync>, u64)>,
+) -> Result<(), CoreError> {
+    for file in files {
+        file.sync_data()
+            .map_err(|e| CoreError::io("cannot fsync the log", e))?;
+    }
     match group {
         Some((group, seq)) => group
             .wait(seq)
             .map_err(|message| CoreError::io(message, std::io::Error::other("fsync"))),
-        None => file
-            .sync_data()
-            .map_err(|e| CoreError::io("cannot fsync the log", e)),
+        None => Ok(()),
     }
 }
 
@@ -368,27 +974,70 @@ fn validate(options: &StoreOptions) -> Result<(), CoreError> {
             options.max_event_bytes
         )));
     }
+    let smallest_segment = options.max_event_bytes as u64 + LINE_OVERHEAD;
+    if options.max_segment_bytes < smallest_segment {
+        return Err(CoreError::Invalid(format!(
+            "max_segment_bytes must hold at least one maximal event (max_event_bytes + {LINE_OVERHEAD} = {smallest_segment} bytes), got {}",
+            options.max_segment_bytes
+        )));
+    }
+    if let Some(budget) = options.max_disk_bytes {
+        let two = options.max_segment_bytes.saturating_mul(2);
+        if budget < two {
+            return Err(CoreError::Invalid(format!(
+                "max_disk_bytes must be at least two segments (2 x max_segment_bytes = {two} bytes) or None for unbounded, got {budget}"
+            )));
+        }
+    }
+    if let Some(age) = options.max_age {
+        if !(age.is_finite() && age > 0.0) {
+            return Err(CoreError::Invalid(format!(
+                "max_age must be a number of seconds > 0 (or None), got {age}"
+            )));
+        }
+    }
     Ok(())
 }
 
-fn open_locked(path: &Path) -> Result<File, CoreError> {
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(|e| {
-            CoreError::io(format!("cannot create directory {}", parent.display()), e)
-        })?;
-    }
+/// Takes the store's lock (a file beside the active one), or says who has it.
+fn lock_store(layout: &Layout) -> Result<File, CoreError> {
+    let path = layout.lock_path();
     let file = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
-        .open(path)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(&path)
         .map_err(|e| CoreError::io(format!("cannot open {}", path.display()), e))?;
     match lock_exclusive(&file) {
         Ok(true) => Ok(file),
-        Ok(false) => Err(CoreError::Locked(path.to_path_buf())),
+        Ok(false) => Err(CoreError::Locked(layout.active.clone())),
         Err(e) => Err(CoreError::io(format!("cannot lock {}", path.display()), e)),
     }
+}
+
+/// Opens (creating if needed) the active segment for reading and writing.
+fn open_active(path: &Path) -> Result<File, CoreError> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| CoreError::io(format!("cannot open {}", path.display()), e))?;
+    let is_file = file
+        .metadata()
+        .map_err(|e| CoreError::io(format!("cannot open {}", path.display()), e))?
+        .is_file();
+    if !is_file {
+        return Err(CoreError::Invalid(format!(
+            "{} is not a regular file; a store is a regular file",
+            path.display()
+        )));
+    }
+    Ok(file)
 }
 
 fn start_group(file: &File, interval: Duration, synced: u64) -> Result<GroupThread, CoreError> {

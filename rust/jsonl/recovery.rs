@@ -3,6 +3,7 @@
 
 use std::io::{self, Read};
 
+use super::snapshot::{self, Meta};
 use crate::json::{scan_event_line, ScannedLine};
 
 const CHUNK: usize = 4 << 20;
@@ -26,6 +27,22 @@ pub struct RecoveryReport {
     pub unterminated_last_line: bool,
     /// Highest sequence number in the file (0 for none).
     pub last_seq: u64,
+    /// Snapshot lines (segment headers and carried events, see `snapshot.rs`): not events.
+    pub snapshot_lines: u64,
+}
+
+impl RecoveryReport {
+    /// Adds the counts of a later file of the same store.
+    pub fn add(&mut self, later: &RecoveryReport) {
+        self.events += later.events;
+        self.corrupt_lines += later.corrupt_lines;
+        self.duplicate_lines += later.duplicate_lines;
+        self.torn_tail_bytes += later.torn_tail_bytes;
+        self.padding_bytes += later.padding_bytes;
+        self.unterminated_last_line |= later.unterminated_last_line;
+        self.last_seq = self.last_seq.max(later.last_seq);
+        self.snapshot_lines += later.snapshot_lines;
+    }
 }
 
 /// The result of a scan: the report and where the good data ends.
@@ -50,17 +67,27 @@ pub struct LineEvent<'a, 'b> {
     pub offset: u64,
 }
 
-struct Scanner<F> {
+struct Scanner<F, M> {
     report: RecoveryReport,
     have_seq: bool,
     on_event: F,
+    on_meta: M,
 }
 
-impl<F: FnMut(LineEvent<'_, '_>) -> bool> Scanner<F> {
-    /// Handles one line without its newline; returns whether it was a valid event.
+impl<F: FnMut(LineEvent<'_, '_>) -> bool, M: FnMut(Meta<'_>)> Scanner<F, M> {
+    /// Handles one line without its newline; returns whether it was a valid event or
+    /// snapshot line.
     fn line(&mut self, raw: &[u8], offset: u64) -> bool {
         let body_start = raw.iter().position(|&b| b != 0).unwrap_or(raw.len());
         let body = &raw[body_start..];
+        if snapshot::looks_like_meta(body) {
+            if let Some(meta) = snapshot::parse(body) {
+                (self.on_meta)(meta);
+                self.report.padding_bytes += body_start as u64;
+                self.report.snapshot_lines += 1;
+                return true;
+            }
+        }
         let Ok(scanned) = scan_event_line(body) else {
             self.report.corrupt_lines += 1;
             return false;
@@ -101,13 +128,29 @@ impl<F: FnMut(LineEvent<'_, '_>) -> bool> Scanner<F> {
 /// `on_event` returns false to reject an event (it is then counted as corrupt).
 /// Damaged data never makes this fail; only a read error does.
 pub fn scan<R: Read>(
-    mut reader: R,
+    reader: R,
     on_event: impl FnMut(LineEvent<'_, '_>) -> bool,
 ) -> io::Result<ScanOutcome> {
+    scan_segment(reader, None, on_event, |_| {})
+}
+
+/// `scan` of one file of a segmented store: `after` is the highest seq of the files read before
+/// it (lines must be above it, and lines without a seq are numbered from it), and snapshot lines
+/// go to `on_meta` instead of being counted as corrupt.
+pub fn scan_segment<R: Read>(
+    mut reader: R,
+    after: Option<u64>,
+    on_event: impl FnMut(LineEvent<'_, '_>) -> bool,
+    on_meta: impl FnMut(Meta<'_>),
+) -> io::Result<ScanOutcome> {
     let mut scanner = Scanner {
-        report: RecoveryReport::default(),
-        have_seq: false,
+        report: RecoveryReport {
+            last_seq: after.unwrap_or(0),
+            ..RecoveryReport::default()
+        },
+        have_seq: after.is_some(),
         on_event,
+        on_meta,
     };
     // `buffer[..filled]` holds unread bytes: the start of a line not yet ended. The buffer is
     // zeroed once (and when it grows for a line longer than it), not on every read.
@@ -150,8 +193,8 @@ pub fn scan<R: Read>(
 }
 
 /// The bytes after the last newline: a zero tail, a torn line, or a valid line missing its newline.
-fn scan_tail<F: FnMut(LineEvent<'_, '_>) -> bool>(
-    scanner: &mut Scanner<F>,
+fn scan_tail<F: FnMut(LineEvent<'_, '_>) -> bool, M: FnMut(Meta<'_>)>(
+    scanner: &mut Scanner<F, M>,
     tail: &[u8],
     offset: u64,
     data_end: &mut u64,

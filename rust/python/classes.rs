@@ -52,6 +52,15 @@ pub struct JsonlStore {
     pub(crate) max_event_bytes: usize,
     pub(crate) recovery: RecoveryReport,
     pub(crate) defaults: FieldDefaults,
+    pub(crate) segments: SegmentSettings,
+}
+
+/// The segment settings a store was opened with (for `stats()`).
+pub(crate) struct SegmentSettings {
+    pub(crate) max_segment_bytes: u64,
+    pub(crate) max_disk_bytes: Option<u64>,
+    pub(crate) max_age: Option<f64>,
+    pub(crate) compress_sealed: bool,
 }
 
 impl RingHolder for JsonlStore {

@@ -9,7 +9,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
 use super::args::{positive, query_from_kwargs};
-use super::classes::{closed, JsonlStore, RingHolder};
+use super::classes::{closed, JsonlStore, RingHolder, SegmentSettings};
 use super::decode::record_to_dict;
 use super::encode::{as_dict, collect_dicts, encode_batch, encode_event, Captured, FieldDefaults};
 use super::errors::{to_pyerr, StoreWriteError};
@@ -17,7 +17,10 @@ use super::locks::{lock, lock_for_batch, lock_for_event, with_scratch};
 use super::report::add_recovery;
 use super::view::{self, EventIterator, EventView, Source};
 use crate::event::DEFAULT_MAX_EVENT_BYTES;
-use crate::jsonl::{sync_now, CollectSpec, Durability, OpenClose, Store, StoreOptions, SyncNeed};
+use crate::jsonl::{
+    sync_now, CollectSpec, Durability, OpenClose, SegmentStats, Store, StoreOptions, SyncNeed,
+    DEFAULT_MAX_DISK_BYTES, DEFAULT_MAX_SEGMENT_BYTES,
+};
 
 impl JsonlStore {
     /// Writes a batch; returns the first seq. Only Rust work happens under the lock.
@@ -109,13 +112,55 @@ fn stored_copy<'py>(
     Ok(copy.into_any())
 }
 
+/// The segment keys of `stats()`: files, bytes, what retention dropped and carried forward,
+/// compression, and the settings.
+fn add_segment_stats(
+    dict: &Bound<'_, PyDict>,
+    segments: &SegmentStats,
+    settings: &SegmentSettings,
+) -> PyResult<()> {
+    let keeper = &segments.keeper;
+    for (key, value) in [
+        ("segments", segments.segments as u64),
+        ("sealed_bytes", segments.sealed_bytes),
+        ("disk_bytes", segments.sealed_bytes + segments.active_bytes),
+        ("segments_sealed", segments.sealed),
+        ("segments_dropped", keeper.segments_dropped),
+        ("events_dropped", keeper.events_dropped),
+        ("bytes_dropped", keeper.bytes_dropped),
+        ("carried_forward", segments.carried_forward),
+        ("segments_compressed", keeper.compressed_segments),
+        ("compressed_input_bytes", keeper.compressed_in),
+        ("compressed_output_bytes", keeper.compressed_out),
+        ("compress_failures", keeper.compress_failures),
+    ] {
+        dict.set_item(key, value)?;
+    }
+    dict.set_item("compress_seconds", keeper.compress_seconds)?;
+    dict.set_item("keeper_error", keeper.last_error.clone())?;
+    dict.set_item("max_segment_bytes", settings.max_segment_bytes)?;
+    dict.set_item("max_disk_bytes", settings.max_disk_bytes)?;
+    dict.set_item("max_age", settings.max_age)?;
+    dict.set_item("compress_sealed", settings.compress_sealed)?;
+    Ok(())
+}
+
+/// A size setting in bytes: a positive int (the core checks how it relates to the others).
+fn byte_setting(value: i64, name: &str) -> PyResult<u64> {
+    u64::try_from(value).ok().filter(|&v| v > 0).ok_or_else(|| {
+        pyo3::exceptions::PyValueError::new_err(format!(
+            "{name} must be a positive number of bytes, got {value}"
+        ))
+    })
+}
+
 /// `(open_type, open_fields, close_types, close_fields)`, as Python passes it.
 type PairSpec = (String, Vec<String>, Vec<String>, Vec<String>);
 
 #[pymethods]
 impl JsonlStore {
     #[new]
-    #[pyo3(signature = (path, *, max_cache_size=50_000, durability="flush", max_event_bytes=DEFAULT_MAX_EVENT_BYTES as i64, history_size=None, collect_types=None, collect_pairs=None, group_interval_ms=5.0, default_actor=None, default_correlation_id=None))]
+    #[pyo3(signature = (path, *, max_cache_size=50_000, durability="flush", max_event_bytes=DEFAULT_MAX_EVENT_BYTES as i64, history_size=None, collect_types=None, collect_pairs=None, group_interval_ms=5.0, default_actor=None, default_correlation_id=None, max_segment_bytes=DEFAULT_MAX_SEGMENT_BYTES as i64, max_disk_bytes=Some(DEFAULT_MAX_DISK_BYTES as i64), max_age=None, compress_sealed=false))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -129,6 +174,10 @@ impl JsonlStore {
         group_interval_ms: f64,
         default_actor: Option<String>,
         default_correlation_id: Option<String>,
+        max_segment_bytes: i64,
+        max_disk_bytes: Option<i64>,
+        max_age: Option<f64>,
+        compress_sealed: bool,
     ) -> PyResult<Self> {
         let max_cache_size = positive(max_cache_size, "max_cache_size")?;
         let history_size = history_size
@@ -164,10 +213,22 @@ impl JsonlStore {
                     )
                     .collect(),
             },
+            max_segment_bytes: byte_setting(max_segment_bytes, "max_segment_bytes")?,
+            max_disk_bytes: max_disk_bytes
+                .map(|b| byte_setting(b, "max_disk_bytes"))
+                .transpose()?,
+            max_age,
+            compress_sealed,
         };
         let opened_path = path.clone();
         let durability = options.durability;
         let max_event_bytes = options.max_event_bytes;
+        let settings = SegmentSettings {
+            max_segment_bytes: options.max_segment_bytes,
+            max_disk_bytes: options.max_disk_bytes,
+            max_age: options.max_age,
+            compress_sealed: options.compress_sealed,
+        };
         let store = py
             .detach(move || Store::open(&opened_path, options))
             .map_err(to_pyerr)?;
@@ -184,6 +245,7 @@ impl JsonlStore {
                 actor: default_actor,
                 correlation_id: default_correlation_id,
             },
+            segments: settings,
         })
     }
 
@@ -332,6 +394,14 @@ impl JsonlStore {
         Ok(list)
     }
 
+    /// Stops carrying forward the opening `item_id` of `open_type` (a `collect_pairs` opening)
+    /// into new segments: the caller closed it without a closing event. True if it was open.
+    fn forget_open(&self, open_type: &str, item_id: &str) -> PyResult<bool> {
+        let mut guard = lock(&self.store, || {});
+        let store = guard.as_mut().ok_or_else(|| closed(&self.path))?;
+        Ok(store.forget_open(open_type, item_id))
+    }
+
     /// What opening the file found: events, corrupt_lines, duplicate_lines, torn_tail_bytes,
     /// padding_bytes, unterminated_last_line, last_seq (see the stubs).
     #[getter]
@@ -369,7 +439,7 @@ impl JsonlStore {
     /// Counts and sizes: events (cache), history_events, nbytes, memory_bytes, evicted,
     /// file_bytes, next_seq, durability, distinct_strings.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let (numbers, file_bytes, next_seq) = {
+        let (numbers, file_bytes, next_seq, segments) = {
             let guard = lock(&self.store, || {});
             let store = guard.as_ref().ok_or_else(|| closed(&self.path))?;
             let ring = store.ring();
@@ -384,7 +454,12 @@ impl JsonlStore {
                 ("evicted", ring.evicted()),
                 ("distinct_strings", ring.distinct_strings() as u64),
             ];
-            (numbers, store.file_len(), store.next_seq())
+            (
+                numbers,
+                store.file_len(),
+                store.next_seq(),
+                store.segment_stats(),
+            )
         };
         let dict = PyDict::new(py);
         for (key, value) in numbers {
@@ -395,6 +470,7 @@ impl JsonlStore {
         dict.set_item("durability", self.durability.name())?;
         dict.set_item("max_cache_size", self.max_cache_size)?;
         dict.set_item("history_size", self.history_size)?;
+        add_segment_stats(&dict, &segments, &self.segments)?;
         Ok(dict)
     }
 

@@ -71,6 +71,7 @@ def test_creates_parent_dirs_and_file(tmp_path):
             "padding_bytes": 0,
             "unterminated_last_line": False,
             "last_seq": 0,
+            "snapshot_lines": 0,
         }
     assert path.read_bytes() == b""
 

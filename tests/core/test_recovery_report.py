@@ -13,6 +13,7 @@ REPORT_KEYS = {
     "padding_bytes",
     "unterminated_last_line",
     "last_seq",
+    "snapshot_lines",
 }
 
 

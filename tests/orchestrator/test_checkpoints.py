@@ -9,6 +9,7 @@ import logging
 import pytest
 from opencode_addons import StoreWriteError, read_events
 from opencode_addons.durable_stream import DurableStream
+from opencode_addons.events import SESSION_TERMINAL_TYPES
 from opencode_addons.orchestrator.checkpoints import CheckpointManager, CheckpointOutcome
 
 
@@ -202,7 +203,8 @@ async def test_cancelled_waiter_does_not_cancel_the_checkpoint(stream):
 
 async def test_shutdown_rejects_pending_with_reason_shutdown_and_is_idempotent(stream):
     manager = CheckpointManager(stream, default_timeout=60)
-    assert subscriber_count(stream) == 2
+    # Approved, rejected, requested (adoption), and each session-terminal type.
+    assert subscriber_count(stream) == 3 + len(SESSION_TERMINAL_TYPES)
     first = manager.request("s", "q1", ["a"], "agent")
     second = manager.request("s", "q2", ["a"], "agent")
     timers = [stream.checkpoints.timer_of(p.id) for p in (first, second)]

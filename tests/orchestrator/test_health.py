@@ -22,6 +22,8 @@ KEYS = {
     "sessions",
     "timers",
     "rss_bytes",
+    "disk_bytes",
+    "max_disk_bytes",
 }
 
 
@@ -57,6 +59,9 @@ def test_reads_the_registered_stream(tmp_path):
     assert report["event_history"] == 20 and report["event_cache"] == 10
     assert report["history_bytes"] == stream.stats()["history_bytes"] > 0
     assert report["sessions"] == 1
+    # The store's files against their budget (the default, 1 GiB).
+    assert report["disk_bytes"] == stream.stats()["disk_bytes"] > 0
+    assert report["max_disk_bytes"] == 1 << 30
 
 
 def test_an_explicit_stream_wins(tmp_path):

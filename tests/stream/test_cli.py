@@ -217,14 +217,42 @@ def test_soak_short_run_reports_and_checks_memory(capsys):
     for name in ("durable_stream", "task_registry", "learning_extractor", "memory_lane_store"):
         assert figures["components"][name]
     assert figures["memory_ok"] == (figures["rss_growth"] <= figures["max_rss_growth"])
-    assert code == (0 if figures["memory_ok"] else 1)
+    # 20,000 events cannot fill the task registry's 1,000 finished tasks: nothing is measured,
+    # and the run says so instead of passing or failing on a half-filled heap.
+    assert not figures["memory_checked"] and figures["full_at_events"] is None
+    assert any("task registry" in what for what in figures["filling"])
+    # The disk is checked at every point: the store's files stayed within budget + a segment.
+    assert figures["disk_ok"] and 0 < figures["disk_bytes_peak"] <= figures["disk_limit"]
+    assert figures["ok"] == (figures["memory_ok"] and figures["disk_ok"])
+    assert code == (0 if figures["ok"] else 1)
+
+
+def test_soak_rotates_and_drops_with_a_small_budget(capsys):
+    code = main(
+        [
+            "soak",
+            *SHORT_SOAK,
+            "--max-segment-bytes",
+            "1100000",
+            "--max-disk-bytes",
+            "2200000",
+            "--json",
+            "--quiet",
+        ]
+    )
+    figures = json.loads(capsys.readouterr().out)
+    assert figures["segments_dropped"] > 0 and figures["events_dropped"] > 0
+    assert figures["disk_bytes_peak"] <= 2_200_000 + 1_100_000
+    assert code == (0 if figures["ok"] else 1)
 
 
 def test_soak_table_and_kept_directory(tmp_path, capsys):
     code = main(["soak", *SHORT_SOAK, "--dir", str(tmp_path), "--quiet"])
     out = capsys.readouterr().out
     assert "events/s" in out and "peak RSS" in out and "memory check" in out
-    assert ("PASS" in out) == (code == 0)
+    assert "disk bytes peak" in out and "disk budget" in out
+    assert "NOT CHECKED" in out  # too short a run to fill the task registry
+    assert ("FAIL" not in out) == (code == 0)
     assert os.path.getsize(tmp_path / "events.jsonl") > 0
 
 

@@ -5,6 +5,12 @@ The stream owns the checkpoints (``stream_checkpoints``): their events, the one 
 request's timeout to the stream and hands out an awaitable ``PendingCheckpoint`` that resolves
 when an approval or rejection is appended by anyone, the stream's own timeout rejection
 included. Nothing is left behind on resolve.
+
+Checkpoints an agent host's server asked for (requested with an ``origin``, e.g. the OpenCode
+bridge's permissions and questions) are adopted: ``get(id)`` returns an awaitable for them too,
+resolved when the server's reply is bridged. The manager never rejects them itself (only the
+server decides; the stream still expires them): its shutdown leaves them pending, and their
+session ending drops them.
 """
 
 from __future__ import annotations
@@ -20,9 +26,14 @@ from opencode_addons.background import BackgroundTasks
 from opencode_addons.events import (
     CHECKPOINT_APPROVED,
     CHECKPOINT_REJECTED,
+    CHECKPOINT_REQUESTED,
+    PLUGIN_SHUTDOWN_TYPES,
+    SESSION_TERMINAL_TYPES,
     Event,
     Subscriber,
     Unsubscribe,
+    checkpoint_id_of,
+    session_id_of,
 )
 from opencode_addons.stream_checkpoints import TIMEOUT_REASON
 
@@ -114,6 +125,8 @@ class _Entry:
     pending: PendingCheckpoint
     future: asyncio.Future[CheckpointOutcome]
     handler: Optional[OutcomeHandler]
+    # Asked by a server (adopted), not through this manager.
+    adopted: bool = False
 
 
 class CheckpointManager:
@@ -147,11 +160,18 @@ class CheckpointManager:
             "rejected": 0,
             "timed_out": 0,
             "handler_errors": 0,
+            "adopted": 0,
+            "dropped": 0,
         }
         self._unsubscribes: list[Unsubscribe] = [
             stream.subscribe(CHECKPOINT_APPROVED, self._on_event),
             stream.subscribe(CHECKPOINT_REJECTED, self._on_event),
+            stream.subscribe(CHECKPOINT_REQUESTED, self._on_requested),
         ]
+        self._unsubscribes.extend(
+            stream.subscribe(event_type, self._on_session_end)
+            for event_type in sorted(SESSION_TERMINAL_TYPES)
+        )
 
     # -- requesting and deciding -------------------------------------------------------------
 
@@ -213,14 +233,54 @@ class CheckpointManager:
     def pending(self) -> int:
         return len(self._entries)
 
+    # -- adopted checkpoints (asked by a server) ----------------------------------------------
+
+    def _on_requested(self, event: Event) -> None:
+        payload = event.get("payload")
+        if self._closed or not isinstance(payload, Mapping) or not payload.get("origin"):
+            return
+        checkpoint_id = checkpoint_id_of(event)
+        if checkpoint_id is None or checkpoint_id in self._entries:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # nothing could await it without a loop; the stream still tracks it
+        options = payload.get("options")
+        future: asyncio.Future[CheckpointOutcome] = loop.create_future()
+        pending = PendingCheckpoint(
+            checkpoint_id,
+            str(payload.get("stream_id") or event.get("stream_id") or ""),
+            str(payload.get("decision_point") or ""),
+            [str(o) for o in options] if isinstance(options, list) else [],
+            future,
+        )
+        self._entries[checkpoint_id] = _Entry(pending, future, None, adopted=True)
+        self._counts["adopted"] += 1
+
+    def _on_session_end(self, event: Event) -> None:
+        """Drop adopted checkpoints whose session ended (the stream drops them silently)."""
+        ended = None if event.get("type") in PLUGIN_SHUTDOWN_TYPES else session_id_of(event)
+        if ended is None and event.get("type") not in PLUGIN_SHUTDOWN_TYPES:
+            return
+        for checkpoint_id, entry in list(self._entries.items()):
+            if entry.adopted and ended in (None, entry.pending.stream_id):
+                self._drop_adopted(checkpoint_id)
+
+    def _drop_adopted(self, checkpoint_id: str) -> None:
+        entry = self._entries.pop(checkpoint_id, None)
+        if entry is not None:
+            entry.future.cancel()
+            self._counts["dropped"] += 1
+
     # -- resolution --------------------------------------------------------------------------
 
     def _on_event(self, event: Event) -> None:
         payload = event.get("payload")
         if not isinstance(payload, Mapping):
             return
-        checkpoint_id = payload.get("checkpoint_id")
-        if not isinstance(checkpoint_id, str) or checkpoint_id not in self._entries:
+        checkpoint_id = checkpoint_id_of(event)
+        if checkpoint_id is None or checkpoint_id not in self._entries:
             return
         if event.get("type") == CHECKPOINT_APPROVED:
             outcome = CheckpointOutcome(
@@ -278,8 +338,12 @@ class CheckpointManager:
         if self._closed and not self._entries and not self._handler_tasks:
             return
         self._closed = True
-        for checkpoint_id in list(self._entries):
-            self._reject_on_stream(checkpoint_id, "shutdown")
+        for checkpoint_id, entry in list(self._entries.items()):
+            if entry.adopted:
+                # Asked by a server: it stays pending there and in the stream's file.
+                self._drop_adopted(checkpoint_id)
+            else:
+                self._reject_on_stream(checkpoint_id, "shutdown")
         unsubscribes, self._unsubscribes = self._unsubscribes, []
         for unsubscribe in unsubscribes:
             try:
