@@ -101,7 +101,7 @@ fn next_escape_swar(text: &[u8], mut from: usize) -> usize {
     from
 }
 
-/// Room kept past the write position: a 16-byte store and a 6-byte escape always fit.
+/// Room kept past the write position: a 16-byte store and an 8-byte escape store always fit.
 const SLACK: usize = 24;
 
 /// A mask of the bytes of `word` (little-endian) that need escaping: the high bit of each such
@@ -117,41 +117,45 @@ fn swar_escape_mask(word: u64) -> u64 {
     (control | (quote.wrapping_sub(ONES) & !quote) | (slash.wrapping_sub(ONES) & !slash)) & HIGHS
 }
 
+/// The escape sequence of every byte that needs one, padded to 8 bytes, and its length (0 for
+/// bytes that need none).
+static ESCAPED: [([u8; 8], u8); 256] = {
+    let mut table = [([0u8; 8], 0u8); 256];
+    let mut byte = 0;
+    while byte < 256 {
+        let short = match byte as u8 {
+            b'"' => b'"',
+            b'\\' => b'\\',
+            b'\n' => b'n',
+            b'\r' => b'r',
+            b'\t' => b't',
+            0x08 => b'b',
+            0x0c => b'f',
+            _ => 0,
+        };
+        if short != 0 {
+            table[byte] = ([b'\\', short, 0, 0, 0, 0, 0, 0], 2);
+        } else if byte < 0x20 {
+            let high = HEX_DIGITS[byte >> 4];
+            let low = HEX_DIGITS[byte & 0xf];
+            table[byte] = ([b'\\', b'u', b'0', b'0', high, low, 0, 0], 6);
+        }
+        byte += 1;
+    }
+    table
+};
+
 /// Writes the escape sequence of `byte` (one ESCAPE marks) at `dst`; returns its length.
 ///
 /// # Safety
-/// `dst` must be valid for writing 6 bytes.
+/// `dst` must be valid for writing 8 bytes (the sequence is stored padded; only its length
+/// counts).
 #[inline(always)]
 unsafe fn put_escape(dst: *mut u8, byte: u8) -> usize {
-    let short = match byte {
-        b'"' => b'"',
-        b'\\' => b'\\',
-        b'\n' => b'n',
-        b'\r' => b'r',
-        b'\t' => b't',
-        0x08 => b'b',
-        0x0c => b'f',
-        _ => 0,
-    };
-    // SAFETY: the caller gives 6 writable bytes at `dst`; at most 6 are written.
-    unsafe {
-        if short != 0 {
-            dst.write(b'\\');
-            dst.add(1).write(short);
-            2
-        } else {
-            let sequence = [
-                b'\\',
-                b'u',
-                b'0',
-                b'0',
-                HEX_DIGITS[(byte >> 4) as usize],
-                HEX_DIGITS[(byte & 0xf) as usize],
-            ];
-            std::ptr::copy_nonoverlapping(sequence.as_ptr(), dst, 6);
-            6
-        }
-    }
+    let (sequence, len) = ESCAPED[byte as usize];
+    // SAFETY: the caller gives 8 writable bytes at `dst`.
+    unsafe { dst.cast::<[u8; 8]>().write_unaligned(sequence) };
+    len as usize
 }
 
 /// Copies 16 bytes from `from` to `to`; returns the mask of those that need escaping (bit i for
@@ -199,7 +203,7 @@ pub fn write_string(out: &mut Vec<u8>, text: &[u8]) {
     macro_rules! escape_at {
         ($byte:expr) => {{
             // SAFETY: by the invariant (with `len - src >= 1` for the byte being escaped) at
-            // least SLACK >= 6 bytes of capacity follow `o`.
+            // least SLACK >= 8 bytes of capacity follow `o`.
             o += unsafe { put_escape(base.add(o), $byte) };
             src += 1;
             if o + (len - src) + SLACK > cap {
