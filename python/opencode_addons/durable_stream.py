@@ -257,8 +257,9 @@ class DurableStream:
         # _dispatch inlined: this runs on every append. The common event has no projection,
         # few subscribers and no pending checkpoint, so each step is one check (of plain dicts:
         # no Python-level __bool__ or __len__ on the way).
-        if stored["type"] in self._projectors:
-            self._project(stored)
+        projector = self._projectors.get(stored["type"])
+        if projector is not None:
+            self._run_projector(projector, stored)
         if self._subscribers:
             self._notify(stored)
         if self._pending_checkpoints:
@@ -426,8 +427,10 @@ class DurableStream:
 
     def _project(self, event: Event) -> None:
         projector = self._projectors.get(event.get("type"))  # type: ignore[arg-type]
-        if projector is None:
-            return
+        if projector is not None:
+            self._run_projector(projector, event)
+
+    def _run_projector(self, projector: Callable[[Event], None], event: Event) -> None:
         try:
             projector(event)
         except Exception:
