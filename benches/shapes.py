@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import random
 import sys
 import tempfile
@@ -367,9 +368,23 @@ SEED = 20_240_601
 
 
 def generate(shape: str, count: int, seed: int = SEED) -> list[Event]:
+    """``count`` events of ``shape``. With ``OA_SHAPE_CACHE`` set to a directory, events are
+    kept there and reused, so that two builds (before and after a change) are measured on the
+    very same events even where a shape depends on the installed package (``opencode``)."""
     if shape not in SHAPES:
         raise ValueError(f"unknown shape {shape!r}; known: {', '.join(SHAPES)}")
-    return SHAPES[shape](count, seed)
+    cache = os.environ.get("OA_SHAPE_CACHE")
+    if not cache:
+        return SHAPES[shape](count, seed)
+    path = os.path.join(cache, f"{shape}-{count}-{seed}.pickle")
+    if os.path.exists(path):
+        with open(path, "rb") as handle:
+            return pickle.load(handle)  # type: ignore[no-any-return]
+    events = SHAPES[shape](count, seed)
+    os.makedirs(cache, exist_ok=True)
+    with open(path, "wb") as handle:
+        pickle.dump(events, handle)
+    return events
 
 
 def describe(events: list[Event]) -> dict[str, Any]:

@@ -193,25 +193,27 @@ unsafe fn copy_chunk16(from: *const u8, to: *mut u8) -> u32 {
 pub fn write_string(out: &mut Vec<u8>, text: &[u8]) {
     let len = text.len();
     out.reserve(len + 2 + SLACK + 32);
-    let mut cap = out.capacity();
     let mut base = out.as_mut_ptr();
     let mut o = out.len();
     let mut src = 0;
     let source = text.as_ptr();
-    // Invariant: `o + (len - src) + SLACK <= cap`: the rest of the text, unescaped, and the slack
-    // fit after the write position. Clean steps keep it; each escape re-checks it.
+    // Invariant: `o + (len - src) + SLACK <= capacity`: the rest of the text, unescaped, and the
+    // slack fit after the write position. Clean steps keep `o - src` as it is; each escape grows
+    // it and re-checks it against `room` (`o - src` may grow up to `room`; `o > src` always,
+    // as `o` starts past the opening quote).
+    let mut room = out.capacity() - SLACK - len;
     macro_rules! escape_at {
         ($byte:expr) => {{
             // SAFETY: by the invariant (with `len - src >= 1` for the byte being escaped) at
             // least SLACK >= 8 bytes of capacity follow `o`.
             o += unsafe { put_escape(base.add(o), $byte) };
             src += 1;
-            if o + (len - src) + SLACK > cap {
+            if o - src > room {
                 // SAFETY: every byte below `o` was written (escapes, stores of text chunks and
                 // the existing contents), so they are initialized.
                 unsafe { out.set_len(o) };
                 out.reserve((len - src) + SLACK + 32 + (len - src) / 4);
-                cap = out.capacity();
+                room = out.capacity() - SLACK - len;
                 base = out.as_mut_ptr();
             }
         }};
