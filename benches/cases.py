@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import inspect
 import json
 import os
+import resource
+import statistics
 import sys
 import tempfile
 import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import orjson
 import psutil
@@ -172,6 +175,275 @@ def stream_contender(mode: str, batch: bool) -> Contender:
 def events_for(mode: str, events: Sequence[Event]) -> Sequence[Event]:
     """fsync per append is ~1,000x slower: it gets fewer events."""
     return events[:FSYNC_EVENTS] if mode == "fsync" else events
+
+
+# -- every shape, paired rounds -------------------------------------------------------------------
+
+# Events per timed run, by shape (large events are ~40 KiB each: fewer of them).
+SHAPE_EVENTS = {
+    "benchmark": 20_000,
+    "short_strings": 20_000,
+    "opencode": 20_000,
+    "tiny": 20_000,
+    "large": 500,
+}
+# The orchestration costs far more per event than the store: fewer events keep the run short.
+ORCHESTRATED_SHARE = 0.1
+PAIRS = 7
+
+
+def _open_baseline(path: str) -> Any:
+    return open(path, "wb"), deque(maxlen=HISTORY)
+
+
+def _close_baseline(state: Any) -> None:
+    state[0].close()
+
+
+def _baseline_each(state: Any, events: Sequence[Event]) -> None:
+    handle, kept = state
+    dumps, option, write, flush, keep = (
+        orjson.dumps,
+        orjson.OPT_APPEND_NEWLINE,
+        handle.write,
+        handle.flush,
+        kept.append,
+    )
+    for event in events:
+        write(dumps(event, option=option))
+        flush()
+        keep(event)
+
+
+def _baseline_batches(state: Any, events: Sequence[Event]) -> None:
+    handle, kept = state
+    dumps, option = orjson.dumps, orjson.OPT_APPEND_NEWLINE
+    for start in range(0, len(events), BATCH):
+        batch = events[start : start + BATCH]
+        handle.write(b"".join([dumps(e, option=option) for e in batch]))
+        handle.flush()
+        kept.extend(batch)
+
+
+# What a user would write: orjson.dumps + write + flush + deque.append (the same per batch).
+PYTHON_EACH = Contender(
+    "orjson+write+flush+deque", _open_baseline, _baseline_each, _close_baseline, baseline=True
+)
+PYTHON_BATCH = Contender(
+    "orjson batch+write+flush+deque",
+    _open_baseline,
+    _baseline_batches,
+    _close_baseline,
+    baseline=True,
+)
+
+
+@dataclass
+class Orchestrated:
+    """A DurableStream with the default orchestration attached."""
+
+    stream: DurableStream
+    components: list[Any]
+
+
+def _open_orchestrated(path: str) -> Orchestrated:
+    from opencode_addons.orchestrator import (
+        EventDrivenLedger,
+        LearningExtractor,
+        SessionStateTracker,
+    )
+
+    stream = _stream_opener("flush")(path)
+    ledger_path = os.path.join(os.path.dirname(path), "LEDGER.md")
+    components = [
+        SessionStateTracker(stream),
+        LearningExtractor(stream).attach(),
+        EventDrivenLedger(stream, ledger_path),
+    ]
+    return Orchestrated(stream, components)
+
+
+def _run_orchestrated(state: Orchestrated, events: Sequence[Event]) -> None:
+    _append_each(state.stream, events)
+
+
+def _close_orchestrated(state: Orchestrated) -> None:
+    for component in state.components:
+        result = component.shutdown()
+        if inspect.isawaitable(result):
+            asyncio.run(_awaited(result))
+    state.stream.shutdown()
+
+
+async def _awaited(awaitable: Any) -> None:
+    await awaitable
+
+
+ORCHESTRATED = Contender(
+    "DurableStream.append (flush, orchestration)",
+    _open_orchestrated,
+    _run_orchestrated,
+    _close_orchestrated,
+)
+
+
+@dataclass
+class ShapeCase:
+    """One append case of the per-shape tables: a contender against its baselines (the first
+    one carries the target, the others are shown beside it)."""
+
+    label: str
+    contender: Contender
+    baselines: tuple[Contender, ...]
+    target: Optional[float]
+    share: float = 1.0  # of the shape's events (the orchestration is far slower per event)
+
+
+SHAPE_CASES = (
+    ShapeCase("JsonlStore.append (flush)", store_contender("flush", False), (PYTHON_EACH,), 2.0),
+    ShapeCase(
+        "JsonlStore.extend (flush, 1,000)",
+        store_contender("flush", True),
+        (PYTHON_EACH, PYTHON_BATCH),
+        3.0,
+    ),
+    ShapeCase(
+        "DurableStream.append (flush)", stream_contender("flush", False), (PYTHON_EACH,), 1.5
+    ),
+    ShapeCase(
+        "DurableStream.append + orchestration",
+        ORCHESTRATED,
+        (PYTHON_EACH,),
+        None,
+        ORCHESTRATED_SHARE,
+    ),
+)
+
+
+def _one_run(contender: Contender, events: Sequence[Event]) -> tuple[float, float]:
+    """Events per second of one run on a fresh file (open and close untimed): by the wall
+    clock, and by the CPU time of the process (every thread, user and system)."""
+    with tempfile.TemporaryDirectory(prefix="oa-bench-") as directory:
+        state = contender.open(os.path.join(directory, "events.jsonl"))
+        try:
+            cpu_started = time.process_time()
+            started = time.perf_counter()
+            contender.run(state, events)
+            seconds = time.perf_counter() - started
+            cpu_seconds = time.process_time() - cpu_started
+        finally:
+            contender.close(state)
+    return len(events) / seconds, len(events) / max(cpu_seconds, 1e-9)
+
+
+@dataclass
+class Paired:
+    """Paired rounds against one baseline: the median of the per-pair ratios (wall clock, and
+    CPU time of the process) and the median rates (wall clock)."""
+
+    ratio: float
+    ratios: list[float]
+    cpu_ratio: float
+    rate: float
+    baseline_rate: float
+
+
+def paired(
+    contender: Contender,
+    baselines: Sequence[Contender],
+    events: Sequence[Event],
+    pairs: int = PAIRS,
+) -> list[Paired]:
+    """Rounds of the contender and each baseline, one run each, in an order that rotates every
+    round (so a drift in the machine's speed hits them alike); a round's ratio against a
+    baseline is the contender's rate over that baseline's rate in the same round."""
+    runners = [contender, *baselines]
+    warm = events[: max(1, len(events) // 10)]
+    for runner in runners:
+        _one_run(runner, warm)  # warm caches and code paths
+    rates: list[list[tuple[float, float]]] = [[] for _ in runners]
+    for index in range(pairs):
+        order = list(range(len(runners)))
+        order = order[index % len(order) :] + order[: index % len(order)]
+        for which in order:
+            rates[which].append(_one_run(runners[which], events))
+    results = []
+    for base in rates[1:]:
+        ratios = [c[0] / b[0] for c, b in zip(rates[0], base)]
+        cpu_ratios = [c[1] / b[1] for c, b in zip(rates[0], base)]
+        results.append(
+            Paired(
+                statistics.median(ratios),
+                ratios,
+                statistics.median(cpu_ratios),
+                statistics.median(r[0] for r in rates[0]),
+                statistics.median(r[0] for r in base),
+            )
+        )
+    return results
+
+
+# -- where the time goes: CPU time by thread ------------------------------------------------------
+
+
+def _thread_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_THREAD)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _thread_kernel() -> float:
+    return resource.getrusage(resource.RUSAGE_THREAD).ru_stime
+
+
+@dataclass
+class CpuSplit:
+    """CPU nanoseconds per event of one contender (the least of a few runs): all threads, the
+    calling thread, the calling thread in the kernel, and the wall clock."""
+
+    total: float
+    caller: float
+    caller_kernel: float
+    wall: float
+
+    @property
+    def other_threads(self) -> float:
+        return max(0.0, self.total - self.caller)
+
+
+def cpu_split(contender: Contender, events: Sequence[Event], runs: int = 3) -> CpuSplit:
+    best: Optional[CpuSplit] = None
+    count = len(events)
+    for _ in range(runs):
+        with tempfile.TemporaryDirectory(prefix="oa-bench-") as directory:
+            state = contender.open(os.path.join(directory, "events.jsonl"))
+            try:
+                total, caller, kernel = time.process_time(), _thread_cpu(), _thread_kernel()
+                started = time.perf_counter()
+                contender.run(state, events)
+                split = CpuSplit(
+                    1e9 * (time.process_time() - total) / count,
+                    1e9 * (_thread_cpu() - caller) / count,
+                    1e9 * (_thread_kernel() - kernel) / count,
+                    1e9 * (time.perf_counter() - started) / count,
+                )
+            finally:
+                contender.close(state)
+        if best is None or split.total < best.total:
+            best = split
+    assert best is not None
+    return best
+
+
+RING_CONTENDER = Contender(
+    "EventRing.append", lambda _path: EventRing(HISTORY), _append_each, lambda _s: None
+)
+SPLIT_CONTENDERS = (
+    PYTHON_EACH,
+    RING_CONTENDER,
+    store_contender("flush", False),
+    store_contender("flush", True),
+    stream_contender("flush", False),
+)
 
 
 # -- filling vs evicting ------------------------------------------------------------------------

@@ -101,44 +101,199 @@ fn next_escape_swar(text: &[u8], mut from: usize) -> usize {
     from
 }
 
+/// Room kept past the write position: a 16-byte store and an 8-byte escape store always fit.
+const SLACK: usize = 24;
+
+/// A mask of the bytes of `word` (little-endian) that need escaping: the high bit of each such
+/// byte is set. Bits above the lowest set one may be false positives (a borrow), but the lowest
+/// set one is always a byte that needs escaping, and the mask is 0 exactly when none does.
+#[inline(always)]
+fn swar_escape_mask(word: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let control = word.wrapping_sub(ONES * 0x20) & !word;
+    let quote = word ^ (ONES * u64::from(b'"'));
+    let slash = word ^ (ONES * u64::from(b'\\'));
+    (control | (quote.wrapping_sub(ONES) & !quote) | (slash.wrapping_sub(ONES) & !slash)) & HIGHS
+}
+
+/// The escape sequence of every byte that needs one, padded to 8 bytes, and its length (0 for
+/// bytes that need none).
+static ESCAPED: [([u8; 8], u8); 256] = {
+    let mut table = [([0u8; 8], 0u8); 256];
+    let mut byte = 0;
+    while byte < 256 {
+        let short = match byte as u8 {
+            b'"' => b'"',
+            b'\\' => b'\\',
+            b'\n' => b'n',
+            b'\r' => b'r',
+            b'\t' => b't',
+            0x08 => b'b',
+            0x0c => b'f',
+            _ => 0,
+        };
+        if short != 0 {
+            table[byte] = ([b'\\', short, 0, 0, 0, 0, 0, 0], 2);
+        } else if byte < 0x20 {
+            let high = HEX_DIGITS[byte >> 4];
+            let low = HEX_DIGITS[byte & 0xf];
+            table[byte] = ([b'\\', b'u', b'0', b'0', high, low, 0, 0], 6);
+        }
+        byte += 1;
+    }
+    table
+};
+
+/// Writes the escape sequence of `byte` (one ESCAPE marks) at `dst`; returns its length.
+///
+/// # Safety
+/// `dst` must be valid for writing 8 bytes (the sequence is stored padded; only its length
+/// counts).
+#[inline(always)]
+unsafe fn put_escape(dst: *mut u8, byte: u8) -> usize {
+    let (sequence, len) = ESCAPED[byte as usize];
+    // SAFETY: the caller gives 8 writable bytes at `dst`.
+    unsafe { dst.cast::<[u8; 8]>().write_unaligned(sequence) };
+    len as usize
+}
+
+/// Copies 16 bytes from `from` to `to`; returns the mask of those that need escaping (bit i for
+/// byte i).
+///
+/// # Safety
+/// `from` must be valid for reading 16 bytes and `to` for writing 16 bytes.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn copy_chunk16(from: *const u8, to: *mut u8) -> u32 {
+    use std::arch::x86_64::*;
+    // SAFETY: SSE2 is part of the x86_64 baseline; the load and the store are the 16 bytes the
+    // caller vouches for (unaligned accesses, which need no alignment).
+    unsafe {
+        let chunk = _mm_loadu_si128(from.cast());
+        _mm_storeu_si128(to.cast(), chunk);
+        // Unsigned `byte <= 0x1f` is `max(byte, 0x1f) == 0x1f`.
+        let below_space = _mm_set1_epi8(0x1f);
+        let control = _mm_cmpeq_epi8(_mm_max_epu8(chunk, below_space), below_space);
+        let special = _mm_or_si128(
+            _mm_cmpeq_epi8(chunk, _mm_set1_epi8(b'"' as i8)),
+            _mm_cmpeq_epi8(chunk, _mm_set1_epi8(b'\\' as i8)),
+        );
+        _mm_movemask_epi8(_mm_or_si128(control, special)) as u32
+    }
+}
+
 /// Appends `text` as a quoted JSON string (UTF-8 kept as is, control characters escaped).
+///
+/// Chunks of the text are stored to the output whole and then checked: a clean chunk (the usual
+/// case) costs one load, one store and one test; at a byte that needs escaping the output goes
+/// back to that byte, writes its escape and continues after it. Short strings take one or two
+/// word-sized steps.
 #[inline]
 pub fn write_string(out: &mut Vec<u8>, text: &[u8]) {
-    out.reserve(text.len() + 2);
-    out.push(b'"');
-    let mut i = next_escape(text, 0);
-    if i == text.len() {
-        // Nothing to escape (the usual case): one copy.
-        out.extend_from_slice(text);
-        out.push(b'"');
-        return;
+    let len = text.len();
+    out.reserve(len + 2 + SLACK + 32);
+    let mut base = out.as_mut_ptr();
+    let mut o = out.len();
+    let mut src = 0;
+    let source = text.as_ptr();
+    // Invariant: `o + (len - src) + SLACK <= capacity`: the rest of the text, unescaped, and the
+    // slack fit after the write position. Clean steps keep `o - src` as it is; each escape grows
+    // it and re-checks it against `room` (`o - src` may grow up to `room`; `o > src` always,
+    // as `o` starts past the opening quote).
+    let mut room = out.capacity() - SLACK - len;
+    macro_rules! escape_at {
+        ($byte:expr) => {{
+            // SAFETY: by the invariant (with `len - src >= 1` for the byte being escaped) at
+            // least SLACK >= 8 bytes of capacity follow `o`.
+            o += unsafe { put_escape(base.add(o), $byte) };
+            src += 1;
+            if o - src > room {
+                // SAFETY: every byte below `o` was written (escapes, stores of text chunks and
+                // the existing contents), so they are initialized.
+                unsafe { out.set_len(o) };
+                out.reserve((len - src) + SLACK + 32 + (len - src) / 4);
+                room = out.capacity() - SLACK - len;
+                base = out.as_mut_ptr();
+            }
+        }};
     }
-    let mut start = 0;
-    while i < text.len() {
-        let byte = text[i];
-        let kind = ESCAPE[byte as usize];
-        out.extend_from_slice(&text[start..i]);
-        start = i + 1;
-        if kind == 1 {
-            let short = match byte {
-                b'"' => b'"',
-                b'\\' => b'\\',
-                b'\n' => b'n',
-                b'\r' => b'r',
-                b'\t' => b't',
-                0x08 => b'b',
-                _ => b'f',
-            };
-            out.extend_from_slice(&[b'\\', short]);
-        } else {
-            out.extend_from_slice(b"\\u00");
-            out.push(HEX_DIGITS[(byte >> 4) as usize]);
-            out.push(HEX_DIGITS[(byte & 0xf) as usize]);
+    // SAFETY: `o < cap` holds by the reservation (`len + 2 + SLACK` bytes after `out.len()`).
+    unsafe { base.add(o).write(b'"') };
+    o += 1;
+    #[cfg(target_arch = "x86_64")]
+    while len - src >= 16 {
+        // SAFETY: text[src..src + 16] is inside the text, and 16 bytes at `o` are inside the
+        // capacity by the invariant (`len - src >= 16`).
+        let mask = unsafe { copy_chunk16(source.add(src), base.add(o)) };
+        if mask == 0 {
+            src += 16;
+            o += 16;
+            continue;
         }
-        i = next_escape(text, i + 1);
+        let at = mask.trailing_zeros() as usize;
+        src += at;
+        o += at;
+        escape_at!(text[src]);
     }
-    out.extend_from_slice(&text[start..]);
-    out.push(b'"');
+    while len - src >= 8 {
+        // SAFETY: 8 bytes are read inside the text (`len - src >= 8`) and written at `o`, inside
+        // the capacity by the invariant.
+        let word = unsafe {
+            let word = source.add(src).cast::<u64>().read_unaligned();
+            base.add(o).cast::<u64>().write_unaligned(word);
+            u64::from_le(word)
+        };
+        let mask = swar_escape_mask(word);
+        if mask == 0 {
+            src += 8;
+            o += 8;
+            continue;
+        }
+        let at = (mask.trailing_zeros() / 8) as usize;
+        src += at;
+        o += at;
+        escape_at!(text[src]);
+    }
+    if len - src >= 4 {
+        // The last 4..=7 bytes as two overlapping 4-byte words, checked as one.
+        let rest = len - src;
+        // SAFETY: both 4-byte reads are inside the text (`src + 4 <= len`, `len - 4 >= src`).
+        let (low, high) = unsafe {
+            (
+                source.add(src).cast::<u32>().read_unaligned(),
+                source.add(len - 4).cast::<u32>().read_unaligned(),
+            )
+        };
+        let word = u64::from(u32::from_le(low)) | (u64::from(u32::from_le(high)) << 32);
+        if swar_escape_mask(word) == 0 {
+            // SAFETY: both stores end by `o + rest`, inside the capacity by the invariant; the
+            // overlap is written twice with the same bytes.
+            unsafe {
+                base.add(o).cast::<u32>().write_unaligned(low);
+                base.add(o + rest - 4).cast::<u32>().write_unaligned(high);
+            }
+            src = len;
+            o += rest;
+        }
+    }
+    while src < len {
+        let byte = text[src];
+        if ESCAPE[byte as usize] == 0 {
+            // SAFETY: inside the capacity by the invariant (`len - src >= 1`).
+            unsafe { base.add(o).write(byte) };
+            o += 1;
+            src += 1;
+        } else {
+            escape_at!(byte);
+        }
+    }
+    // SAFETY: with `src == len` the invariant leaves SLACK bytes after `o`; every byte below `o`
+    // has been written.
+    unsafe {
+        base.add(o).write(b'"');
+        out.set_len(o + 1);
+    }
 }
 
 /// Why a line is not a valid event.
@@ -633,6 +788,38 @@ mod tests {
         }
         // Bytes >= 0x80 (UTF-8) and 0x20..0x7f are never escaped.
         assert_eq!(escaped("ééééé ~~~~ é"), "\"ééééé ~~~~ é\"");
+    }
+
+    #[test]
+    fn escapes_every_mix_of_plain_and_special_bytes() {
+        // Every length up to 80 (the 16-, 8- and 4-byte steps and the byte tail), from mostly
+        // plain to all-escape text (six output bytes per input byte: the buffer must grow
+        // mid-string), appended after existing bytes.
+        let alphabet: Vec<char> = "ab~ é✓\"\\\n\t\u{1}\u{1f}\u{7f}".chars().collect();
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        for length in 0..80 {
+            for density in [0u64, 1, 4, 16] {
+                let text: String = (0..length)
+                    .map(|_| {
+                        state ^= state << 13;
+                        state ^= state >> 7;
+                        state ^= state << 17;
+                        if density == 16 || state % 16 < density {
+                            alphabet[(state >> 8) as usize % alphabet.len()]
+                        } else {
+                            'x'
+                        }
+                    })
+                    .collect();
+                let mut out = b"prefix:".to_vec();
+                out.shrink_to_fit();
+                write_string(&mut out, text.as_bytes());
+                let expected = format!("prefix:{}", serde_like_escape(&text));
+                assert_eq!(String::from_utf8(out).unwrap(), expected, "{text:?}");
+            }
+        }
+        let controls: String = (0..3000).map(|i| char::from(i as u8 % 0x20)).collect();
+        assert_eq!(escaped(&controls), serde_like_escape(&controls));
     }
 
     /// A slow reference escaper for the tests.

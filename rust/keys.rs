@@ -61,9 +61,14 @@ impl KeySpans {
     /// another span already took that token (a duplicated key keeps its plain form).
     #[inline]
     pub fn note(&mut self, key: &[u8], start: usize, end: usize) {
-        let Some(token) = token_for(key) else { return };
+        self.note_token(token_for(key).unwrap_or(0), start, end);
+    }
+
+    /// Notes the key whose token is `token` (0: none, ignored) at `start..end`, as `note` does.
+    #[inline]
+    pub fn note_token(&mut self, token: u8, start: usize, end: usize) {
         let count = self.len as usize;
-        let fits = count < MAX_SPANS && end <= u32::MAX as usize;
+        let fits = token != 0 && count < MAX_SPANS && end <= u32::MAX as usize;
         if fits && !self.spans[..count].iter().any(|&(_, _, t)| t == token) {
             self.spans[count] = (start as u32, end as u32, token);
             self.len += 1;

@@ -11,6 +11,8 @@ _Durability = Literal["none", "flush", "fsync", "group"]
 __all__ = [
     "DEFAULT_MAX_EVENT_BYTES",
     "MAX_DEPTH",
+    "_FAST_DICTS",
+    "_FAST_INTS",
     "_FAST_STRINGS",
     "EventIterator",
     "EventRing",
@@ -28,6 +30,8 @@ DEFAULT_MAX_EVENT_BYTES: int
 MAX_DEPTH: int
 # Whether strings are read in place (the interpreter's layout was recognised at import).
 _FAST_STRINGS: bool
+_FAST_DICTS: bool
+_FAST_INTS: bool
 
 class StoreError(OSError): ...
 class StoreLockedError(StoreError): ...

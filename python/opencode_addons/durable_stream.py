@@ -211,6 +211,7 @@ class DurableStream:
         self._tasks = BackgroundTasks("async subscriber")
         self._subscriber_errors = 0
         self._projection_errors = 0
+        self._pending_checkpoints = self._checkpoints.pending_by_id
         self._intents = StreamIntents(self.append)
         # session id -> {tool call id -> finished?}; least recently used session first.
         self._bridge = OpenCodeBridge()
@@ -257,12 +258,14 @@ class DurableStream:
             self._require_open()
         stored: Event = self._store_append(event)
         # _dispatch inlined: this runs on every append. The common event has no projection,
-        # few subscribers and no pending checkpoint, so each step is one check.
-        if stored["type"] in self._projectors:
-            self._project(stored)
+        # few subscribers and no pending checkpoint, so each step is one check (of plain dicts:
+        # no Python-level __bool__ or __len__ on the way).
+        projector = self._projectors.get(stored["type"])
+        if projector is not None:
+            self._run_projector(projector, stored)
         if self._subscribers:
             self._notify(stored)
-        if self._checkpoints:
+        if self._pending_checkpoints:
             self._checkpoints.housekeep()
         return stored
 
@@ -286,7 +289,7 @@ class DurableStream:
             self._project(event)
         if self._subscribers:
             self._notify(event)
-        if self._checkpoints:
+        if self._pending_checkpoints:
             self._checkpoints.housekeep()
 
     # -- subscribers -------------------------------------------------------------------------
@@ -427,8 +430,10 @@ class DurableStream:
 
     def _project(self, event: Event) -> None:
         projector = self._projectors.get(event.get("type"))  # type: ignore[arg-type]
-        if projector is None:
-            return
+        if projector is not None:
+            self._run_projector(projector, event)
+
+    def _run_projector(self, projector: Callable[[Event], None], event: Event) -> None:
         try:
             projector(event)
         except Exception:

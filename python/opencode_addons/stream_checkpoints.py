@@ -97,6 +97,9 @@ class StreamCheckpoints:
         self._append = append
         self.default_timeout = positive_seconds("checkpoint_timeout", default_timeout)
         self._pending: dict[str, Checkpoint] = {}
+        # The same dict, read-only, for a cheap "anything pending?" on every append (the dict
+        # is only ever changed in place, never replaced).
+        self.pending_by_id: Mapping[str, Checkpoint] = self._pending
         self._by_session: dict[str, set[str]] = {}
         # Objects handed to callers by request(), adopted by the projection so that later
         # status changes are visible on them.

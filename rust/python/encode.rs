@@ -12,9 +12,11 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
+use super::encode_keys::{with_key_cache, KeyCache, KeyInfo, Role};
+use super::layout::{small_int, DictItems};
 use crate::event::{new_event_id, now_ms, EventFields, MAX_DEPTH};
 use crate::json::write_string;
-use crate::keys::KeySpans;
+use crate::keys::{token_for, KeySpans};
 
 extern "C" {
     // Part of the limited API only from 3.10, but exported by every CPython 3.x since 3.3 with
@@ -181,26 +183,26 @@ impl FieldDefaults {
     };
 
     #[inline]
-    fn for_key(&self, name: &[u8]) -> Option<&str> {
-        match name {
-            b"actor" => self.actor.as_deref(),
-            b"correlation_id" => self.correlation_id.as_deref(),
+    fn for_role(&self, role: Role) -> Option<&str> {
+        match role {
+            Role::Actor => self.actor.as_deref(),
+            Role::CorrelationId => self.correlation_id.as_deref(),
             _ => None,
         }
     }
 
     /// The defaults whose key the event did not have at all.
-    fn missing(&self, seen: &SeenDefaults) -> impl Iterator<Item = (&'static str, &str)> {
+    fn missing(&self, seen: &SeenDefaults) -> impl Iterator<Item = (Role, &str)> {
         let actor = self
             .actor
             .as_deref()
             .filter(|_| !seen.actor)
-            .map(|d| ("actor", d));
+            .map(|d| (Role::Actor, d));
         let correlation = self
             .correlation_id
             .as_deref()
             .filter(|_| !seen.correlation_id)
-            .map(|d| ("correlation_id", d));
+            .map(|d| (Role::CorrelationId, d));
         actor.into_iter().chain(correlation)
     }
 }
@@ -212,17 +214,17 @@ struct SeenDefaults {
 }
 
 impl SeenDefaults {
-    fn mark(&mut self, name: &[u8]) {
-        match name {
-            b"actor" => self.actor = true,
+    fn mark(&mut self, role: Role) {
+        match role {
+            Role::Actor => self.actor = true,
             _ => self.correlation_id = true,
         }
     }
 }
 
 impl<'a> Captured<'a> {
-    fn set_default(&mut self, name: &[u8], value: &'a str) {
-        if name == b"actor" {
+    fn set_default(&mut self, role: Role, value: &'a str) {
+        if role == Role::Actor {
             self.actor = Some(value);
             self.defaulted_actor = true;
         } else {
@@ -287,6 +289,24 @@ pub unsafe fn encode_event<'a>(
     limit: usize,
     defaults: &'a FieldDefaults,
 ) -> Result<Captured<'a>> {
+    // SAFETY: the caller's contract is this function's.
+    with_key_cache(|mut keys| unsafe { encode_event_with(dict, out, limit, defaults, &mut keys) })
+}
+
+/// The key cache the encoder uses, if it has one (see `encode_keys`).
+type Keys<'k> = Option<&'k mut KeyCache>;
+
+/// `encode_event` with the key cache.
+///
+/// # Safety
+/// As `encode_event`.
+unsafe fn encode_event_with<'a>(
+    dict: *mut ffi::PyObject,
+    out: &mut Vec<u8>,
+    limit: usize,
+    defaults: &'a FieldDefaults,
+    keys: &mut Keys<'_>,
+) -> Result<Captured<'a>> {
     let limit = Budget {
         base: out.len(),
         limit,
@@ -296,54 +316,63 @@ pub unsafe fn encode_event<'a>(
     let mut seen = SeenDefaults::default();
     out.push(b'{');
     let mut first = true;
-    let mut position: ffi::Py_ssize_t = 0;
-    let mut key: *mut ffi::PyObject = std::ptr::null_mut();
-    let mut value: *mut ffi::PyObject = std::ptr::null_mut();
-    // SAFETY: `dict` is a live dict and the GIL is held (the caller's contract). The key and value
-    // PyDict_Next lends are borrowed references that stay alive while the dict is unchanged, and
+    // SAFETY: `dict` is a live dict and the GIL is held (the caller's contract). The keys and
+    // values it lends are borrowed references that stay alive while the dict is unchanged, and
     // the encoder runs no Python code that could change it.
-    while unsafe { ffi::PyDict_Next(dict, &mut position, &mut key, &mut value) } != 0 {
-        // SAFETY: `key` was lent by PyDict_Next just above, so it is alive; the GIL is held.
-        let name = unsafe { key_utf8(key) }?;
-        if name == b"seq" {
-            continue;
-        }
+    let mut items = unsafe { DictItems::new(dict) };
+    while let Some((key, value)) = items.next() {
+        let mark = out.len();
         if !first {
             out.push(b',');
         }
-        first = false;
         let key_start = out.len() - limit.base;
-        write_string(out, name);
-        out.push(b':');
+        // SAFETY: `key` was lent by the dict just above, so it is alive; the GIL is held.
+        let info = unsafe { write_key(key, out, keys) }?;
+        if info.role == Role::Seq {
+            out.truncate(mark);
+            continue;
+        }
+        first = false;
         captured
             .key_spans
-            .note(name, key_start, out.len() - limit.base);
-        if let Some(default) = defaults.for_key(name) {
-            seen.mark(name);
+            .note_token(info.token, key_start, out.len() - limit.base);
+        if let Some(default) = defaults.for_role(info.role) {
+            seen.mark(info.role);
             // SAFETY: Py_None only gives the address of the None singleton.
             if value == unsafe { ffi::Py_None() } {
                 write_string(out, default.as_bytes());
-                captured.set_default(name, default);
+                captured.set_default(info.role, default);
                 continue;
             }
         }
-        // SAFETY: `value` was lent by PyDict_Next above, so it is alive; the GIL is held. The
+        // SAFETY: `value` was lent by the dict above, so it is alive; the GIL is held. The
         // strings `capture` borrows from it live as long as the dict's values, which is what
         // this function's caller promised to respect.
-        unsafe { capture(&mut captured, &mut has_id, name, value) }.map_err(|e| e.at_key(name))?;
+        unsafe { capture(&mut captured, &mut has_id, info.role, value) }
+            // SAFETY: `key` is alive (lent by the dict) and the GIL is held.
+            .map_err(|e| e.at_key(unsafe { key_name(key) }))?;
         // SAFETY: as above, `value` is alive and the GIL is held.
-        unsafe { encode_value(value, out, limit, 1) }.map_err(|e| e.at_key(name))?;
+        unsafe { encode_value(value, out, limit, 1, keys) }
+            // SAFETY: `key` is alive (lent by the dict) and the GIL is held.
+            .map_err(|e| e.at_key(unsafe { key_name(key) }))?;
     }
-    for (name, default) in defaults.missing(&seen) {
+    for (role, default) in defaults.missing(&seen) {
+        let name: &[u8] = if role == Role::Actor {
+            b"actor"
+        } else {
+            b"correlation_id"
+        };
         out.extend_from_slice(b",");
         let key_start = out.len() - limit.base;
-        write_string(out, name.as_bytes());
+        write_string(out, name);
         out.push(b':');
-        captured
-            .key_spans
-            .note(name.as_bytes(), key_start, out.len() - limit.base);
+        captured.key_spans.note_token(
+            token_for(name).unwrap_or(0),
+            key_start,
+            out.len() - limit.base,
+        );
         write_string(out, default.as_bytes());
-        captured.set_default(name.as_bytes(), default);
+        captured.set_default(role, default);
     }
     if captured.event_type.is_none() {
         return Err(EncodeError::value_error(
@@ -353,6 +382,61 @@ pub unsafe fn encode_event<'a>(
     complete_defaults(&mut captured, has_id, out, limit.base);
     check_limit(out, limit)?;
     Ok(captured)
+}
+
+/// Appends `"key":` for a dict key: from the cache when it holds the key, else built and then
+/// kept. A TypeError naming the key if it is not a str.
+///
+/// # Safety
+/// The GIL must be held and `key` alive.
+#[inline(always)]
+unsafe fn write_key(
+    key: *mut ffi::PyObject,
+    out: &mut Vec<u8>,
+    keys: &mut Keys<'_>,
+) -> Result<KeyInfo> {
+    if let Some(info) = keys.as_deref().and_then(|cache| cache.write(key, out)) {
+        return Ok(info);
+    }
+    // SAFETY: the caller's contract is `write_new_key`'s.
+    unsafe { write_new_key(key, out, keys) }
+}
+
+/// `write_key` for a key the cache does not hold.
+///
+/// # Safety
+/// The GIL must be held and `key` alive.
+#[cold]
+#[inline(never)]
+unsafe fn write_new_key(
+    key: *mut ffi::PyObject,
+    out: &mut Vec<u8>,
+    keys: &mut Keys<'_>,
+) -> Result<KeyInfo> {
+    // SAFETY: `key` is alive and the GIL is held (the caller's contract).
+    let name = unsafe { key_utf8(key) }?;
+    write_string(out, name);
+    out.push(b':');
+    let info = KeyInfo::of(name);
+    if let Some(cache) = keys.as_deref_mut() {
+        // SAFETY: `key` is alive and the GIL is held, so its type can be read; `keep` is called
+        // only for an exact str, whose UTF-8 `name` is.
+        unsafe {
+            if ffi::Py_TYPE(key) == std::ptr::addr_of_mut!(ffi::PyUnicode_Type) {
+                cache.keep(key, name, info);
+            }
+        }
+    }
+    Ok(info)
+}
+
+/// A key's UTF-8 for an error message (the key is known to be a str).
+///
+/// # Safety
+/// The GIL must be held and `key` alive; the result borrows from `key`.
+unsafe fn key_name<'a>(key: *mut ffi::PyObject) -> &'a [u8] {
+    // SAFETY: the caller's contract is `key_utf8`'s.
+    unsafe { key_utf8(key) }.unwrap_or(b"?")
 }
 
 /// Adds `id` and `timestamp` when the event lacks them (in that order).
@@ -366,9 +450,11 @@ fn complete_defaults(captured: &mut Captured<'_>, has_id: bool, out: &mut Vec<u8
         let id = new_event_id(captured.timestamp.unwrap_or(0.0) as i64);
         let key_start = out.len() + 1 - base;
         out.extend_from_slice(b",\"id\":\"");
-        captured
-            .key_spans
-            .note(b"id", key_start, out.len() - 1 - base);
+        captured.key_spans.note_token(
+            token_for(b"id").unwrap_or(0),
+            key_start,
+            out.len() - 1 - base,
+        );
         out.extend_from_slice(&id);
         out.push(b'"');
         captured.generated_id = Some(id);
@@ -376,9 +462,11 @@ fn complete_defaults(captured: &mut Captured<'_>, has_id: bool, out: &mut Vec<u8
     if let Some(now) = captured.generated_timestamp {
         let key_start = out.len() + 1 - base;
         out.extend_from_slice(b",\"timestamp\":");
-        captured
-            .key_spans
-            .note(b"timestamp", key_start, out.len() - base);
+        captured.key_spans.note_token(
+            token_for(b"timestamp").unwrap_or(0),
+            key_start,
+            out.len() - base,
+        );
         out.extend_from_slice(itoa::Buffer::new().format(now).as_bytes());
     }
 }
@@ -390,28 +478,28 @@ fn complete_defaults(captured: &mut Captured<'_>, has_id: bool, out: &mut Vec<u8
 unsafe fn capture<'a>(
     captured: &mut Captured<'a>,
     has_id: &mut bool,
-    name: &[u8],
+    role: Role,
     value: *mut ffi::PyObject,
 ) -> Result<()> {
     // SAFETY: every reader below needs only what the caller promised: a live `value` and the GIL.
     unsafe {
-        match name {
-            b"type" => {
+        match role {
+            Role::Type => {
                 let text = str_of(value, "'type' must be a string")?;
                 if text.is_empty() {
                     return Err(EncodeError::value_error("'type' must not be empty"));
                 }
                 captured.event_type = Some(text);
             }
-            b"stream_id" => captured.stream_id = optional_str(value, "stream_id")?,
-            b"actor" => captured.actor = optional_str(value, "actor")?,
-            b"correlation_id" => captured.correlation_id = optional_str(value, "correlation_id")?,
-            b"id" => {
+            Role::StreamId => captured.stream_id = optional_str(value, "stream_id")?,
+            Role::Actor => captured.actor = optional_str(value, "actor")?,
+            Role::CorrelationId => captured.correlation_id = optional_str(value, "correlation_id")?,
+            Role::Id => {
                 str_of(value, "'id' must be a string")?;
                 *has_id = true;
             }
-            b"timestamp" => captured.timestamp = Some(timestamp_ms(value)?),
-            _ => {}
+            Role::Timestamp => captured.timestamp = Some(timestamp_ms(value)?),
+            Role::Plain | Role::Seq => {}
         }
     }
     Ok(())
@@ -446,6 +534,11 @@ unsafe fn timestamp_ms(value: *mut ffi::PyObject) -> Result<f64> {
     // readers are called only after the matching type check, so they read the number stored in
     // the object and run no Python code.
     unsafe {
+        if ffi::Py_TYPE(value) == std::ptr::addr_of_mut!(ffi::PyLong_Type) {
+            if let Some(ms) = small_int(value) {
+                return Ok(ms as f64);
+            }
+        }
         if ffi::PyBool_Check(value) != 0 {
             return Err(wrong_type(message, value));
         }
@@ -665,16 +758,19 @@ unsafe fn key_utf8<'a>(key: *mut ffi::PyObject) -> Result<&'a [u8]> {
     }
 }
 
-/// Appends `value` as JSON. Exact built-in types are recognised by their type pointer;
-/// subclasses go through `encode_subclass`.
+/// Appends `value` as JSON. Exact built-in types are recognised by their type pointer; the
+/// common scalars are written here (inlined into each container's loop), the rest by
+/// `encode_other`.
 ///
 /// # Safety
 /// The GIL must be held and `value` alive.
+#[inline(always)]
 unsafe fn encode_value(
     value: *mut ffi::PyObject,
     out: &mut Vec<u8>,
     limit: Budget,
     depth: usize,
+    keys: &mut Keys<'_>,
 ) -> Result<()> {
     // SAFETY: `value` is alive and the GIL is held (the caller's contract). Each branch hands it
     // to the encoder of the exact type it just matched, whose contract that meets.
@@ -684,6 +780,32 @@ unsafe fn encode_value(
             write_string(out, utf8_of(value)?.as_bytes());
             return check_limit(out, limit);
         }
+        if kind == std::ptr::addr_of_mut!(ffi::PyLong_Type) {
+            if let Some(number) = small_int(value) {
+                out.extend_from_slice(itoa::Buffer::new().format(number).as_bytes());
+                return Ok(());
+            }
+        }
+        encode_other(value, out, limit, depth, keys)
+    }
+}
+
+/// `encode_value` for everything but strs and small ints.
+///
+/// # Safety
+/// The GIL must be held and `value` alive.
+#[inline(never)]
+unsafe fn encode_other(
+    value: *mut ffi::PyObject,
+    out: &mut Vec<u8>,
+    limit: Budget,
+    depth: usize,
+    keys: &mut Keys<'_>,
+) -> Result<()> {
+    // SAFETY: `value` is alive and the GIL is held (the caller's contract). Each branch hands it
+    // to the encoder of the exact type it just matched, whose contract that meets.
+    unsafe {
+        let kind = ffi::Py_TYPE(value);
         if kind == std::ptr::addr_of_mut!(ffi::PyLong_Type) {
             return encode_int(value, out);
         }
@@ -703,14 +825,14 @@ unsafe fn encode_value(
             return encode_float(value, out);
         }
         if kind == std::ptr::addr_of_mut!(ffi::PyDict_Type) {
-            return encode_dict(value, out, limit, depth + 1);
+            return encode_dict(value, out, limit, depth + 1, keys);
         }
         if kind == std::ptr::addr_of_mut!(ffi::PyList_Type)
             || kind == std::ptr::addr_of_mut!(ffi::PyTuple_Type)
         {
-            return encode_sequence(value, out, limit, depth + 1);
+            return encode_sequence(value, out, limit, depth + 1, keys);
         }
-        encode_subclass(value, out, limit, depth)
+        encode_subclass(value, out, limit, depth, keys)
     }
 }
 
@@ -723,6 +845,7 @@ unsafe fn encode_subclass(
     out: &mut Vec<u8>,
     limit: Budget,
     depth: usize,
+    keys: &mut Keys<'_>,
 ) -> Result<()> {
     // SAFETY: `value` is alive and the GIL is held (the caller's contract). Each branch hands it
     // to the encoder of the type family it just checked (a subclass is laid out as its base),
@@ -743,9 +866,9 @@ unsafe fn encode_subclass(
         } else if ffi::PyFloat_Check(value) != 0 {
             encode_float(value, out)
         } else if ffi::PyDict_Check(value) != 0 {
-            encode_dict(value, out, limit, depth + 1)
+            encode_dict(value, out, limit, depth + 1, keys)
         } else if ffi::PyList_Check(value) != 0 || ffi::PyTuple_Check(value) != 0 {
-            encode_sequence(value, out, limit, depth + 1)
+            encode_sequence(value, out, limit, depth + 1, keys)
         } else {
             Err(EncodeError::about(
                 value,
@@ -822,29 +945,26 @@ unsafe fn encode_dict(
     out: &mut Vec<u8>,
     limit: Budget,
     depth: usize,
+    keys: &mut Keys<'_>,
 ) -> Result<()> {
     if depth > MAX_DEPTH {
         return Err(too_deep());
     }
     out.push(b'{');
     let mut first = true;
-    let mut position: ffi::Py_ssize_t = 0;
-    let mut key: *mut ffi::PyObject = std::ptr::null_mut();
-    let mut value: *mut ffi::PyObject = std::ptr::null_mut();
-    // SAFETY: `dict` is a live dict and the GIL is held (the caller's contract). The key and value
-    // PyDict_Next lends are borrowed references that stay alive while the dict is unchanged, and
-    // the encoder runs no Python code that could change it; so `key_utf8` and `encode_value` get
-    // live objects.
+    // SAFETY: `dict` is a live dict and the GIL is held (the caller's contract). The keys and
+    // values it lends are borrowed references that stay alive while the dict is unchanged, and
+    // the encoder runs no Python code that could change it; so `write_key` and `encode_value`
+    // get live objects.
     unsafe {
-        while ffi::PyDict_Next(dict, &mut position, &mut key, &mut value) != 0 {
-            let name = key_utf8(key)?;
+        let mut items = DictItems::new(dict);
+        while let Some((key, value)) = items.next() {
             if !first {
                 out.push(b',');
             }
             first = false;
-            write_string(out, name);
-            out.push(b':');
-            encode_value(value, out, limit, depth).map_err(|e| e.at_key(name))?;
+            write_key(key, out, keys)?;
+            encode_value(value, out, limit, depth, keys).map_err(|e| e.at_key(key_name(key)))?;
         }
     }
     out.push(b'}');
@@ -860,6 +980,7 @@ unsafe fn encode_sequence(
     out: &mut Vec<u8>,
     limit: Budget,
     depth: usize,
+    keys: &mut Keys<'_>,
 ) -> Result<()> {
     if depth > MAX_DEPTH {
         return Err(too_deep());
@@ -894,7 +1015,7 @@ unsafe fn encode_sequence(
             if index > 0 {
                 out.push(b',');
             }
-            encode_value(item, out, limit, depth).map_err(|e| e.at_index(index))?;
+            encode_value(item, out, limit, depth, keys).map_err(|e| e.at_index(index))?;
             index += 1;
         }
     }

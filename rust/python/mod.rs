@@ -1,19 +1,22 @@
 //! The PyO3 bindings: the only part of the crate that knows Python.
 //!
 //! Modules, lowest first (each uses only those above it): `errors` (exception classes),
-//! `args` (query keywords, sizes), `encode` (Python objects to JSON), `decode` (JSON to
-//! Python objects), `report` (the recovery report as a dict), `locks` (GIL-aware locking, the
-//! encoding buffer), `classes` (the data of `EventRing` and `JsonlStore`, and `RingHolder`),
-//! `view` (read access shared by the classes, `EventView`, `EventIterator`), then the Python
-//! methods: `ring` (`EventRing`), `store` (`JsonlStore`) and `files` (`read_events`,
-//! `file_stats`).
+//! `args` (query keywords, sizes), `layout` (dicts and ints read from CPython's layout, checked
+//! at start-up), `encode_keys` (the encoder's cache of dict keys), `encode` (Python objects to
+//! JSON), `decode` (JSON to Python objects), `report` (the recovery report as a dict), `locks`
+//! (GIL-aware locking, the encoding buffer), `classes` (the data of `EventRing` and
+//! `JsonlStore`, and `RingHolder`), `view` (read access shared by the classes, `EventView`,
+//! `EventIterator`), then the Python methods: `ring` (`EventRing`), `store` (`JsonlStore`) and
+//! `files` (`read_events`, `file_stats`).
 
 mod args;
 mod classes;
 mod decode;
 mod encode;
+mod encode_keys;
 mod errors;
 mod files;
+mod layout;
 mod locks;
 mod report;
 mod ring;
@@ -28,6 +31,7 @@ use errors::{StoreClosedError, StoreError, StoreLockedError, StoreWriteError};
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     encode::enable_fast_strings(py);
+    layout::enable(py);
     m.add_class::<classes::EventRing>()?;
     m.add_class::<classes::JsonlStore>()?;
     m.add_class::<view::EventView>()?;
@@ -44,5 +48,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     )?;
     m.add("MAX_DEPTH", crate::event::MAX_DEPTH)?;
     m.add("_FAST_STRINGS", encode::fast_strings_enabled())?;
+    m.add("_FAST_DICTS", layout::fast_dicts_enabled())?;
+    m.add("_FAST_INTS", layout::fast_ints_enabled())?;
     Ok(())
 }

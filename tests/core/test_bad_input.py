@@ -594,3 +594,13 @@ def test_the_compact_ascii_fast_path_is_on_for_the_interpreters_it_knows():
 
     known = (3, 9) <= sys.version_info[:2] <= (3, 14)
     assert _core._FAST_STRINGS is known
+
+
+def test_the_dict_and_int_layout_readers_are_on_for_the_interpreters_they_know():
+    import sys
+
+    from opencode_addons import _core
+
+    known = (3, 9) <= sys.version_info[:2] <= (3, 14)
+    assert _core._FAST_DICTS is known
+    assert _core._FAST_INTS is known
