@@ -25,6 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import callgrind
 import cases
+import compression
 import recorder_bench
 import shapes
 from events import generate
@@ -670,6 +671,8 @@ def main(argv: list[str]) -> int:
         floors = _floors(events)
         _log(f"recorder: {recorder_bench.EVENTS:,} OpenCode events over SSE, three consumers")
         recorder = "\n" + recorder_bench.section()
+        _log(f"compressed history: {compression.EVENTS:,} held events, {compression.PAIRS} pairs")
+        recorder += "\n" + compression.section()
     seconds = time.perf_counter() - started
     text = render(reports, rows, seconds, floors, use_callgrind) + recorder
     with open(output, "w", encoding="utf-8") as handle:
