@@ -43,20 +43,13 @@ from opencode_addons.events import (
     Unsubscribe,
     session_id_of,
 )
-from opencode_addons.memory_lane import MemoryLaneStore
 from opencode_addons.opencode import RecorderStats, record
-from opencode_addons.orchestrator.checkpoints import CheckpointManager
-from opencode_addons.orchestrator.learning import LearningExtractor
-from opencode_addons.orchestrator.ledger import EventDrivenLedger
-from opencode_addons.orchestrator.observer import TaskObserver
-from opencode_addons.orchestrator.sessions import SessionStateTracker
+from opencode_addons.orchestrator.host import Orchestration
 from opencode_addons.orchestrator.task_registry import TaskRegistry
-from opencode_addons.shutdown import ShutdownReport, shutdown_all
+from opencode_addons.shutdown import ShutdownReport
 
 log = logging.getLogger(__name__)
 
-MEMORY_LANE_FILE = "memory_lane.sqlite"
-LEDGER_FILE = "LEDGER.md"
 STATUS_INTERVAL = 0.5
 MAX_TEXT_CHARS = 2000
 MAX_TRACKED_SESSIONS = 10_000
@@ -227,7 +220,6 @@ class RecorderHost:
 
     def __init__(self, config: RecordConfig) -> None:
         self.config = config
-        directory = os.path.dirname(os.path.abspath(config.store))
         self.stream = DurableStream(
             config.store,
             max_event_history=config.history,
@@ -235,44 +227,40 @@ class RecorderHost:
             durability=config.durability,
         )
         try:
-            self.memory_lane = MemoryLaneStore(os.path.join(directory, MEMORY_LANE_FILE))
+            self.orchestration = Orchestration(
+                self.stream,
+                os.path.dirname(os.path.abspath(config.store)),
+                max_finished=1_000,
+                session_ttl=3600.0,
+                session_client=self._status_client,
+            )
         except BaseException:
             self.stream.shutdown()
             raise
-        self.registry = TaskRegistry(self.stream, max_finished=1_000)
-        self.tracker = SessionStateTracker(self.stream, ttl=3600.0)
-        self.tracker.on_drop(self._forget_tasks_of)
-        self.extractor = LearningExtractor(self.stream, memory_lane=self.memory_lane).attach()
-        self.ledger = EventDrivenLedger(self.stream, os.path.join(directory, LEDGER_FILE))
-        self.checkpoints = CheckpointManager(self.stream)
-        self.client = SessionStatusClient(
-            self.stream, self.registry, task_timeout=config.task_timeout
-        )
-        self.observer = TaskObserver(
-            self.registry, self.client, checkpoints=self.checkpoints, stream=self.stream
-        )
+        self.orchestration.add(self.client.name, self.client)
+        # The components under the names RecorderHost has always given them.
+        self.memory_lane = self.orchestration.memory_lane
+        self.registry = self.orchestration.registry
+        self.tracker = self.orchestration.tracker
+        self.extractor = self.orchestration.extractor
+        self.ledger = self.orchestration.ledger
+        self.checkpoints = self.orchestration.checkpoints
+        self.observer = self.orchestration.observer
         self.stats = RecorderStats()
 
-    def _forget_tasks_of(self, session_id: str, _reason: str) -> None:
-        self.registry.remove_session(session_id)
+    def _status_client(self, registry: TaskRegistry) -> SessionStatusClient:
+        # The orchestration's session client: built once its task registry exists.
+        self.client = SessionStatusClient(
+            self.stream, registry, task_timeout=self.config.task_timeout
+        )
+        return self.client
 
     def components(self) -> dict[str, Any]:
         """In shutdown order: the reference's, then the session tracker and the status client."""
-        return {
-            "task_observer": self.observer,
-            "task_registry": self.registry,
-            "checkpoint_manager": self.checkpoints,
-            "learning_extractor": self.extractor,
-            "event_driven_ledger": self.ledger,
-            "durable_stream": self.stream,
-            "memory_lane_store": self.memory_lane,
-            "session_state_tracker": self.tracker,
-            "session_status_client": self.client,
-        }
+        return self.orchestration.components()
 
     async def record(self) -> RecorderStats:
-        self.observer.start()
-        self.tracker.start_expiry()
+        self.orchestration.start()
         return await record(
             self.config.url,
             self.stream,
@@ -286,7 +274,7 @@ class RecorderHost:
     async def shutdown(self) -> ShutdownReport:
         # The status client first: nothing should register turns while the others stop.
         self.client.shutdown()
-        return await shutdown_all(components=self.components())
+        return await self.orchestration.shutdown_all()
 
     def summary(self) -> dict[str, Any]:
         """The recording's figures: recorder, bridge and stream counters, components."""

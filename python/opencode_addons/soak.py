@@ -35,16 +35,11 @@ from typing import Any, Callable, Optional
 
 import psutil
 
-from opencode_addons import component_registry
 from opencode_addons.durable_stream import DurableStream
-from opencode_addons.memory_lane import MemoryLaneStore
-from opencode_addons.orchestrator.checkpoints import CheckpointManager
-from opencode_addons.orchestrator.learning import LearningExtractor
-from opencode_addons.orchestrator.ledger import EventDrivenLedger
-from opencode_addons.orchestrator.observer import InMemorySessionClient, TaskObserver
+from opencode_addons.orchestrator.host import MAX_FINISHED_TASKS, Orchestration
+from opencode_addons.orchestrator.observer import InMemorySessionClient
 from opencode_addons.orchestrator.sessions import SessionStateTracker
-from opencode_addons.orchestrator.task_registry import TaskRegistry
-from opencode_addons.shutdown import ShutdownReport, shutdown_all
+from opencode_addons.shutdown import ShutdownReport
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +49,8 @@ CHECK_FROM = 0.20
 # The soak's store: small segments and a small budget, so a default run rotates and drops.
 SOAK_SEGMENT_BYTES = 8 << 20
 SOAK_DISK_BYTES = 64 << 20
-# The task registry keeps this many finished tasks (its bounded structure).
-MAX_FINISHED_TASKS = 1_000
 SAMPLES = 200
 STORE_FILE = "events.jsonl"
-MEMORY_LANE_FILE = "memory_lane.sqlite"
-LEDGER_FILE = "LEDGER.md"
 
 # Shape of one session's life.
 TURNS_PER_SESSION = 12
@@ -320,50 +311,26 @@ class _Host:
             max_disk_bytes=config.max_disk_bytes,
             compress_history=config.compress_history,
         )
-        self.memory_lane = MemoryLaneStore(os.path.join(directory, MEMORY_LANE_FILE))
-        self.registry = TaskRegistry(self.stream, max_finished=MAX_FINISHED_TASKS)
-        self.tracker = SessionStateTracker(self.stream, ttl=600.0)
-        self.tracker.on_drop(self._forget_tasks_of)
-        self.extractor = LearningExtractor(
-            self.stream, memory_lane=self.memory_lane, capture_delay=0.0
-        ).attach()
-        self.ledger = EventDrivenLedger(self.stream, os.path.join(directory, LEDGER_FILE))
         # The host's sessions as the observer sees them: busy during a turn, idle after it.
         self.client = InMemorySessionClient()
-        self.checkpoints = CheckpointManager(self.stream)
-        self.observer = TaskObserver(
-            self.registry,
-            self.client,
-            checkpoints=self.checkpoints,
-            stream=self.stream,
-            base_interval=0.05,
-            max_interval=0.5,
+        self.orchestration = Orchestration(
+            self.stream,
+            directory,
+            max_finished=MAX_FINISHED_TASKS,
+            session_ttl=600.0,
+            capture_delay=0.0,
+            session_client=lambda _registry: self.client,
+            observer_interval=(0.05, 0.5),
         )
-        for name, component in self.components().items():
-            component_registry.register_component(name, component)
+        self.orchestration.register()
+        self.registry = self.orchestration.registry
         self.server = _ServerEvents()
         self._texts = [" ".join(self.rng.sample(_WORDS, 6)) + " " for _ in range(64)]
         self.slots = [self._new_session() for _ in range(config.sessions)]
 
-    def _forget_tasks_of(self, session_id: str, _reason: str) -> None:
-        self.registry.remove_session(session_id)
-
     @property
     def events(self) -> int:
         return int(self.stream.stats()["next_seq"] or 1) - 1
-
-    def components(self) -> dict[str, Any]:
-        """The components in shutdown order (the tracker, not in the reference order, last)."""
-        return {
-            "task_observer": self.observer,
-            "task_registry": self.registry,
-            "checkpoint_manager": self.checkpoints,
-            "learning_extractor": self.extractor,
-            "event_driven_ledger": self.ledger,
-            "durable_stream": self.stream,
-            "memory_lane_store": self.memory_lane,
-            "session_state_tracker": self.tracker,
-        }
 
     def _new_session(self) -> _Session:
         session_id = self.server.new_id("ses")
@@ -499,7 +466,7 @@ class _Host:
         expiring = self.rng.random() < 1 / 3
         # Half go through the awaitable CheckpointManager, half straight to the stream.
         if self.rng.random() < 0.5:
-            checkpoint: Any = self.checkpoints.request(
+            checkpoint: Any = self.orchestration.checkpoints.request(
                 session.id,
                 "apply the migration?",
                 ["yes", "no"],
@@ -541,13 +508,10 @@ class _Host:
         self.slots[slot] = self._new_session()
 
     def component_stats(self) -> dict[str, dict[str, Any]]:
-        stats = {name: _stats_of(component) for name, component in self.components().items()}
-        stats["health"] = _health_report(self.stream, self.tracker)
+        components = self.orchestration.components()
+        stats = {name: _stats_of(component) for name, component in components.items()}
+        stats["health"] = _health_report(self.stream, self.orchestration.tracker)
         return stats
-
-    def unregister(self) -> None:
-        for name, component in self.components().items():
-            component_registry.unregister(name, component)
 
 
 def _stats_of(component: Any) -> dict[str, Any]:
@@ -595,7 +559,8 @@ def still_filling(host: _Host, config: SoakConfig) -> list[str]:
     """The bounded structures not at their cap yet (empty once everything is full)."""
     stream = host.stream.stats()
     registry = host.registry.stats()
-    ledger = host.ledger.stats()
+    book = host.orchestration.ledger
+    ledger = book.stats()
     filling = []
     if stream.get("history_events", 0) < config.history:
         filling.append(f"history {stream.get('history_events', 0):,}/{config.history:,}")
@@ -605,11 +570,11 @@ def still_filling(host: _Host, config: SoakConfig) -> list[str]:
     if finished < MAX_FINISHED_TASKS:
         filling.append(f"task registry finished tasks {finished:,}/{MAX_FINISHED_TASKS:,}")
     for key, cap in (
-        ("lineage", host.ledger.max_lineage),
-        ("epics", host.ledger.max_epics),
-        ("archive", host.ledger.archive.maxlen or 0),
-        ("learnings", host.ledger.learnings.maxlen or 0),
-        ("decisions", host.ledger.decisions.maxlen or 0),
+        ("lineage", book.max_lineage),
+        ("epics", book.max_epics),
+        ("archive", book.archive.maxlen or 0),
+        ("learnings", book.learnings.maxlen or 0),
+        ("decisions", book.decisions.maxlen or 0),
     ):
         if int(ledger.get(key, 0)) < cap:
             filling.append(f"ledger {key} {ledger.get(key, 0):,}/{cap:,}")
@@ -707,7 +672,7 @@ async def _drive(
 async def _soak(config: SoakConfig, directory: str, on_progress: Optional[ProgressCallback]) -> Any:
     rss_start = current_rss()
     host = _Host(config, directory)
-    host.observer.start()
+    host.orchestration.start()
     base = host.events
     recorder, seconds = await _drive(host, config, on_progress)
     events = host.events - base
@@ -717,9 +682,9 @@ async def _soak(config: SoakConfig, directory: str, on_progress: Optional[Progre
     disk_end = store_disk_bytes(host.stream.path)
     shutdown_started = time.perf_counter()
     try:
-        report: ShutdownReport = await shutdown_all(components=host.components())
+        report: ShutdownReport = await host.orchestration.shutdown_all()
     finally:
-        host.unregister()
+        host.orchestration.unregister()
     shutdown_seconds = time.perf_counter() - shutdown_started
     components["shutdown"] = {s.name: s.outcome for s in report.steps}
     return SoakResult(

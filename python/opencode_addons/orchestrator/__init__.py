@@ -15,6 +15,7 @@ from opencode_addons.orchestrator.checkpoints import (
     CheckpointOutcome,
     PendingCheckpoint,
 )
+from opencode_addons.orchestrator.host import Orchestration
 from opencode_addons.orchestrator.learning import Learning, LearningExtractor
 from opencode_addons.orchestrator.ledger import EventDrivenLedger
 from opencode_addons.orchestrator.observer import (
@@ -41,6 +42,7 @@ __all__ = [
     "InMemorySessionClient",
     "Learning",
     "LearningExtractor",
+    "Orchestration",
     "PendingCheckpoint",
     "SessionClient",
     "SessionState",

@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 LEARNING_ACTOR = "learning"
 LEARNING_COLLECTION = "learnings"
 KINDS = ("correction", "failure", "success", "decision", "anti-pattern", "preference")
+# Seconds after a session goes idle before its learnings are captured.
+CAPTURE_DELAY = 2.0
 
 # (kind, confidence) per event type, as in the reference plugin.
 EVENT_RULES: Mapping[str, tuple[str, float]] = {
@@ -172,7 +174,7 @@ class LearningExtractor:
         stream: EventStream,
         *,
         memory_lane: Optional[MemoryLaneStore] = None,
-        capture_delay: float = 2.0,
+        capture_delay: float = CAPTURE_DELAY,
         min_confidence: float = 0.6,
         max_learnings: int = 10,
         max_messages_per_session: int = 200,

@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 OBSERVER_ACTOR = "task-observer"
 SESSION_STATUSES = frozenset({"idle", "busy", "error", "unknown"})
 CONTINUE_PROMPT = "Continue the task: {description}"
+# The observer's polling interval in seconds: from the base, backing off up to the maximum.
+BASE_INTERVAL = 5.0
+MAX_INTERVAL = 60.0
 
 
 class SessionClient(Protocol):
@@ -111,8 +114,8 @@ class TaskObserver:
         *,
         checkpoints: CheckpointRequester | None = None,
         stream: EventStream | None = None,
-        base_interval: float = 5.0,
-        max_interval: float = 60.0,
+        base_interval: float = BASE_INTERVAL,
+        max_interval: float = MAX_INTERVAL,
         stuck_after: float = 600.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
