@@ -414,7 +414,6 @@ class RedisReplicator:
 
     def _record_error(self, error: Exception) -> None:
         translated = self._as_stream_error(error)
-        self._errors += 1
         self._healthy = False
         self._position = None  # read it again from Redis: it may have lost data
         self._client_reset(error)
@@ -422,8 +421,11 @@ class RedisReplicator:
         if message != self._last_error:
             level = logging.WARNING if getattr(translated, "retryable", False) else logging.ERROR
             log.log(level, "replicator %s: %s", self.host_id, message)
+        # The error is described before it is counted: stats() reads the count first, so a
+        # reader that sees a count also sees its message.
         self._last_error = message
         self._last_error_at = time.time()
+        self._errors += 1
 
     def _as_stream_error(self, error: Exception) -> Exception:
         if isinstance(error, (_core.StoreError, RedisStreamError)):
