@@ -52,8 +52,8 @@ COMPONENT_NAME = "redis_replicator"
 DELETED_TYPES = frozenset({SESSION_DELETED, RAW_SESSION_DELETED})
 # A script call carries at most this many bytes of event lines (besides the `batch` count).
 MAX_BATCH_BYTES = 8 << 20
-# How many events a file read returns at most: each read scans the whole file (the native
-# reader has no seek by seq), so catching up reads big chunks and ships them in batches.
+# How many events a file read returns at most. A read after a seq starts where that seq is
+# (the native reader seeks to it), so catching up reads big chunks and ships them in batches.
 FILE_CHUNK = 20_000
 FILE_CHUNK_BYTES = 32 << 20
 
