@@ -724,7 +724,64 @@ pub fn member<'a>(object: &'a [u8], key: &str) -> Option<&'a [u8]> {
 
 /// The string at `payload.<field>` of an event line, if there is one.
 pub fn payload_string<'a>(line: &'a [u8], field: &str) -> Option<Cow<'a, str>> {
-    string_value(member(member(line, "payload")?, field)?)
+    first_payload_string(line, &[field])
+}
+
+/// The string at `payload.<field>` for the first of `fields` (in their order) whose value is a
+/// string, each field read at its first occurrence. The payload is found once and read once,
+/// however many fields are asked for (ids have several spellings, and every appended checkpoint
+/// or intent event is looked at here); the answer is what asking field by field gives.
+pub fn first_payload_string<'a, F: AsRef<str>>(
+    line: &'a [u8],
+    fields: &[F],
+) -> Option<Cow<'a, str>> {
+    let payload = member(line, "payload")?;
+    let mut cursor = Cursor::new(payload);
+    cursor.skip_ws();
+    cursor.expect(b'{', "expected an object").ok()?;
+    // Per field: None until its first occurrence, then whether that value is a string.
+    let mut found: Vec<Option<Option<&'a [u8]>>> = vec![None; fields.len()];
+    // A malformed member ends the read; what was found before it stands, as it did for `member`.
+    let next_member = |cursor: &mut Cursor<'a>| -> Option<(RawString<'a>, usize)> {
+        cursor.skip_ws();
+        if cursor.peek() != Some(b'"') {
+            return None;
+        }
+        let name = cursor.string().ok()?;
+        cursor.skip_ws();
+        cursor.expect(b':', "expected ':'").ok()?;
+        cursor.skip_ws();
+        let start = cursor.pos;
+        cursor.skip_value(MAX_DEPTH).ok()?;
+        Some((name, start))
+    };
+    while let Some((name, start)) = next_member(&mut cursor) {
+        if !name.escaped {
+            let index = fields
+                .iter()
+                .position(|f| f.as_ref().as_bytes() == name.raw);
+            if let Some(slot) = index.and_then(|i| found.get_mut(i)) {
+                if slot.is_none() {
+                    let value = &cursor.bytes[start..cursor.pos];
+                    *slot = Some((value.first() == Some(&b'"')).then_some(value));
+                }
+            }
+        }
+        // The first field's string decides alone.
+        if let Some(Some(Some(value))) = found.first() {
+            if let Some(text) = string_value(value) {
+                return Some(text);
+            }
+        }
+        cursor.skip_ws();
+        if cursor.peek() != Some(b',') {
+            break;
+        }
+        cursor.pos += 1;
+    }
+    found
+        .into_iter()
+        .find_map(|slot| slot.flatten().and_then(string_value))
 }
 
 fn string_value(value: &[u8]) -> Option<Cow<'_, str>> {
@@ -957,6 +1014,58 @@ mod tests {
         assert_eq!(payload_string(line, "missing"), None);
         assert_eq!(payload_string(br#"{"type":"t","payload":[1]}"#, "id"), None);
         assert_eq!(payload_string(br#"{"type":"t"}"#, "id"), None);
+    }
+
+    /// What asking field by field gives: each field's first occurrence, the first field whose
+    /// value there is a string.
+    fn field_by_field(line: &[u8], fields: &[&str]) -> Option<String> {
+        let payload = member(line, "payload")?;
+        fields
+            .iter()
+            .find_map(|field| string_value(member(payload, field)?))
+            .map(Cow::into_owned)
+    }
+
+    #[test]
+    fn first_payload_string_reads_the_payload_once_with_field_by_field_answers() {
+        let fields = ["checkpoint_id", "checkpointId", "id"];
+        let lines: [&[u8]; 12] = [
+            br#"{"type":"t","payload":{"id":"c","checkpoint_id":"a","checkpointId":"b"}}"#,
+            br#"{"type":"t","payload":{"id":"c","checkpointId":"b"}}"#,
+            br#"{"type":"t","payload":{"text":"x \" y","id":"c"}}"#,
+            br#"{"type":"t","payload":{"checkpoint_id":7,"id":"c"}}"#,
+            br#"{"type":"t","payload":{"checkpoint_id":"a","checkpoint_id":"z"}}"#,
+            br#"{"type":"t","payload":{"id":5,"id":"late"}}"#,
+            br#"{"type":"t","payload":{"id":"e\u00e9","n":{"id":"nested"}}}"#,
+            br#"{"type":"t","payload":{"n":{"checkpoint_id":"nested"}}}"#,
+            br#"{"type":"t","payload":{"id":"c","checkpoint_id":"a" "broken"}}"#,
+            br#"{"type":"t","payload":{}}"#,
+            br#"{"type":"t","payload":"id"}"#,
+            br#"{"type":"t"}"#,
+        ];
+        for line in lines {
+            let got = first_payload_string(line, &fields).map(Cow::into_owned);
+            assert_eq!(
+                got,
+                field_by_field(line, &fields),
+                "{}",
+                String::from_utf8_lossy(line)
+            );
+        }
+        assert_eq!(
+            first_payload_string(lines[0], &fields).as_deref(),
+            Some("a")
+        );
+        assert_eq!(
+            first_payload_string(lines[3], &fields).as_deref(),
+            Some("c")
+        );
+        assert_eq!(
+            first_payload_string(lines[6], &fields).as_deref(),
+            Some("eé")
+        );
+        // A payload that does not parse is not found at all (the line does not scan).
+        assert_eq!(first_payload_string(lines[8], &fields), None);
     }
 
     #[test]

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 
-use crate::json::payload_string;
+use crate::json::first_payload_string;
 
 /// An opening event type and the event types that close it, matched by a payload id.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -56,7 +56,7 @@ pub struct Collector {
 }
 
 fn first_id<'a>(line: &'a [u8], fields: &[String]) -> Option<std::borrow::Cow<'a, str>> {
-    fields.iter().find_map(|field| payload_string(line, field))
+    first_payload_string(line, fields)
 }
 
 impl Collector {
