@@ -272,3 +272,40 @@ async def test_shutdown_cancels_handlers_that_outlive_the_grace_period(stream):
     await asyncio.wait_for(manager.shutdown(), 1.0)
     assert finished == []
     assert asyncio.all_tasks() == {asyncio.current_task()}
+
+
+async def test_a_deleted_session_resolves_the_checkpoints_requested_on_it(stream):
+    """The stream forgets a deleted session's pending checkpoints without a closing event; the
+    manager must let go of them too (a 10M-event soak found it holding ~3,600 of them), and
+    each requester learns the outcome instead of waiting forever."""
+    manager = CheckpointManager(stream, default_timeout=60)
+    outcomes: list[CheckpointOutcome] = []
+    gone = [
+        manager.request("s1", f"q{i}", ["a"], "agent", handler=outcomes.append) for i in range(3)
+    ]
+    kept = manager.request("s2", "q", ["a"], "agent")
+    timers = [stream.checkpoints.timer_of(p.id) for p in gone]
+    stream.delete_session("s1")
+    for pending in gone:
+        outcome = await pending.wait(timeout=5)
+        assert outcome == CheckpointOutcome(
+            pending.id, approved=False, by="checkpoint-manager", reason="session_ended"
+        )
+    assert sorted(o.checkpoint_id for o in outcomes) == sorted(p.id for p in gone)
+    assert all(timer.cancelled() for timer in timers)
+    assert manager.pending == 1 and manager.get(kept.id) is kept and not kept.done()
+    assert [c.id for c in stream.pending_checkpoints] == [kept.id]
+    stats = manager.stats()
+    assert (stats["dropped"], stats["rejected"], stats["pending"]) == (3, 0, 1)
+    # No rejection was written for them: the stream dropped them, nobody decided.
+    assert of_type(stream, "checkpoint.rejected") == []
+    await manager.shutdown()
+
+
+async def test_a_plugin_shutdown_event_resolves_every_requested_checkpoint(stream):
+    manager = CheckpointManager(stream, default_timeout=60)
+    pending = [manager.request(s, "q", ["a"], "agent") for s in ("s1", "s2")]
+    stream.append({"type": "plugin.shutdown", "stream_id": "opencode", "payload": {}})
+    assert [(await p.wait(timeout=5)).reason for p in pending] == ["session_ended", "session_ended"]
+    assert manager.pending == 0 and stream.pending_checkpoints == []
+    await manager.shutdown()

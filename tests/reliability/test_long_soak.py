@@ -153,6 +153,11 @@ def test_10_million_event_soak_keeps_memory_flat_and_state_bounded():
     for name, key in ERROR_COUNTERS.items():
         assert components[name][key] == 0, f"{name}.{key}"
     assert components["durable_stream"]["projection_errors"] == 0
+    # The manager holds no checkpoint the stream has let go of (each is resolved, expired or
+    # dropped with its session on both sides).
+    checkpoints = components["checkpoint_manager"]
+    assert checkpoints["pending"] <= components["durable_stream"]["pending_checkpoints"]
+    assert checkpoints["dropped"] > 0
     assert components["durable_stream"]["evicted"] >= EVENTS - HISTORY
     assert components["event_driven_ledger"]["events_seen"] > EVENTS // 2
     assert components["session_state_tracker"]["created"] > SESSIONS

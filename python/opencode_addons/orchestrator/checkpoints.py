@@ -11,6 +11,12 @@ bridge's permissions and questions) are adopted: ``get(id)`` returns an awaitabl
 resolved when the server's reply is bridged. The manager never rejects them itself (only the
 server decides; the stream still expires them): its shutdown leaves them pending, and their
 session ending drops them.
+
+When a session ends (deleted, aborted, ended, or a plugin shutdown), the stream forgets its
+pending checkpoints without a closing event, so the manager lets go of them too: an adopted
+one's awaitable is cancelled, a requested one resolves as rejected with reason
+``"session_ended"`` (its handler runs), and both count as ``dropped``. Nothing waits forever on
+a checkpoint the stream no longer has, and the manager holds no more than the stream does.
 """
 
 from __future__ import annotations
@@ -40,6 +46,8 @@ from opencode_addons.stream_checkpoints import TIMEOUT_REASON
 log = logging.getLogger(__name__)
 
 MANAGER_ACTOR = "checkpoint-manager"
+# The reason of a requested checkpoint's outcome when its session ended before a decision.
+SESSION_ENDED_REASON = "session_ended"
 
 
 class CheckpointStream(Protocol):
@@ -259,19 +267,37 @@ class CheckpointManager:
         self._counts["adopted"] += 1
 
     def _on_session_end(self, event: Event) -> None:
-        """Drop adopted checkpoints whose session ended (the stream drops them silently)."""
+        """Let go of the checkpoints of an ended session: the stream drops them silently."""
         ended = None if event.get("type") in PLUGIN_SHUTDOWN_TYPES else session_id_of(event)
         if ended is None and event.get("type") not in PLUGIN_SHUTDOWN_TYPES:
             return
         for checkpoint_id, entry in list(self._entries.items()):
-            if entry.adopted and ended in (None, entry.pending.stream_id):
+            if ended not in (None, entry.pending.stream_id):
+                continue
+            if entry.adopted:
                 self._drop_adopted(checkpoint_id)
+            else:
+                self._drop_requested(checkpoint_id)
 
     def _drop_adopted(self, checkpoint_id: str) -> None:
         entry = self._entries.pop(checkpoint_id, None)
         if entry is not None:
             entry.future.cancel()
             self._counts["dropped"] += 1
+
+    def _drop_requested(self, checkpoint_id: str) -> None:
+        """A requested checkpoint whose session ended: its requester gets a rejection."""
+        entry = self._entries.pop(checkpoint_id, None)
+        if entry is None:
+            return
+        self._counts["dropped"] += 1
+        outcome = CheckpointOutcome(
+            checkpoint_id, approved=False, by=MANAGER_ACTOR, reason=SESSION_ENDED_REASON
+        )
+        if not entry.future.done():
+            entry.future.set_result(outcome)
+        if entry.handler is not None:
+            self._call_handler(entry.handler, outcome)
 
     # -- resolution --------------------------------------------------------------------------
 
