@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 log = logging.getLogger(__name__)
+# Memories kept by default (a host captures learnings forever; see max_items).
+MAX_ITEMS = 100_000
 
 Embedder = Callable[[str], Sequence[float]]
 
@@ -152,7 +154,7 @@ class MemoryLaneStore:
         embed: Optional[Embedder] = None,
         half_life_days: float = 30.0,
         clock: Callable[[], float] = time.time,
-        max_items: Optional[int] = 100_000,
+        max_items: Optional[int] = MAX_ITEMS,
     ) -> None:
         if half_life_days <= 0:
             raise ValueError("half_life_days must be positive")

@@ -49,6 +49,10 @@ CHECK_FROM = 0.20
 # The soak's store: small segments and a small budget, so a default run rotates and drops.
 SOAK_SEGMENT_BYTES = 8 << 20
 SOAK_DISK_BYTES = 64 << 20
+# The memory lane's cap in the soak: small enough that it fills (and starts pruning) about when
+# the history does, so the memory check covers its steady state too; with the default 100,000
+# it fills only after about 5,000,000 events, its SQLite page cache growing until then.
+MEMORY_LANE_ITEMS = 2_000
 SAMPLES = 200
 STORE_FILE = "events.jsonl"
 
@@ -199,7 +203,8 @@ class SoakResult:
 
 def check_description() -> str:
     return (
-        "once the history, cache, task registry, ledger and disk budget are all full, RSS must "
+        "once the history, cache, task registry, ledger, memory lane and disk budget are all "
+        "full, RSS must "
         f"not grow by more than {MAX_RSS_GROWTH:.0%} to the end of the run; the store's files "
         "must never exceed the disk budget plus one segment"
     )
@@ -321,6 +326,7 @@ class _Host:
             capture_delay=0.0,
             session_client=lambda _registry: self.client,
             observer_interval=(0.05, 0.5),
+            memory_lane_items=MEMORY_LANE_ITEMS,
         )
         self.orchestration.register()
         self.registry = self.orchestration.registry
@@ -578,6 +584,9 @@ def still_filling(host: _Host, config: SoakConfig) -> list[str]:
     ):
         if int(ledger.get(key, 0)) < cap:
             filling.append(f"ledger {key} {ledger.get(key, 0):,}/{cap:,}")
+    lane = host.orchestration.memory_lane
+    if not lane.pruned:
+        filling.append(f"memory lane {lane.stats().get('count', 0):,}/{lane.max_items:,}")
     if config.max_disk_bytes is not None and not stream.get("segments_dropped"):
         filling.append("disk budget (no segment dropped yet)")
     return filling

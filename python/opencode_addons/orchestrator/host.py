@@ -21,7 +21,7 @@ from typing import Any, Callable, Optional, Union
 from opencode_addons import component_registry
 from opencode_addons.component_registry import check_component
 from opencode_addons.durable_stream import DurableStream
-from opencode_addons.memory_lane import MemoryLaneStore
+from opencode_addons.memory_lane import MAX_ITEMS, MemoryLaneStore
 from opencode_addons.orchestrator.checkpoints import CheckpointManager
 from opencode_addons.orchestrator.learning import CAPTURE_DELAY, LearningExtractor
 from opencode_addons.orchestrator.ledger import EventDrivenLedger
@@ -50,8 +50,8 @@ class Orchestration:
     Settings: ``max_finished`` (finished tasks the registry keeps), ``session_ttl`` (seconds an
     unseen session is kept), ``capture_delay`` (seconds after idle before learnings are captured),
     ``session_client`` (builds the observer's view of the sessions from the task registry;
-    ``None``: an ``InMemorySessionClient``) and ``observer_interval`` (the observer's base and
-    maximum polling interval in seconds).
+    ``None``: an ``InMemorySessionClient``), ``observer_interval`` (the observer's base and
+    maximum polling interval in seconds) and ``memory_lane_items`` (memories the lane keeps).
 
     If building a component fails, the memory lane is closed again; the stream is the caller's.
     """
@@ -66,10 +66,13 @@ class Orchestration:
         capture_delay: float = CAPTURE_DELAY,
         session_client: Optional[SessionClientFactory] = None,
         observer_interval: tuple[float, float] = (BASE_INTERVAL, MAX_INTERVAL),
+        memory_lane_items: Optional[int] = MAX_ITEMS,
     ) -> None:
         self.stream = stream
         self.directory = os.fspath(directory)
-        self.memory_lane = MemoryLaneStore(os.path.join(self.directory, MEMORY_LANE_FILE))
+        self.memory_lane = MemoryLaneStore(
+            os.path.join(self.directory, MEMORY_LANE_FILE), max_items=memory_lane_items
+        )
         self._extra: dict[str, Any] = {}
         try:
             self.registry = TaskRegistry(stream, max_finished=max_finished)
