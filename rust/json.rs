@@ -695,12 +695,37 @@ fn record_field<'a>(
     Ok(false)
 }
 
-/// The value of member `key` of the JSON object `object` (valid JSON), if it has one.
-pub fn member<'a>(object: &'a [u8], key: &str) -> Option<&'a [u8]> {
-    let mut cursor = Cursor::new(object);
-    cursor.skip_ws();
-    cursor.expect(b'{', "expected an object").ok()?;
-    loop {
+/// The members of a JSON object, in order: each name and the bytes of its value. Iteration
+/// ends at the object's end, or at the first member that does not parse.
+struct Members<'a> {
+    cursor: Cursor<'a>,
+    started: bool,
+    done: bool,
+}
+
+impl<'a> Members<'a> {
+    /// The members of `object`, or None when it does not start as an object.
+    fn of(object: &'a [u8]) -> Option<Self> {
+        let mut cursor = Cursor::new(object);
+        cursor.skip_ws();
+        cursor.expect(b'{', "expected an object").ok()?;
+        Some(Self {
+            cursor,
+            started: false,
+            done: false,
+        })
+    }
+
+    fn read_member(&mut self) -> Option<(RawString<'a>, &'a [u8])> {
+        let cursor = &mut self.cursor;
+        if self.started {
+            cursor.skip_ws();
+            if cursor.peek() != Some(b',') {
+                return None;
+            }
+            cursor.pos += 1;
+        }
+        self.started = true;
         cursor.skip_ws();
         if cursor.peek() != Some(b'"') {
             return None;
@@ -711,15 +736,28 @@ pub fn member<'a>(object: &'a [u8], key: &str) -> Option<&'a [u8]> {
         cursor.skip_ws();
         let start = cursor.pos;
         cursor.skip_value(MAX_DEPTH).ok()?;
-        if !name.escaped && name.raw == key.as_bytes() {
-            return Some(&cursor.bytes[start..cursor.pos]);
-        }
-        cursor.skip_ws();
-        if cursor.peek() != Some(b',') {
+        Some((name, &cursor.bytes[start..cursor.pos]))
+    }
+}
+
+impl<'a> Iterator for Members<'a> {
+    type Item = (RawString<'a>, &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
             return None;
         }
-        cursor.pos += 1;
+        let member = self.read_member();
+        self.done = member.is_none();
+        member
     }
+}
+
+/// The value of member `key` of the JSON object `object` (valid JSON), if it has one.
+pub fn member<'a>(object: &'a [u8], key: &str) -> Option<&'a [u8]> {
+    Members::of(object)?
+        .find(|(name, _)| !name.escaped && name.raw == key.as_bytes())
+        .map(|(_, value)| value)
 }
 
 /// The string at `payload.<field>` of an event line, if there is one.
@@ -735,49 +773,26 @@ pub fn first_payload_string<'a, F: AsRef<str>>(
     line: &'a [u8],
     fields: &[F],
 ) -> Option<Cow<'a, str>> {
-    let payload = member(line, "payload")?;
-    let mut cursor = Cursor::new(payload);
-    cursor.skip_ws();
-    cursor.expect(b'{', "expected an object").ok()?;
     // Per field: None until its first occurrence, then whether that value is a string.
     let mut found: Vec<Option<Option<&'a [u8]>>> = vec![None; fields.len()];
-    // A malformed member ends the read; what was found before it stands, as it did for `member`.
-    let next_member = |cursor: &mut Cursor<'a>| -> Option<(RawString<'a>, usize)> {
-        cursor.skip_ws();
-        if cursor.peek() != Some(b'"') {
-            return None;
+    for (name, value) in Members::of(member(line, "payload")?)? {
+        if name.escaped {
+            continue;
         }
-        let name = cursor.string().ok()?;
-        cursor.skip_ws();
-        cursor.expect(b':', "expected ':'").ok()?;
-        cursor.skip_ws();
-        let start = cursor.pos;
-        cursor.skip_value(MAX_DEPTH).ok()?;
-        Some((name, start))
-    };
-    while let Some((name, start)) = next_member(&mut cursor) {
-        if !name.escaped {
-            let index = fields
-                .iter()
-                .position(|f| f.as_ref().as_bytes() == name.raw);
-            if let Some(slot) = index.and_then(|i| found.get_mut(i)) {
-                if slot.is_none() {
-                    let value = &cursor.bytes[start..cursor.pos];
-                    *slot = Some((value.first() == Some(&b'"')).then_some(value));
-                }
+        let index = fields
+            .iter()
+            .position(|f| f.as_ref().as_bytes() == name.raw);
+        if let Some(slot) = index.and_then(|i| found.get_mut(i)) {
+            if slot.is_none() {
+                *slot = Some((value.first() == Some(&b'"')).then_some(value));
             }
         }
         // The first field's string decides alone.
-        if let Some(Some(Some(value))) = found.first() {
-            if let Some(text) = string_value(value) {
+        if let Some(Some(Some(first))) = found.first() {
+            if let Some(text) = string_value(first) {
                 return Some(text);
             }
         }
-        cursor.skip_ws();
-        if cursor.peek() != Some(b',') {
-            break;
-        }
-        cursor.pos += 1;
     }
     found
         .into_iter()
