@@ -317,8 +317,14 @@ fn probe_dict(dict: &Bound<'_, PyDict>, layout: u8) -> bool {
     unsafe {
         let object = pointer.cast::<u8>();
         let used = field::<isize>(object, DICT_MA_USED);
-        if used != dict.len() as isize || !field::<*const u8>(object, DICT_MA_VALUES).is_null() {
+        if used != dict.len() as isize {
             return false;
+        }
+        if !field::<*const u8>(object, DICT_MA_VALUES).is_null() {
+            // 3.9 and 3.10 give a new empty dict the shared empty keys and a shared values
+            // array: `entries` refuses it, so the encoder reads it through the C API. Any
+            // other dict made here must be combined (values NULL), or the layout is wrong.
+            return used == 0 && entries(pointer, layout).is_none();
         }
         let keys = field::<*const u8>(object, DICT_MA_KEYS);
         if keys.is_null() {
