@@ -22,6 +22,7 @@ import subprocess
 import sys
 
 import pytest
+from opencode_addons.soak import MEMORY_LANE_ITEMS
 
 EVENTS = int(os.environ.get("OCA_SOAK_EVENTS", "10000000"))
 HISTORY = int(os.environ.get("OCA_SOAK_HISTORY", "100000"))
@@ -34,6 +35,17 @@ STATE_BOUND = 20_000
 
 # Running totals: they count what happened, they hold nothing.
 CUMULATIVE = {
+    "task_observer": {
+        "checks_performed",
+        "tasks_retried",
+        "tasks_completed",
+        "tasks_failed",
+        "tasks_stale",
+        "checkpoints_requested",
+        "sessions_dropped",
+        "errors",
+        "last_check",  # a timestamp
+    },
     "task_registry": {"completed", "failed", "timeout", "cleaned_up", "event_errors"},
     "learning_extractor": {"learnings_captured", "captures_run", "errors"},
     "event_driven_ledger": {"events_seen", "duplicates", "writes", "errors"},
@@ -48,8 +60,7 @@ CUMULATIVE = {
         "events_dropped",
         "carried_forward",
     },
-    # The memory lane is an on-disk SQLite store: its record count grows by design.
-    "memory_lane_store": {"count", "embedded"},
+    "memory_lane_store": {"embedded", "pruned"},
     "session_state_tracker": {"created", "dropped", "expired", "evicted"},
     "checkpoint_manager": {
         "requested",
@@ -62,6 +73,7 @@ CUMULATIVE = {
     },
 }
 ERROR_COUNTERS = {
+    "task_observer": "errors",
     "task_registry": "event_errors",
     "learning_extractor": "errors",
     "event_driven_ledger": "errors",
@@ -73,6 +85,8 @@ SPECIFIC_BOUNDS = {
     ("durable_stream", "cache_events"): CACHE,
     ("health", "event_history"): HISTORY,
     ("health", "event_cache"): CACHE,
+    # The soak caps the memory lane; it prunes in batches once 10% over.
+    ("memory_lane_store", "count"): MEMORY_LANE_ITEMS * 11 // 10,
 }
 
 
