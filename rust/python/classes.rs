@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use pyo3::prelude::*;
+use pyo3::types::PyString;
 
 use super::encode::FieldDefaults;
 use super::errors::StoreClosedError;
@@ -53,7 +54,16 @@ pub struct JsonlStore {
     pub(crate) max_event_bytes: usize,
     pub(crate) recovery: RecoveryReport,
     pub(crate) defaults: FieldDefaults,
+    /// The same defaults as Python strings, made once: every returned event that takes a
+    /// default shares them instead of decoding a new string per event.
+    pub(crate) default_objects: DefaultObjects,
     pub(crate) segments: SegmentSettings,
+}
+
+/// `FieldDefaults` as Python strings (see `JsonlStore::default_objects`).
+pub(crate) struct DefaultObjects {
+    pub(crate) actor: Option<Py<PyString>>,
+    pub(crate) correlation_id: Option<Py<PyString>>,
 }
 
 /// The segment settings a store was opened with (for `stats()`).

@@ -6,10 +6,10 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList};
+use pyo3::types::{PyDict, PyList, PyString};
 
 use super::args::{positive, query_from_kwargs};
-use super::classes::{closed, JsonlStore, RingHolder, SegmentSettings};
+use super::classes::{closed, DefaultObjects, JsonlStore, RingHolder, SegmentSettings};
 use super::decode::record_to_dict;
 use super::encode::{as_dict, collect_dicts, encode_batch, encode_event, Captured, FieldDefaults};
 use super::errors::{to_pyerr, StoreWriteError};
@@ -88,7 +88,7 @@ fn stored_copy<'py>(
     event: &Bound<'py, PyDict>,
     seq: u64,
     generated: Generated,
-    defaults: &FieldDefaults,
+    defaults: &DefaultObjects,
 ) -> PyResult<Bound<'py, PyAny>> {
     let py = event.py();
     let copy = event.copy()?;
@@ -103,10 +103,10 @@ fn stored_copy<'py>(
         copy.set_item(pyo3::intern!(py, "timestamp"), timestamp)?;
     }
     if let (true, Some(actor)) = (generated.actor, &defaults.actor) {
-        copy.set_item(pyo3::intern!(py, "actor"), actor)?;
+        copy.set_item(pyo3::intern!(py, "actor"), actor.bind(py))?;
     }
     if let (true, Some(correlation_id)) = (generated.correlation_id, &defaults.correlation_id) {
-        copy.set_item(pyo3::intern!(py, "correlation_id"), correlation_id)?;
+        copy.set_item(pyo3::intern!(py, "correlation_id"), correlation_id.bind(py))?;
     }
     copy.set_item(pyo3::intern!(py, "seq"), seq)?;
     Ok(copy.into_any())
@@ -243,6 +243,14 @@ impl JsonlStore {
             history_size,
             max_event_bytes,
             recovery,
+            default_objects: DefaultObjects {
+                actor: default_actor
+                    .as_deref()
+                    .map(|s| PyString::new(py, s).unbind()),
+                correlation_id: default_correlation_id
+                    .as_deref()
+                    .map(|s| PyString::new(py, s).unbind()),
+            },
             defaults: FieldDefaults {
                 actor: default_actor,
                 correlation_id: default_correlation_id,
@@ -274,7 +282,7 @@ impl JsonlStore {
                 Ok((seq, Generated::of(&captured), store.sync_need()))
             })?;
         self.wait_durable(py, need)?;
-        stored_copy(&dict, seq, generated, &self.defaults)
+        stored_copy(&dict, seq, generated, &self.default_objects)
     }
 
     /// Appends a batch atomically (every line or none); returns the stored events.
@@ -294,7 +302,7 @@ impl JsonlStore {
                 dict,
                 first + offset as u64,
                 made,
-                &self.defaults,
+                &self.default_objects,
             )?)?;
         }
         Ok(stored)
