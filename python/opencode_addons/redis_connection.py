@@ -264,12 +264,6 @@ def _positive_int(name: str, value: Any) -> int:
     return value
 
 
-def _positive_number(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"{name} must be a number > 0, got {value!r}")
-    return float(value)
-
-
 def _id_ms(value: Any) -> int:
     """The id millisecond part for a timestamp: floor, kept within 0..MAX_ID_MS."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):

@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Union
 
-# redis-py comes through redis_connection, which reports a missing [redis] extra.
 from opencode_addons.redis_connection import (
     DEFAULT_PREFIX,
     READER_COMMANDS,
@@ -23,7 +22,6 @@ from opencode_addons.redis_connection import (
     _keys,
     _loads,
     _positive_int,
-    _positive_number,
     _translate,
     aioredis,
     check_server,
@@ -31,6 +29,9 @@ from opencode_addons.redis_connection import (
     redis,
     safe_url,
 )
+
+# redis-py comes through redis_connection, which reports a missing [redis] extra.
+from opencode_addons.validation import positive_seconds
 
 PAGE = 500
 
@@ -135,7 +136,7 @@ class RedisEventReader:
     ) -> None:
         self.url = _check_url(url)
         self.keys = _keys(prefix)
-        self._socket_timeout = _positive_number("socket_timeout", socket_timeout)
+        self._socket_timeout = positive_seconds("socket_timeout", socket_timeout)
         self._client: Optional[redis.Redis] = None
         self._checked = False
 

@@ -23,8 +23,6 @@ from typing import Any, Callable, Optional
 
 from opencode_addons import _core
 from opencode_addons.events import RAW_SESSION_DELETED, SESSION_DELETED, session_id_of
-
-# redis-py comes through redis_connection, which reports a missing [redis] extra.
 from opencode_addons.redis_connection import (
     DEFAULT_PREFIX,
     MAX_ID_MS,
@@ -39,13 +37,15 @@ from opencode_addons.redis_connection import (
     _keys,
     _loads,
     _positive_int,
-    _positive_number,
     _translate,
     check_server,
     log,
     redis,
     safe_url,
 )
+
+# redis-py comes through redis_connection, which reports a missing [redis] extra.
+from opencode_addons.validation import positive_seconds
 
 COMPONENT_NAME = "redis_replicator"
 # Event types after which the session's key gets a TTL.
@@ -213,10 +213,10 @@ class RedisReplicator:
         self.batch = _positive_int("batch", batch)
         self.session_ttl = _positive_int("session_ttl", session_ttl)
         self.exact_trim = bool(exact_trim)
-        self._retry_min = _positive_number("retry_min", retry_min)
-        self._retry_max = max(self._retry_min, _positive_number("retry_max", retry_max))
-        self._socket_timeout = _positive_number("socket_timeout", socket_timeout)
-        self._drain_timeout = _positive_number("drain_timeout", drain_timeout)
+        self._retry_min = positive_seconds("retry_min", retry_min)
+        self._retry_max = max(self._retry_min, positive_seconds("retry_max", retry_max))
+        self._socket_timeout = positive_seconds("socket_timeout", socket_timeout)
+        self._drain_timeout = positive_seconds("drain_timeout", drain_timeout)
         self.name = name
         self._store: Any = None
         if isinstance(source, (str, os.PathLike)):
@@ -238,7 +238,7 @@ class RedisReplicator:
         self.host_id = host_id
         if poll_interval is None:
             poll_interval = 0.01 if self._store is not None else 0.2
-        self._poll_interval = _positive_number("poll_interval", poll_interval)
+        self._poll_interval = positive_seconds("poll_interval", poll_interval)
 
         self._client: Optional[redis.Redis] = None
         self._script: Any = None
