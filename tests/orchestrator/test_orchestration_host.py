@@ -82,8 +82,10 @@ def test_settings_reach_the_components(tmp_path):
         capture_delay=0.0,
         session_client=make_client,
         observer_interval=(0.05, 0.5),
+        memory_lane_items=50,
     )
     assert seen == [orchestration.registry]
+    assert orchestration.memory_lane.stats()["max_items"] == 50
     assert orchestration.client is client
     assert orchestration.tracker.stats()["ttl"] == 600.0
     assert orchestration.extractor.capture_delay == 0.0
