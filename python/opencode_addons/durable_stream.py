@@ -285,8 +285,7 @@ class DurableStream:
     def _dispatch(self, event: Event) -> None:
         # The common event has no projection, few subscribers and no pending checkpoint: each
         # step is skipped with one lookup, since this runs on every append.
-        if event["type"] in self._projectors:
-            self._project(event)
+        self._project(event)
         if self._subscribers:
             self._notify(event)
         if self._pending_checkpoints:
