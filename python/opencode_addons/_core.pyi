@@ -22,6 +22,7 @@ __all__ = [
     "StoreError",
     "StoreLockedError",
     "StoreWriteError",
+    "StreamAppender",
     "file_stats",
     "read_events",
 ]
@@ -204,6 +205,23 @@ class JsonlStore(_Queryable):
     def history_size(self) -> int: ...
     @property
     def max_event_bytes(self) -> int: ...
+
+@final
+class StreamAppender:
+    """``DurableStream.append``'s native fast path: ``appender(event)`` is
+    ``store.append(event)``, then ``after(stored, projector)`` only if the stored event's type
+    has a projector in ``projectors``, or ``subscribers`` or ``pending`` is not empty; it returns
+    the stored event. The three containers must be dicts; they are shared, not copied."""
+
+    def __new__(
+        cls,
+        store: JsonlStore,
+        projectors: Mapping[str, Any],
+        subscribers: Mapping[str, Any],
+        pending: Mapping[str, Any],
+        after: Any,
+    ) -> StreamAppender: ...
+    def __call__(self, event: Mapping[str, Any]) -> _Event: ...
 
 @overload
 def read_events(

@@ -216,6 +216,7 @@ class DurableStream:
         # session id -> {tool call id -> finished?}; least recently used session first.
         self._bridge = OpenCodeBridge()
         self._projectors = self._build_projectors()
+        self._install_native_append()
         self._resumes = 0
         self._events_loaded = len(self._store.history)
         self._apply_collected()
@@ -257,17 +258,33 @@ class DurableStream:
         if self._closed:
             self._require_open()
         stored: Event = self._store_append(event)
-        # _dispatch inlined: this runs on every append. The common event has no projection,
-        # few subscribers and no pending checkpoint, so each step is one check (of plain dicts:
-        # no Python-level __bool__ or __len__ on the way).
-        projector = self._projectors.get(stored["type"])
+        self._after_append(stored, self._projectors.get(stored["type"]))
+        return stored
+
+    def _install_native_append(self) -> None:
+        """Make ``self.append`` a native ``StreamAppender``: the steps of ``append`` (store,
+        then ``_after_append`` only when there is work: the type's projector, subscribers or
+        pending checkpoints) without a Python frame per event. It is an instance attribute, so
+        a subclass that overrides ``append`` keeps its own, and ``shutdown`` removes it first
+        (the method then refuses appends)."""
+        if type(self).append is not DurableStream.append:
+            return
+        self.__dict__["append"] = _core.StreamAppender(
+            self._store,
+            self._projectors,
+            self._subscribers,
+            self._pending_checkpoints,
+            self._after_append,
+        )
+
+    def _after_append(self, stored: Event, projector: Optional[Callable[[Event], None]]) -> None:
+        # Each step is one check (of plain dicts: no Python-level __bool__ or __len__).
         if projector is not None:
             self._run_projector(projector, stored)
         if self._subscribers:
             self._notify(stored)
         if self._pending_checkpoints:
             self._checkpoints.housekeep()
-        return stored
 
     def sync(self) -> None:
         """Wait until everything appended so far is on disk (in every durability mode)."""
@@ -637,6 +654,7 @@ class DurableStream:
         """
         if self._closed:
             return
+        self.__dict__.pop("append", None)  # the native fast path; the method refuses appends
         self._closed = True
         self._checkpoints.close()
         self._tasks.cancel_threadsafe()

@@ -7,8 +7,10 @@
 //! (GIL-aware locking, the encoding buffer), `classes` (the data of `EventRing` and
 //! `JsonlStore`, and `RingHolder`), `view` (read access shared by the classes, `EventView`,
 //! `EventIterator`), then the Python methods: `ring` (`EventRing`), `store` (`JsonlStore`) and
-//! `files` (`read_events`, `file_stats`).
+//! `files` (`read_events`, `file_stats`), and `appender` (`StreamAppender`, `DurableStream.append`'s
+//! fast path).
 
+mod appender;
 mod args;
 mod classes;
 mod decode;
@@ -36,6 +38,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<classes::JsonlStore>()?;
     m.add_class::<view::EventView>()?;
     m.add_class::<view::EventIterator>()?;
+    m.add_class::<appender::StreamAppender>()?;
     m.add_function(wrap_pyfunction!(files::read_events, m)?)?;
     m.add_function(wrap_pyfunction!(files::file_stats, m)?)?;
     m.add("StoreError", py.get_type::<StoreError>())?;

@@ -23,6 +23,35 @@ use crate::jsonl::{
 };
 
 impl JsonlStore {
+    /// `append`, for the other native callers (`StreamAppender`).
+    pub(crate) fn append_event<'py>(
+        &self,
+        event: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let py = event.py();
+        let dict = as_dict(event)?;
+        let (seq, generated, need) =
+            with_scratch(|buffer| -> PyResult<(u64, Generated, SyncNeed)> {
+                // SAFETY: `dict` is a dict (its type says so) that this frame keeps alive, and the
+                // GIL is held. The strings `captured` borrows stay alive while no Python code
+                // runs: none does before the lock, and `lock_for_event` copies them before a wait
+                // that releases the GIL.
+                let captured = unsafe {
+                    encode_event(dict.as_ptr(), buffer, self.max_event_bytes, &self.defaults)
+                }
+                .map_err(|e| e.into_pyerr(None))?;
+                let mut copy = None;
+                let (mut guard, fields) = lock_for_event(&self.store, &captured, &mut copy);
+                let store = guard.as_mut().ok_or_else(|| closed(&self.path))?;
+                let seq = store
+                    .append(buffer, &fields, &captured.key_spans)
+                    .map_err(to_pyerr)?;
+                Ok((seq, Generated::of(&captured), store.sync_need()))
+            })?;
+        self.wait_durable(py, need)?;
+        stored_copy(&dict, seq, generated, &self.default_objects)
+    }
+
     /// Writes a batch; returns the first seq. Only Rust work happens under the lock.
     fn write(
         &self,
@@ -89,7 +118,7 @@ fn stored_copy<'py>(
     seq: u64,
     generated: Generated,
     defaults: &DefaultObjects,
-) -> PyResult<Bound<'py, PyAny>> {
+) -> PyResult<Bound<'py, PyDict>> {
     let py = event.py();
     let copy = event.copy()?;
     if let Some(id) = generated.id {
@@ -109,7 +138,7 @@ fn stored_copy<'py>(
         copy.set_item(pyo3::intern!(py, "correlation_id"), correlation_id.bind(py))?;
     }
     copy.set_item(pyo3::intern!(py, "seq"), seq)?;
-    Ok(copy.into_any())
+    Ok(copy)
 }
 
 /// The segment keys of `stats()`: files, bytes, what retention dropped and carried forward,
@@ -260,29 +289,8 @@ impl JsonlStore {
     }
 
     /// Appends one event; returns it as stored (with id, timestamp and seq).
-    fn append<'py>(&self, event: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-        let py = event.py();
-        let dict = as_dict(event)?;
-        let (seq, generated, need) =
-            with_scratch(|buffer| -> PyResult<(u64, Generated, SyncNeed)> {
-                // SAFETY: `dict` is a dict (its type says so) that this frame keeps alive, and the
-                // GIL is held. The strings `captured` borrows stay alive while no Python code
-                // runs: none does before the lock, and `lock_for_event` copies them before a wait
-                // that releases the GIL.
-                let captured = unsafe {
-                    encode_event(dict.as_ptr(), buffer, self.max_event_bytes, &self.defaults)
-                }
-                .map_err(|e| e.into_pyerr(None))?;
-                let mut copy = None;
-                let (mut guard, fields) = lock_for_event(&self.store, &captured, &mut copy);
-                let store = guard.as_mut().ok_or_else(|| closed(&self.path))?;
-                let seq = store
-                    .append(buffer, &fields, &captured.key_spans)
-                    .map_err(to_pyerr)?;
-                Ok((seq, Generated::of(&captured), store.sync_need()))
-            })?;
-        self.wait_durable(py, need)?;
-        stored_copy(&dict, seq, generated, &self.default_objects)
+    fn append<'py>(&self, event: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDict>> {
+        self.append_event(event)
     }
 
     /// Appends a batch atomically (every line or none); returns the stored events.

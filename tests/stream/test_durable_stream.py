@@ -703,3 +703,60 @@ def test_sync_waits_for_disk_in_group_mode(tmp_path):
     stream.shutdown()
     with pytest.raises(_core.StoreClosedError):
         stream.sync()
+
+
+# -- the native append path (StreamAppender) -------------------------------------------------
+
+
+def test_append_is_the_native_appender_and_does_what_the_method_does(path):
+    stream = DurableStream(path, durability="none")
+    assert isinstance(stream.append, _core.StreamAppender)
+    seen: list[str] = []
+    stream.subscribe("*", lambda event: seen.append(event["type"]))
+    plain = stream.append({"type": "note", "stream_id": "s1", "payload": {"n": 1}})
+    assert plain["seq"] == 1 and plain["actor"] == "system" and seen == ["note"]
+    # A projected type goes through the projection (the checkpoint becomes pending).
+    requested = stream.append(
+        {
+            "type": "checkpoint.requested",
+            "stream_id": "s1",
+            "payload": {"checkpoint_id": "cp_x", "question": "ok?", "options": ["y"]},
+        }
+    )
+    assert stream.get_checkpoint("cp_x") is not None and requested["seq"] == 2
+    stream.shutdown()
+    # Shut down, the instance falls back to the method, which refuses with the stream's message.
+    assert "append" not in vars(stream)
+    with pytest.raises(_core.StoreClosedError, match="durable stream is shut down"):
+        stream.append({"type": "late"})
+
+
+def test_a_subclass_that_overrides_append_keeps_its_own(path):
+    class Counting(DurableStream):
+        calls = 0
+
+        def append(self, event):  # type: ignore[no-untyped-def]
+            Counting.calls += 1
+            return super().append(event)
+
+    stream = Counting(path, durability="none")
+    try:
+        assert "append" not in vars(stream)
+        stream.append({"type": "note", "stream_id": "s1"})
+        assert Counting.calls == 1 and len(stream.get_event_history()) == 1
+    finally:
+        stream.shutdown()
+
+
+def test_native_appender_errors_leave_nothing_and_checks_its_containers(tmp_path):
+    stream = DurableStream(tmp_path / "s.jsonl", durability="none")
+    try:
+        with pytest.raises(TypeError):
+            stream.append(["not", "a", "mapping"])  # type: ignore[arg-type]
+        with pytest.raises(ValueError):
+            stream.append({"stream_id": "s1"})  # no type
+        assert len(stream.get_event_history()) == 0
+        with pytest.raises(TypeError):
+            _core.StreamAppender(stream._store, [], {}, {}, print)  # type: ignore[arg-type]
+    finally:
+        stream.shutdown()
