@@ -280,6 +280,11 @@ impl Store {
         })?;
         let lock = lock_store(&layout)?;
         let listing = segments::list(&layout).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::InvalidInput {
+                // Something named like a segment that is not a file: a bad setup, not an I/O
+                // failure.
+                return CoreError::Invalid(e.to_string());
+            }
             CoreError::io(format!("cannot list the segments of {}", path.display()), e)
         })?;
         for leftover in &listing.leftovers {

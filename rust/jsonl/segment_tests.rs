@@ -340,6 +340,23 @@ fn a_store_on_a_fifo_is_refused() {
     assert!(message.contains("FIFO"), "{message}");
 }
 
+#[test]
+fn a_fifo_named_like_a_segment_is_refused_not_skipped() {
+    let path = temp_store("segment-fifo");
+    let fifo = Layout::of(&path).sealed_path(1, false);
+    let c_path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo with a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+    let error = Store::open(&path, small(10, None)).err().unwrap();
+    assert!(matches!(error, CoreError::Invalid(_)), "{error}");
+    let message = error.to_string();
+    assert!(
+        message.contains("named like a segment") && message.contains("FIFO"),
+        "{message}"
+    );
+    assert!(segments::store_files(&path).is_err());
+}
+
 /// Appends a note whose `timestamp` (in its JSON and its fields) is `timestamp_ms`.
 fn add_at(store: &mut Store, timestamp_ms: f64) -> u64 {
     let body = format!(

@@ -154,9 +154,23 @@ pub fn list(layout: &Layout) -> io::Result<Listing> {
         let Some(kind) = parse_kind(rest) else {
             continue;
         };
-        let Ok(meta) = entry.metadata() else { continue };
-        if !meta.is_file() {
-            continue;
+        let meta = match std::fs::metadata(&path) {
+            Ok(meta) => meta,
+            // Deleted since it was listed (retention) or a dangling link: not a segment.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        if let Some(what) = not_regular(meta.file_type()) {
+            // Reading it could block (a FIFO) or fail later; skipping it would hide events the
+            // name promises. Say what is in the way.
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{} is named like a segment of this store but is {what}, not a regular \
+                     file; move it out of the store's directory",
+                    path.display()
+                ),
+            ));
         }
         found.push(SegmentFile {
             path,

@@ -166,6 +166,21 @@ def test_every_reader_covers_every_segment(tmp_path: Path, compress: bool) -> No
         assert [e["seq"] for e in store] == list(range(1, 401))
 
 
+def test_after_seq_skips_older_segments_by_their_names(tmp_path: Path) -> None:
+    # A line planted in the oldest segment, with a seq above everything, shows whether that
+    # segment is read: a full read finds it, a read after a seq past the segment's must not.
+    path = tmp_path / "events.jsonl"
+    with JsonlStore(path, max_disk_bytes=None, **SMALL) as store:
+        for n in range(400):
+            store.append(event(n))
+    oldest = sealed(path)[0]
+    with open(oldest, "ab") as handle:
+        handle.write(b'{"type":"planted","seq":1000000,"timestamp":1}\n')
+    assert [e["seq"] for e in read_events(path, type="planted")] == [1_000_000]
+    after = read_events(path, after_seq=395)
+    assert [e["seq"] for e in after] == [396, 397, 398, 399, 400]
+
+
 def run_cli(*args: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
     code = cli_main(list(args))
     out, err = capsys.readouterr()
@@ -306,6 +321,25 @@ def test_a_fifo_is_a_clear_error_never_a_hang(
         code = within(10, lambda command=command: cli_main([command, str(fifo)]))
         assert code == 2
         assert "FIFO" in capsys.readouterr().err
+
+
+def test_a_fifo_named_like_a_sealed_segment_is_a_clear_error_never_skipped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Skipping it would hide the events its name promises; reading it would block.
+    path = tmp_path / "events.jsonl"
+    with JsonlStore(path, durability="none") as store:
+        store.append({"type": "note", "stream_id": "s1"})
+    os.mkfifo(tmp_path / "events_00000000000000000001.jsonl")
+    for call in (
+        lambda: JsonlStore(path),
+        lambda: file_stats(path),
+        lambda: read_events(path),
+    ):
+        with pytest.raises(ValueError, match=r"named like a segment .* is a FIFO"):
+            within(10, call)
+    code = within(10, lambda: cli_main(["stats", str(path)]))
+    assert code == 2 and "FIFO" in capsys.readouterr().err
 
 
 def test_a_character_device_is_refused(tmp_path: Path) -> None:
