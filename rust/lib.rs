@@ -4,6 +4,7 @@
 //! the only one that does.
 
 mod block;
+mod block_preparer;
 pub mod event;
 pub mod fork;
 pub mod interner;

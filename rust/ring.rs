@@ -19,6 +19,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use crate::block::BlockBuf;
+use crate::block_preparer::BlockPreparer;
 use crate::event::{CoreError, EventFields};
 use crate::fork;
 use crate::interner::{Interner, ABSENT};
@@ -126,6 +127,8 @@ pub struct RingOptions {
     pub compress: bool,
     /// Bytes per block (records larger than this get a block of their own).
     pub block_size: usize,
+    /// Make the next block on a helper thread while the ring grows (`block_preparer.rs`).
+    pub prepare_blocks: bool,
 }
 
 impl Default for RingOptions {
@@ -133,6 +136,7 @@ impl Default for RingOptions {
         Self {
             compress: false,
             block_size: BLOCK_SIZE,
+            prepare_blocks: false,
         }
     }
 }
@@ -188,6 +192,8 @@ pub struct Ring {
     blocks: VecDeque<Block>,
     first_block: u32,
     spare: Vec<BlockBuf>,
+    /// Makes the next block ahead while the ring grows (None: blocks are made in place).
+    preparer: Option<BlockPreparer>,
     /// Absolute index (number of records ever pushed before it) of `headers[0]`.
     base: u64,
     nbytes: usize,
@@ -242,6 +248,11 @@ impl Ring {
             blocks: VecDeque::new(),
             first_block: 0,
             spare: Vec::new(),
+            preparer: if options.prepare_blocks {
+                BlockPreparer::start()
+            } else {
+                None
+            },
             base: 0,
             nbytes: 0,
             evicted: 0,
@@ -296,7 +307,11 @@ impl Ring {
     /// compressing ring its dictionary, decompression context and cache.
     pub fn heap_bytes(&self) -> usize {
         let blocks: usize = self.blocks.iter().map(|b| b.body.heap_bytes()).sum();
-        let spare: usize = self.spare.iter().map(BlockBuf::mapped).sum();
+        let spare: usize = self.spare.iter().map(BlockBuf::mapped).sum::<usize>()
+            + self
+                .preparer
+                .as_ref()
+                .map_or(0, BlockPreparer::pending_bytes);
         let compression = self.compression.as_ref().map_or(0, |c| {
             c.codec.heap_bytes() + c.unpacker.try_borrow().map_or(0, |u| u.heap_bytes())
         });
@@ -470,13 +485,22 @@ impl Ring {
         }
         let data = match self.spare.pop() {
             Some(buffer) if buffer.capacity() >= size => buffer,
-            _ => BlockBuf::with_capacity(size.max(self.block_size)).ok_or_else(|| {
-                CoreError::io(
-                    "cannot map memory for a ring block",
-                    std::io::Error::last_os_error(),
-                )
-            })?,
+            _ => match self.preparer.as_mut().and_then(|p| p.take(size)) {
+                Some(buffer) => buffer,
+                None => BlockBuf::with_capacity(size.max(self.block_size)).ok_or_else(|| {
+                    CoreError::io(
+                        "cannot map memory for a ring block",
+                        std::io::Error::last_os_error(),
+                    )
+                })?,
+            },
         };
+        if self.spare.is_empty() {
+            // Growing: have the block after this one made while this one fills.
+            if let Some(preparer) = &mut self.preparer {
+                preparer.request(self.block_size);
+            }
+        }
         self.blocks.push_back(Block {
             body: Body::Raw(data),
             base_seq: seq,
@@ -1090,6 +1114,7 @@ mod tests {
         let options = RingOptions {
             compress: true,
             block_size,
+            ..RingOptions::default()
         };
         Ring::with_options(capacity, None, options).unwrap()
     }
@@ -1158,9 +1183,11 @@ mod tests {
             let mut plain = Ring::with_options(
                 capacity,
                 None,
+                // The plain ring makes its blocks ahead (as a store's does): the same records.
                 RingOptions {
                     compress: false,
                     block_size,
+                    prepare_blocks: true,
                 },
             )
             .unwrap();
@@ -1256,9 +1283,38 @@ mod tests {
             let options = RingOptions {
                 compress: true,
                 block_size,
+                ..RingOptions::default()
             };
             assert!(Ring::with_options(10, None, options).is_err());
         }
+    }
+
+    #[test]
+    fn a_growing_ring_takes_blocks_made_ahead_and_counts_the_one_asked_for() {
+        let options = RingOptions {
+            block_size: 4096,
+            prepare_blocks: true,
+            ..RingOptions::default()
+        };
+        let mut ring = Ring::with_options(10_000, None, options).unwrap();
+        let record = format!("{{\"text\":\"{}\"}}", "x".repeat(1000));
+        for seq in 1..=40u64 {
+            push(&mut ring, seq, "s", &record);
+            // Time for the helper to make the next block before this one is full.
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        assert_eq!(ring.len(), 40);
+        assert!((0..40).all(|i| *ring.get(i).unwrap().json == *record.as_bytes()));
+        let blocks: usize = ring.blocks.iter().map(|b| b.body.heap_bytes()).sum();
+        let asked = ring
+            .preparer
+            .as_ref()
+            .map_or(0, BlockPreparer::pending_bytes);
+        assert_eq!(
+            asked, 4096,
+            "the next block is asked for while the ring grows"
+        );
+        assert!(ring.heap_bytes() >= blocks + asked);
     }
 
     #[test]

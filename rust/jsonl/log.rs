@@ -298,6 +298,15 @@ impl MappedLog {
     /// costs the writer neither page faults nor zero-filling.
     fn prepare_next_window(&mut self) {
         let next = self.map_offset + WINDOW as u64;
+        // Allocate the next window now if the allocation ends before it: otherwise it could not
+        // be prepared, and the writer would fault it in itself once an append reaches it. A
+        // failure here (a full disk) is left to `reserve`, which reports it when an append needs
+        // the room.
+        let wanted = ((next + WINDOW as u64).div_ceil(ALLOCATION_STEP) * ALLOCATION_STEP)
+            .min(self.allocation_limit);
+        if wanted > self.allocated {
+            let _ = self.allocate_to(wanted);
+        }
         let usable = self.allocated.saturating_sub(next).min(WINDOW as u64) as usize;
         if let (Some(warmer), true) = (&mut self.warmer, usable > 0) {
             warmer.prepare(next, usable);

@@ -297,6 +297,8 @@ impl Store {
             None,
             RingOptions {
                 compress: options.compress_history,
+                // A store's appends are the hot path: its ring's next block is made ahead.
+                prepare_blocks: true,
                 ..RingOptions::default()
             },
         )?;

@@ -62,9 +62,12 @@ impl EventRing {
         let capacity = positive(capacity, "capacity")?;
         let max_bytes = max_bytes.map(|b| positive(b, "max_bytes")).transpose()?;
         let max_event_bytes = positive(max_event_bytes, "max_event_bytes")?;
+        // A standalone ring makes its own blocks: a helper thread per ring is not worth it for
+        // the many small rings a program may hold (a store's ring has one).
         let options = RingOptions {
             compress,
             block_size: positive(_block_bytes, "_block_bytes")?,
+            prepare_blocks: false,
         };
         let ring = Ring::with_options(capacity, max_bytes, options).map_err(to_pyerr)?;
         Ok(Self {
