@@ -95,14 +95,7 @@ impl Drop for BlockPreparer {
         // Closing the channel ends the thread's loop; a block it made and nobody took is
         // unmapped with the receiver.
         self.requests.take();
-        if let Some(handle) = self.handle.take() {
-            if fork::forked_since(self.started_in) {
-                // A fork child: the thread is the parent's; there is nothing to join.
-                std::mem::forget(handle);
-            } else {
-                let _ = handle.join();
-            }
-        }
+        fork::join_helper(self.handle.take(), self.started_in);
     }
 }
 

@@ -30,6 +30,18 @@ pub fn forked_since(opened_in: u64) -> bool {
     FORKS.load(Ordering::Relaxed) != opened_in
 }
 
+/// Waits for a helper thread started in fork generation `started_in` to end (the caller has
+/// told it to). In a later generation, a fork child where the thread does not exist, it lets go
+/// of the handle instead of waiting forever.
+pub fn join_helper(handle: Option<std::thread::JoinHandle<()>>, started_in: u64) {
+    let Some(handle) = handle else { return };
+    if forked_since(started_in) {
+        std::mem::forget(handle);
+    } else {
+        let _ = handle.join();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

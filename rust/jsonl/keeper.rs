@@ -240,17 +240,12 @@ impl Keeper {
 
     /// Finishes the pending work and stops the thread.
     pub fn stop(&mut self) {
-        if super::fork::forked_since(self.started_in) {
-            if let Some(handle) = self.handle.take() {
-                std::mem::forget(handle);
-            }
-            return;
+        // In a fork child the lock may be held by a thread that does not exist there.
+        if !super::fork::forked_since(self.started_in) {
+            self.shared.lock().stop = true;
+            self.shared.wake.notify_one();
         }
-        self.shared.lock().stop = true;
-        self.shared.wake.notify_one();
-        if let Some(handle) = self.handle.take() {
-            let _ = handle.join();
-        }
+        super::fork::join_helper(self.handle.take(), self.started_in);
     }
 }
 
