@@ -7,22 +7,38 @@
 //! This callable does the store call and the three checks natively, on the stream's own
 //! containers (shared, never copied: the stream changes them only in place), and calls back
 //! into Python only when one of them has work.
+//!
+//! The stream holds the appender and the appender holds the stream's containers, whose values
+//! (projectors, subscribers) hold the stream: a cycle, which the garbage collector can only
+//! break if the appender shows it its references (`__traverse__`) and drops them when asked
+//! (`__clear__`), as a Python object would.
+
+use std::sync::{Mutex, PoisonError};
 
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
+use pyo3::{PyTraverseError, PyVisit};
 
 use super::classes::JsonlStore;
+use super::errors::StoreClosedError;
+
+/// What the appender works on (None once the garbage collector has cleared it).
+struct Targets {
+    store: Py<JsonlStore>,
+    projectors: Py<PyDict>,
+    subscribers: Py<PyDict>,
+    pending: Py<PyDict>,
+    after: Py<PyAny>,
+}
 
 /// `appender(event)`: `store.append(event)`, then `after(stored, projector)` if the stored
 /// event's type has a projector in `projectors`, or `subscribers` or `pending` is not empty;
 /// returns the stored event.
 #[pyclass(frozen, module = "opencode_addons._core")]
 pub struct StreamAppender {
-    store: Py<JsonlStore>,
-    projectors: Py<PyDict>,
-    subscribers: Py<PyDict>,
-    pending: Py<PyDict>,
-    after: Py<PyAny>,
+    /// Locked only to read or take the references, never while Python code runs (a subscriber
+    /// may append again, and a store wait releases the GIL).
+    targets: Mutex<Option<Targets>>,
 }
 
 #[pymethods]
@@ -36,28 +52,71 @@ impl StreamAppender {
         after: Py<PyAny>,
     ) -> Self {
         Self {
-            store,
-            projectors,
-            subscribers,
-            pending,
-            after,
+            targets: Mutex::new(Some(Targets {
+                store,
+                projectors,
+                subscribers,
+                pending,
+                after,
+            })),
         }
     }
 
     fn __call__<'py>(&self, event: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDict>> {
         let py = event.py();
-        let stored = self.store.get().append_event(event)?;
+        let (store, projectors, subscribers, pending) = {
+            let targets = self.targets.lock().unwrap_or_else(PoisonError::into_inner);
+            let targets = targets
+                .as_ref()
+                .ok_or_else(|| StoreClosedError::new_err("the durable stream is gone"))?;
+            (
+                targets.store.bind(py).clone(),
+                targets.projectors.bind(py).clone(),
+                targets.subscribers.bind(py).clone(),
+                targets.pending.bind(py).clone(),
+            )
+        };
+        let stored = store.get().append_event(event)?;
         // The stored event has a type: the store refuses events without one.
         let projector = match stored.get_item(pyo3::intern!(py, "type"))? {
-            Some(event_type) => self.projectors.bind(py).get_item(event_type)?,
+            Some(event_type) => projectors.get_item(event_type)?,
             None => None,
         };
-        if projector.is_some()
-            || !self.subscribers.bind(py).is_empty()
-            || !self.pending.bind(py).is_empty()
-        {
-            self.after.call1(py, (&stored, projector))?;
+        if projector.is_some() || !subscribers.is_empty() || !pending.is_empty() {
+            let after = {
+                let targets = self.targets.lock().unwrap_or_else(PoisonError::into_inner);
+                targets.as_ref().map(|t| t.after.bind(py).clone())
+            };
+            if let Some(after) = after {
+                after.call1((&stored, projector))?;
+            }
         }
         Ok(stored)
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        // Held by a call copying the references out: that call keeps the appender alive, and
+        // showing no references now only makes the collector keep what they reach.
+        let Ok(targets) = self.targets.try_lock() else {
+            return Ok(());
+        };
+        if let Some(t) = targets.as_ref() {
+            visit.call(&t.store)?;
+            visit.call(&t.projectors)?;
+            visit.call(&t.subscribers)?;
+            visit.call(&t.pending)?;
+            visit.call(&t.after)?;
+        }
+        Ok(())
+    }
+
+    fn __clear__(&self) {
+        let taken = self
+            .targets
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        // Dropped after the lock is released: freeing them may run Python code.
+        drop(taken);
     }
 }

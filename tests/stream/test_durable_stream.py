@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import inspect
 import json
 import logging
 import re
 import time
+import weakref
 from collections.abc import Sequence
 
 import pytest
@@ -760,3 +762,25 @@ def test_native_appender_errors_leave_nothing_and_checks_its_containers(tmp_path
             _core.StreamAppender(stream._store, [], {}, {}, print)  # type: ignore[arg-type]
     finally:
         stream.shutdown()
+
+
+def test_a_stream_dropped_without_shutdown_is_collected_and_lets_go_of_its_file(tmp_path):
+    # The native appender and the stream refer to each other (through the projectors and
+    # subscribers): the garbage collector must still see the cycle and free it.
+    class Watcher:  # a component holding the stream, subscribed to it
+        def __init__(self, stream: DurableStream) -> None:
+            self.stream = stream
+
+        def on_event(self, event: dict) -> None:
+            self.stream.stats()
+
+    path = tmp_path / "s.jsonl"
+    stream = DurableStream(path, durability="none")
+    stream.subscribe("*", Watcher(stream).on_event)
+    stream.append({"type": "note", "stream_id": "s1"})
+    gone = weakref.ref(stream)
+    del stream
+    gc.collect()
+    assert gone() is None
+    with DurableStream(path, durability="none") as again:  # its lock was released
+        assert len(again.get_event_history()) == 1
