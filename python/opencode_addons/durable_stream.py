@@ -63,6 +63,9 @@ DEFAULT_STORE_PATH = os.path.join(".opencode", "durable_stream.jsonl")
 DEFAULT_MAX_SEGMENT_BYTES = 64 << 20
 DEFAULT_MAX_DISK_BYTES = 1 << 30
 COMPONENT_NAME = "durable_stream"
+# Tool events (with the session ends among them) read back from the history when a stream opens,
+# to rebuild the bridge's memory of tool calls: the calls still running are among the newest.
+TOOL_REPLAY_EVENTS = 20_000
 
 # What the store collects while opening the file, so projections can be rebuilt from all of it:
 # session ends, and the checkpoints and intents that no later event resolved (the store drops
@@ -220,6 +223,7 @@ class DurableStream:
         self._resumes = 0
         self._events_loaded = len(self._store.history)
         self._apply_collected()
+        self._replay_tool_calls()
         self._replicator = self._start_replicator(replicate_to, replicate_options)
 
     # -- replication to Redis (opencode_addons.redis_streams, the [redis] extra) ------------
@@ -429,6 +433,22 @@ class DurableStream:
         # repeated resumes from applying an event twice.
         for event in self._store.collected():
             self._project(event)
+
+    def _replay_tool_calls(self) -> None:
+        """Rebuild the bridge's memory of tool calls from the history, so that after a restart
+        the server's next update of a call that started before it does not store a second
+        ``tool_start``: the newest tool events and session ends, oldest first."""
+        types = [TOOL_START, TOOL_FINISH, *sorted(SESSION_TERMINAL_TYPES)]
+        newest = self._store.history.query(type=types, newest_first=True, limit=TOOL_REPLAY_EVENTS)
+        for event in reversed(newest):
+            if event["type"] in (TOOL_START, TOOL_FINISH):
+                self._bridge.observe_tool_event(event)
+            elif event["type"] in PLUGIN_SHUTDOWN_TYPES:
+                self._bridge.clear()
+            else:
+                session_id = session_id_of(event)
+                if session_id is not None:
+                    self._bridge.drop_session(session_id)
 
     # -- projections -------------------------------------------------------------------------
 

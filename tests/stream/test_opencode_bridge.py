@@ -733,3 +733,28 @@ def test_a_session_ended_by_a_disposed_instance_can_come_back(stream):
     history = list(stream.get_event_history())
     assert of_type(history, "execution.text_delta") and not of_type(history, "execution.part_delta")
     assert session_id in stream.opencode_bridge.sessions()
+
+
+def test_a_tool_call_running_across_a_restart_starts_once(tmp_path):
+    # The stream reopened between the call's running and completed updates rebuilds the
+    # bridge's memory of its tool calls from the history: no second tool_start.
+    path = tmp_path / "stream.jsonl"
+    sent = events("current/turn.json")
+    first_running = next(
+        index
+        for index, event in enumerate(sent)
+        if unwrap(event)["type"] == "message.part.updated"
+        and unwrap(event)["properties"]["part"].get("state", {}).get("status") == "running"
+    )
+    with DurableStream(path) as before:
+        for event in sent[: first_running + 1]:
+            before.bridge(event)
+        assert len(of_type(list(before.get_event_history()), "execution.tool_start")) == 1
+    with DurableStream(path) as after:
+        for event in sent[first_running + 1 :]:
+            after.bridge(event)
+        history = list(after.get_event_history())
+    starts = of_type(history, "execution.tool_start")
+    finishes = of_type(history, "execution.tool_finish")
+    assert [s["payload"]["tool"] for s in starts] == ["bash", "read"]
+    assert [f["payload"]["callID"] for f in finishes] == [s["payload"]["callID"] for s in starts]
