@@ -303,6 +303,14 @@ impl Ring {
         self.evicted
     }
 
+    /// From now on, have the next block made ahead on a helper thread while the ring grows
+    /// (`block_preparer.rs`), if that thread can be started.
+    pub fn prepare_blocks_ahead(&mut self) {
+        if self.preparer.is_none() {
+            self.preparer = BlockPreparer::start();
+        }
+    }
+
     /// Memory the ring has reserved: blocks, headers, indexes and interned strings, and for a
     /// compressing ring its dictionary, decompression context and cache.
     pub fn heap_bytes(&self) -> usize {

@@ -63,9 +63,10 @@ DEFAULT_STORE_PATH = os.path.join(".opencode", "durable_stream.jsonl")
 DEFAULT_MAX_SEGMENT_BYTES = 64 << 20
 DEFAULT_MAX_DISK_BYTES = 1 << 30
 COMPONENT_NAME = "durable_stream"
-# Tool events (with the session ends among them) read back from the history when a stream opens,
-# to rebuild the bridge's memory of tool calls: the calls still running are among the newest.
-TOOL_REPLAY_EVENTS = 20_000
+# Tool events (with the session ends among them) read back from the history before a stream's
+# first bridged server event, to rebuild the bridge's memory of tool calls: the calls still
+# running at a restart are among the newest few.
+TOOL_REPLAY_EVENTS = 2_000
 
 # What the store collects while opening the file, so projections can be rebuilt from all of it:
 # session ends, and the checkpoints and intents that no later event resolved (the store drops
@@ -223,7 +224,7 @@ class DurableStream:
         self._resumes = 0
         self._events_loaded = len(self._store.history)
         self._apply_collected()
-        self._replay_tool_calls()
+        self._tool_calls_replayed = False
         self._replicator = self._start_replicator(replicate_to, replicate_options)
 
     # -- replication to Redis (opencode_addons.redis_streams, the [redis] extra) ------------
@@ -437,7 +438,9 @@ class DurableStream:
     def _replay_tool_calls(self) -> None:
         """Rebuild the bridge's memory of tool calls from the history, so that after a restart
         the server's next update of a call that started before it does not store a second
-        ``tool_start``: the newest tool events and session ends, oldest first."""
+        ``tool_start``: the newest tool events and session ends, oldest first. Run once, before
+        the first bridged event (a stream that bridges nothing pays nothing when it opens)."""
+        self._tool_calls_replayed = True
         types = [TOOL_START, TOOL_FINISH, *sorted(SESSION_TERMINAL_TYPES)]
         newest = self._store.history.query(type=types, newest_first=True, limit=TOOL_REPLAY_EVENTS)
         for event in reversed(newest):
@@ -596,6 +599,8 @@ class DurableStream:
         duplicates (by the server's event id) and transport events return None. The stream
         events of one server event are stored all or none; store errors propagate.
         """
+        if not self._tool_calls_replayed:
+            self._replay_tool_calls()
         return self._bridge.feed(self, sdk_event)
 
     def map_sdk_event(self, sdk_event: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -603,6 +608,8 @@ class DurableStream:
 
         A preview: nothing is stored and the bridge remembers nothing of it.
         """
+        if not self._tool_calls_replayed:
+            self._replay_tool_calls()
         return self._bridge.map(sdk_event)
 
     @property

@@ -297,8 +297,6 @@ impl Store {
             None,
             RingOptions {
                 compress: options.compress_history,
-                // A store's appends are the hot path: its ring's next block is made ahead.
-                prepare_blocks: true,
                 ..RingOptions::default()
             },
         )?;
@@ -378,6 +376,10 @@ impl Store {
             outcome
         };
         let collected = collector.take_collected();
+        // A store's appends are the hot path: from here on its ring's next block is made ahead.
+        // Not while loading, which pushes records faster than a helper can make blocks (it
+        // would only contend with the loader for the process's memory map).
+        ring.prepare_blocks_ahead();
         let sync_file = Arc::new(
             file.try_clone()
                 .map_err(|e| CoreError::io("cannot duplicate the log handle", e))?,
