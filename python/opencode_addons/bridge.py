@@ -52,6 +52,7 @@ from opencode_addons.events import (
     PART_DELTA,
     PART_REMOVED,
     PLUGIN_SHUTDOWN,
+    PLUGIN_SHUTDOWN_TYPES,
     REASONING_DELTA,
     REASONING_SNAPSHOT,
     RETRY,
@@ -76,6 +77,7 @@ from opencode_addons.events import (
     UNKNOWN_PREFIX,
     USER_ACTOR,
     Event,
+    session_id_of,
 )
 
 log = logging.getLogger(__name__)
@@ -452,6 +454,20 @@ class OpenCodeBridge:
         calls = state.tool_calls
         finished = event["type"] == TOOL_FINISH or calls.get(call_id, False)
         _bounded_put(calls, call_id, finished, MAX_TOOL_CALLS_PER_SESSION)
+
+    def replay_tool_events(self, events: Iterable[Event]) -> None:
+        """Rebuild the memory of tool calls from stored events, oldest first: tool starts and
+        finishes, and the session ends among them (a plugin shutdown forgets every session)."""
+        for event in events:
+            event_type = event.get("type")
+            if event_type in (TOOL_START, TOOL_FINISH):
+                self.observe_tool_event(event)
+            elif event_type in PLUGIN_SHUTDOWN_TYPES:
+                self.clear()
+            else:
+                session_id = session_id_of(event)
+                if session_id is not None:
+                    self.drop_session(session_id)
 
     def stats(self) -> dict[str, Any]:
         stats: dict[str, Any] = dict(self._counts)

@@ -283,7 +283,8 @@ class DurableStream:
         )
 
     def _after_append(self, stored: Event, projector: Optional[Callable[[Event], None]]) -> None:
-        # Each step is one check (of plain dicts: no Python-level __bool__ or __len__).
+        """What follows storing an event (``projector``: its type's, or None). The native
+        appender calls this only when there is work; each step is one check of a plain dict."""
         if projector is not None:
             self._run_projector(projector, stored)
         if self._subscribers:
@@ -301,17 +302,8 @@ class DurableStream:
         self._require_open()
         stored: list[Event] = self._store.extend(events)
         for event in stored:
-            self._dispatch(event)
+            self._after_append(event, self._projectors.get(event["type"]))
         return stored
-
-    def _dispatch(self, event: Event) -> None:
-        # The common event has no projection, few subscribers and no pending checkpoint: each
-        # step is skipped with one lookup, since this runs on every append.
-        self._project(event)
-        if self._subscribers:
-            self._notify(event)
-        if self._pending_checkpoints:
-            self._checkpoints.housekeep()
 
     # -- subscribers -------------------------------------------------------------------------
 
@@ -436,22 +428,16 @@ class DurableStream:
             self._project(event)
 
     def _replay_tool_calls(self) -> None:
-        """Rebuild the bridge's memory of tool calls from the history, so that after a restart
-        the server's next update of a call that started before it does not store a second
-        ``tool_start``: the newest tool events and session ends, oldest first. Run once, before
-        the first bridged event (a stream that bridges nothing pays nothing when it opens)."""
+        """Once, before the first bridged event (a stream that bridges nothing pays nothing when
+        it opens): the bridge rebuilds its memory of tool calls from the newest tool events and
+        session ends of the history, so that after a restart the server's next update of a call
+        that started before it does not store a second ``tool_start``."""
+        if self._tool_calls_replayed:
+            return
         self._tool_calls_replayed = True
         types = [TOOL_START, TOOL_FINISH, *sorted(SESSION_TERMINAL_TYPES)]
         newest = self._store.history.query(type=types, newest_first=True, limit=TOOL_REPLAY_EVENTS)
-        for event in reversed(newest):
-            if event["type"] in (TOOL_START, TOOL_FINISH):
-                self._bridge.observe_tool_event(event)
-            elif event["type"] in PLUGIN_SHUTDOWN_TYPES:
-                self._bridge.clear()
-            else:
-                session_id = session_id_of(event)
-                if session_id is not None:
-                    self._bridge.drop_session(session_id)
+        self._bridge.replay_tool_events(reversed(newest))
 
     # -- projections -------------------------------------------------------------------------
 
@@ -599,8 +585,7 @@ class DurableStream:
         duplicates (by the server's event id) and transport events return None. The stream
         events of one server event are stored all or none; store errors propagate.
         """
-        if not self._tool_calls_replayed:
-            self._replay_tool_calls()
+        self._replay_tool_calls()
         return self._bridge.feed(self, sdk_event)
 
     def map_sdk_event(self, sdk_event: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -608,8 +593,7 @@ class DurableStream:
 
         A preview: nothing is stored and the bridge remembers nothing of it.
         """
-        if not self._tool_calls_replayed:
-            self._replay_tool_calls()
+        self._replay_tool_calls()
         return self._bridge.map(sdk_event)
 
     @property

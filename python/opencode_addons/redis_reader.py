@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Union
 
+# redis-py comes through redis_connection, which reports a missing [redis] extra.
 from opencode_addons.redis_connection import (
     DEFAULT_PREFIX,
     READER_COMMANDS,
@@ -29,8 +30,6 @@ from opencode_addons.redis_connection import (
     redis,
     safe_url,
 )
-
-# redis-py comes through redis_connection, which reports a missing [redis] extra.
 from opencode_addons.validation import positive_seconds
 
 PAGE = 500

@@ -23,6 +23,8 @@ from typing import Any, Callable, Optional
 
 from opencode_addons import _core
 from opencode_addons.events import RAW_SESSION_DELETED, SESSION_DELETED, session_id_of
+
+# redis-py comes through redis_connection, which reports a missing [redis] extra.
 from opencode_addons.redis_connection import (
     DEFAULT_PREFIX,
     MAX_ID_MS,
@@ -43,8 +45,6 @@ from opencode_addons.redis_connection import (
     redis,
     safe_url,
 )
-
-# redis-py comes through redis_connection, which reports a missing [redis] extra.
 from opencode_addons.validation import positive_seconds
 
 COMPONENT_NAME = "redis_replicator"

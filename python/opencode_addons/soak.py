@@ -204,9 +204,8 @@ class SoakResult:
 def check_description() -> str:
     return (
         "once the history, cache, task registry, ledger, memory lane and disk budget are all "
-        "full, RSS must "
-        f"not grow by more than {MAX_RSS_GROWTH:.0%} to the end of the run; the store's files "
-        "must never exceed the disk budget plus one segment"
+        f"full, RSS must not grow by more than {MAX_RSS_GROWTH:.0%} to the end of the run; the "
+        "store's files must never exceed the disk budget plus one segment"
     )
 
 
