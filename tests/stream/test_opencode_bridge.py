@@ -758,3 +758,23 @@ def test_a_tool_call_running_across_a_restart_starts_once(tmp_path):
     finishes = of_type(history, "execution.tool_finish")
     assert [s["payload"]["tool"] for s in starts] == ["bash", "read"]
     assert [f["payload"]["callID"] for f in finishes] == [s["payload"]["callID"] for s in starts]
+
+
+def test_replayed_tool_events_follow_the_session_ends_among_them():
+    def tool(event_type: str, session: str, call: str) -> dict:
+        return {"type": event_type, "payload": {"sessionID": session, "callID": call}}
+
+    bridge = OpenCodeBridge()
+    bridge.replay_tool_events(
+        [
+            tool("execution.tool_start", "s1", "c1"),
+            tool("execution.tool_start", "s2", "c2"),
+            {"type": "lifecycle.session.deleted", "stream_id": "s1", "payload": {}},
+            tool("execution.tool_finish", "s2", "c2"),
+        ]
+    )
+    assert bridge.sessions() == {"s2"}
+    bridge.replay_tool_events([{"type": "plugin.shutdown", "payload": {}}])
+    assert bridge.sessions() == set()
+    bridge.replay_tool_events([tool("execution.tool_start", "s3", "c3")])
+    assert bridge.sessions() == {"s3"}
