@@ -20,6 +20,9 @@ pub(crate) struct BlockPreparer {
     ready: mpsc::Receiver<Option<BlockBuf>>,
     /// The capacity of the block asked for and not taken yet.
     pending: Option<usize>,
+    /// Blocks made here that the ring took (for tests: that made blocks are used).
+    #[cfg(test)]
+    taken: u64,
     handle: Option<JoinHandle<()>>,
     /// The fork generation the thread runs in (a fork child has no such thread).
     started_in: u64,
@@ -45,6 +48,8 @@ impl BlockPreparer {
             requests: Some(requests),
             ready,
             pending: None,
+            #[cfg(test)]
+            taken: 0,
             handle: Some(handle),
             started_in: fork::generation(),
         })
@@ -72,6 +77,10 @@ impl BlockPreparer {
         match self.ready.try_recv() {
             Ok(block) => {
                 self.pending = None;
+                #[cfg(test)]
+                {
+                    self.taken += u64::from(block.is_some());
+                }
                 block
             }
             Err(TryRecvError::Empty) => None,
@@ -80,6 +89,12 @@ impl BlockPreparer {
                 None
             }
         }
+    }
+
+    /// Blocks made here that the ring took.
+    #[cfg(test)]
+    pub(crate) fn taken(&self) -> u64 {
+        self.taken
     }
 
     /// Memory of the block asked for (made or about to be).
@@ -125,7 +140,7 @@ mod tests {
         let mut block = wait_for(&mut preparer, 10_000);
         assert_eq!((block.capacity(), block.len()), (10_000, 0));
         assert!(block.push(&[7u8; 10_000]));
-        assert_eq!(preparer.pending_bytes(), 0);
+        assert_eq!((preparer.pending_bytes(), preparer.taken()), (0, 1));
         assert!(preparer.take(1).is_none(), "taken already");
     }
 

@@ -127,8 +127,6 @@ pub struct RingOptions {
     pub compress: bool,
     /// Bytes per block (records larger than this get a block of their own).
     pub block_size: usize,
-    /// Make the next block on a helper thread while the ring grows (`block_preparer.rs`).
-    pub prepare_blocks: bool,
 }
 
 impl Default for RingOptions {
@@ -136,7 +134,6 @@ impl Default for RingOptions {
         Self {
             compress: false,
             block_size: BLOCK_SIZE,
-            prepare_blocks: false,
         }
     }
 }
@@ -248,11 +245,7 @@ impl Ring {
             blocks: VecDeque::new(),
             first_block: 0,
             spare: Vec::new(),
-            preparer: if options.prepare_blocks {
-                BlockPreparer::start()
-            } else {
-                None
-            },
+            preparer: None,
             base: 0,
             nbytes: 0,
             evicted: 0,
@@ -1122,7 +1115,6 @@ mod tests {
         let options = RingOptions {
             compress: true,
             block_size,
-            ..RingOptions::default()
         };
         Ring::with_options(capacity, None, options).unwrap()
     }
@@ -1191,14 +1183,14 @@ mod tests {
             let mut plain = Ring::with_options(
                 capacity,
                 None,
-                // The plain ring makes its blocks ahead (as a store's does): the same records.
                 RingOptions {
                     compress: false,
                     block_size,
-                    prepare_blocks: true,
                 },
             )
             .unwrap();
+            // The plain ring makes its blocks ahead (as a store's does): the same records.
+            plain.prepare_blocks_ahead();
             let mut packed = compressing(capacity, block_size);
             for seq in 1..=3000u64 {
                 let stream = format!("s{}", rng.below(5));
@@ -1291,7 +1283,6 @@ mod tests {
             let options = RingOptions {
                 compress: true,
                 block_size,
-                ..RingOptions::default()
             };
             assert!(Ring::with_options(10, None, options).is_err());
         }
@@ -1301,10 +1292,10 @@ mod tests {
     fn a_growing_ring_takes_blocks_made_ahead_and_counts_the_one_asked_for() {
         let options = RingOptions {
             block_size: 4096,
-            prepare_blocks: true,
             ..RingOptions::default()
         };
         let mut ring = Ring::with_options(10_000, None, options).unwrap();
+        ring.prepare_blocks_ahead();
         let record = format!("{{\"text\":\"{}\"}}", "x".repeat(1000));
         for seq in 1..=40u64 {
             push(&mut ring, seq, "s", &record);
@@ -1323,6 +1314,9 @@ mod tests {
             "the next block is asked for while the ring grows"
         );
         assert!(ring.heap_bytes() >= blocks + asked);
+        let taken = ring.preparer.as_ref().map_or(0, BlockPreparer::taken);
+        // 10 blocks, each filled over 8 ms: the helper had time to make most of them.
+        assert!(taken >= 1, "no block made ahead was used");
     }
 
     #[test]

@@ -229,13 +229,17 @@ impl MappedLog {
         if needed <= self.allocated {
             return Ok(());
         }
-        let ahead = (needed.div_ceil(ALLOCATION_STEP) * ALLOCATION_STEP)
-            .min(self.allocation_limit.max(needed));
         // Near a full disk or a file size limit, the exact size may still fit.
         let result = self
-            .allocate_to(ahead)
+            .allocate_to(self.allocation_for(needed))
             .or_else(|_| self.allocate_to(needed));
         result.map_err(|e| CoreError::io(format!("cannot grow the log to {needed} bytes"), e))
+    }
+
+    /// How far to allocate for data ending at `needed`: whole steps, no further than the limit
+    /// unless `needed` itself is past it.
+    fn allocation_for(&self, needed: u64) -> u64 {
+        (needed.div_ceil(ALLOCATION_STEP) * ALLOCATION_STEP).min(self.allocation_limit.max(needed))
     }
 
     fn allocate_to(&mut self, end: u64) -> io::Result<()> {
@@ -302,8 +306,7 @@ impl MappedLog {
         // be prepared, and the writer would fault it in itself once an append reaches it. A
         // failure here (a full disk) is left to `reserve`, which reports it when an append needs
         // the room.
-        let wanted = ((next + WINDOW as u64).div_ceil(ALLOCATION_STEP) * ALLOCATION_STEP)
-            .min(self.allocation_limit);
+        let wanted = self.allocation_for((next + WINDOW as u64).min(self.allocation_limit));
         if wanted > self.allocated {
             let _ = self.allocate_to(wanted);
         }

@@ -67,7 +67,6 @@ impl EventRing {
         let options = RingOptions {
             compress,
             block_size: positive(_block_bytes, "_block_bytes")?,
-            prepare_blocks: false,
         };
         let ring = Ring::with_options(capacity, max_bytes, options).map_err(to_pyerr)?;
         Ok(Self {
