@@ -209,9 +209,12 @@ class JsonlStore(_Queryable):
 @final
 class StreamAppender:
     """``DurableStream.append``'s native fast path: ``appender(event)`` is
-    ``store.append(event)``, then ``after(stored, projector)`` only if the stored event's type
-    has a projector in ``projectors``, or ``subscribers`` or ``pending`` is not empty; it returns
-    the stored event. The three containers must be dicts; they are shared, not copied."""
+    ``store.append(event)``; then, if ``subscribers`` or ``pending`` is not empty,
+    ``after(stored, projector)`` (the stored event's type's projector in ``projectors``, or
+    None); else, if the type has a projector, ``projector(stored)`` (an ``Exception`` from it
+    goes to ``projection_failed(stored, error)``) and ``housekeep()`` if ``pending`` is then not
+    empty. It returns the stored event. The three containers must be dicts; they are shared,
+    not copied."""
 
     def __new__(
         cls,
@@ -220,6 +223,8 @@ class StreamAppender:
         subscribers: Mapping[str, Any],
         pending: Mapping[str, Any],
         after: Any,
+        projection_failed: Any,
+        housekeep: Any,
     ) -> StreamAppender: ...
     def __call__(self, event: Mapping[str, Any]) -> _Event: ...
 

@@ -269,7 +269,8 @@ class DurableStream:
     def _install_native_append(self) -> None:
         """Make ``self.append`` a native ``StreamAppender``: the steps of ``append`` (store,
         then ``_after_append`` only when there is work: the type's projector, subscribers or
-        pending checkpoints) without a Python frame per event. It is an instance attribute, so
+        pending checkpoints; a projector alone it calls itself) without a Python frame per
+        event. It is an instance attribute, so
         a subclass that overrides ``append`` keeps its own, and ``shutdown`` removes it first
         (the method then refuses appends)."""
         if type(self).append is not DurableStream.append:
@@ -280,6 +281,8 @@ class DurableStream:
             self._subscribers,
             self._pending_checkpoints,
             self._after_append,
+            self._projection_failed,
+            self._checkpoints.housekeep,
         )
 
     def _after_append(self, stored: Event, projector: Optional[Callable[[Event], None]]) -> None:
@@ -461,10 +464,13 @@ class DurableStream:
     def _run_projector(self, projector: Callable[[Event], None], event: Event) -> None:
         try:
             projector(event)
-        except Exception:
+        except Exception as error:
             # The event is already durable; a projection bug must not fail the append.
-            self._projection_errors += 1
-            log.exception("projection failed on %s %s", event.get("type"), event.get("id"))
+            self._projection_failed(event, error)
+
+    def _projection_failed(self, event: Event, error: BaseException) -> None:
+        self._projection_errors += 1
+        log.error("projection failed on %s %s", event.get("type"), event.get("id"), exc_info=error)
 
     def _on_session_end(self, event: Event) -> None:
         if event["type"] in PLUGIN_SHUTDOWN_TYPES:

@@ -9,6 +9,7 @@ import re
 import time
 import weakref
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 from fakes import eventually
@@ -733,6 +734,56 @@ def test_append_is_the_native_appender_and_does_what_the_method_does(path):
         stream.append({"type": "late"})
 
 
+def test_a_projection_alone_runs_from_the_native_appender_with_its_housekeeping(path):
+    # No subscribers, nothing pending: the appender calls the projector itself, then the
+    # checkpoints' housekeeping because the projection left one pending. This one is overdue
+    # when requested, so the housekeeping expires it at once (as the method does).
+    stream = DurableStream(path, durability="none")
+    try:
+        requested = {
+            "type": "checkpoint.requested",
+            "stream_id": "s1",
+            "payload": {"checkpoint_id": "cp_a", "question": "ok?", "expires_at": 1},
+        }
+        stream.append(requested)
+        assert stream.get_checkpoint("cp_a") is None
+        types = [e["type"] for e in stream.get_event_history()]
+        assert types == ["checkpoint.requested", "checkpoint.rejected"]
+        # Not overdue: it stays pending, and its end (a projection alone again) resolves it.
+        stream.append({**requested, "payload": {"checkpoint_id": "cp_b", "question": "ok?"}})
+        assert stream.get_checkpoint("cp_b") is not None
+        stream.append({"type": "checkpoint.approved", "payload": {"checkpoint_id": "cp_b"}})
+        assert stream.get_checkpoint("cp_b") is None
+    finally:
+        stream.shutdown()
+
+
+def test_a_failing_projection_is_counted_and_logged_and_the_append_stands(path, caplog):
+    stream = DurableStream(path, durability="none")
+    try:
+
+        def broken(event: dict) -> None:
+            raise RuntimeError("projection bug")
+
+        stream._projectors["note"] = broken  # the dict the native appender reads
+        with caplog.at_level("ERROR", logger="opencode_addons.durable_stream"):
+            stored = stream.append({"type": "note", "stream_id": "s1"})
+        assert stored["seq"] == 1 and len(stream.get_event_history()) == 1
+        assert stream.stats()["projection_errors"] == 1
+        (record,) = [r for r in caplog.records if "projection failed on note" in r.getMessage()]
+        assert record.exc_info is not None and "projection bug" in str(record.exc_info[1])
+
+        def interrupted(event: dict) -> None:
+            raise KeyboardInterrupt
+
+        stream._projectors["note"] = interrupted  # not an Exception: it goes on up
+        with pytest.raises(KeyboardInterrupt):
+            stream.append({"type": "note", "stream_id": "s1"})
+        assert stream.stats()["projection_errors"] == 1
+    finally:
+        stream.shutdown()
+
+
 def test_a_subclass_that_overrides_append_keeps_its_own(path):
     class Counting(DurableStream):
         calls = 0
@@ -758,8 +809,9 @@ def test_native_appender_errors_leave_nothing_and_checks_its_containers(tmp_path
         with pytest.raises(ValueError):
             stream.append({"stream_id": "s1"})  # no type
         assert len(stream.get_event_history()) == 0
+        not_a_dict: Any = []
         with pytest.raises(TypeError):
-            _core.StreamAppender(stream._store, [], {}, {}, print)  # type: ignore[arg-type]
+            _core.StreamAppender(stream._store, not_a_dict, {}, {}, print, print, print)
     finally:
         stream.shutdown()
 
