@@ -87,9 +87,30 @@ impl Collector {
         self.watched = watched;
     }
 
-    /// Whether an event of this type changes what is collected (a cheap test for appends).
+    /// Whether an event of this type can change what is collected (a cheap test for appends).
+    /// A closing event cannot while nothing is open, and that spares parsing its line.
     pub fn wants(&self, event_type: &str) -> bool {
         self.watched.iter().any(|t| t == event_type)
+            && (!self.open.is_empty() || !self.closes(event_type))
+    }
+
+    /// Whether `offer` takes an event of this type for a closing (the first pair naming the
+    /// type decides, as in `offer`).
+    fn closes(&self, event_type: &str) -> bool {
+        self.spec
+            .pairs
+            .iter()
+            .find_map(|pair| {
+                if pair.open_type == event_type {
+                    Some(false)
+                } else {
+                    pair.close_types
+                        .iter()
+                        .any(|t| t == event_type)
+                        .then_some(true)
+                }
+            })
+            .unwrap_or(false)
     }
 
     /// Offers one event: its seq, type, the whole line (`line`) and the JSON to keep (`json`).
@@ -199,6 +220,25 @@ mod tests {
             .event_type
             .into_owned();
         collector.offer(seq, &event_type, line.as_bytes(), [line.as_bytes(), b""]);
+    }
+
+    #[test]
+    fn a_closing_is_wanted_only_while_something_is_open() {
+        let mut collector = Collector::new(&spec());
+        assert!(collector.wants("cp.requested") && collector.wants("session.end"));
+        assert!(!collector.wants("cp.approved") && !collector.wants("other"));
+        offer(
+            &mut collector,
+            1,
+            r#"{"seq":1,"type":"cp.requested","payload":{"id":"a"}}"#,
+        );
+        assert!(collector.wants("cp.approved") && collector.wants("cp.rejected"));
+        offer(
+            &mut collector,
+            2,
+            r#"{"seq":2,"type":"cp.rejected","payload":{"checkpoint_id":"a"}}"#,
+        );
+        assert!(!collector.wants("cp.approved"));
     }
 
     #[test]
