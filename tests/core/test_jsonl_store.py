@@ -128,6 +128,26 @@ def test_extend_returns_stored_events_contiguous(tmp_path):
     assert len(file_lines(path)) == 13
 
 
+def test_extend_leaves_the_garbage_collector_as_it_found_it(tmp_path):
+    # extend builds its returned events with the collector paused: it must come back on, and
+    # stay off for a caller who turned it off, whatever the batch.
+    import gc
+
+    with JsonlStore(tmp_path / "e.jsonl") as store:
+        assert gc.isenabled()
+        assert len(store.extend([event(i) for i in range(2_000)])) == 2_000
+        assert gc.isenabled()
+        with pytest.raises(TypeError):
+            store.extend([event(0), {"type": "t", "payload": {1: "non-str key"}}])
+        assert gc.isenabled()
+        gc.disable()
+        try:
+            store.extend([event(i) for i in range(10)])
+            assert not gc.isenabled()
+        finally:
+            gc.enable()
+
+
 def test_cache_len_index_iter_query(tmp_path):
     with JsonlStore(tmp_path / "e.jsonl", max_cache_size=10) as store:
         store.extend([event(i) for i in range(25)])
