@@ -7,10 +7,13 @@
 //! an error here, never a SIGBUS later) and trimmed to its real length on close; after a crash,
 //! recovery drops the zero tail. A helper thread (the warmer) writes zeros over the next window
 //! and faults it in before the writer needs it: faulting fallocated pages in through the mapping
-//! costs the kernel several times what writing them does. Appends of 4 KiB or more (large
-//! events, batches) are written with `pwritev` instead: for them the system call is cheap beside
-//! the page-cache work, which mapping only moves to the warmer (it then falls behind the writer,
-//! measured on 40 KiB events).
+//! costs the kernel several times what writing them does. Appends with a line of 4 KiB or more
+//! (large events) and batches larger than two windows are written with `pwritev` instead: for them the
+//! system call is cheap beside the page-cache work, which mapping only moves to the warmer (it
+//! then falls behind the writer, measured on 40 KiB events). A batch of small lines that fits
+//! goes through the mapping: `JsonlStore.extend` of 1,000 ~500-byte events ran 8-10% faster
+//! that way than through `pwritev` (the warmer's CPU grows by about as much as the writer's
+//! falls).
 
 use std::fs::File;
 use std::io;
@@ -25,13 +28,19 @@ use crate::event::CoreError;
 const WINDOW: usize = 512 << 10;
 /// How far ahead of the data the file is allocated.
 const ALLOCATION_STEP: u64 = 8 << 20;
-/// Appends of at least this many bytes are written with `pwritev` instead of being copied into
-/// the mapping. Through the mapping, their pages' cost would move to the warmer, not go away:
+/// Appends with a part (a line's body) of at least this many bytes are written with `pwritev`
+/// instead of being copied into the mapping. Through the mapping, their pages' cost would move to the warmer, not go away:
 /// with 40 KiB events it then took ~36 us an event beside the ring's new blocks, more than the
 /// writer's ~30 us, so appends waited for it (0.7x the rate through `pwritev`).
 const WRITE_THROUGH: u64 = 4 << 10;
 /// Most buffers one `pwritev` takes (Linux's IOV_MAX).
 const MAX_IOVECS: usize = 1024;
+
+/// Whether an append goes to the file with `pwritev` rather than through the mapping: a line of
+/// `WRITE_THROUGH` bytes or more, or more bytes than the mapped and the prepared windows hold.
+fn writes_through(parts: &[&[u8]], total: u64) -> bool {
+    total > 2 * WINDOW as u64 || parts.iter().any(|p| p.len() as u64 >= WRITE_THROUGH)
+}
 
 fn page_size() -> u64 {
     // SAFETY: sysconf has no preconditions.
@@ -132,7 +141,7 @@ impl MappedLog {
         let total: u64 = parts.iter().map(|p| p.len() as u64).sum();
         self.reserve(total)?;
         let start = self.len;
-        if total >= WRITE_THROUGH {
+        if writes_through(parts, total) {
             // The warmer writes zeros over the window it prepares: it must be done with a window
             // this write reaches before the data lands there.
             if let Some(warmer) = &mut self.warmer {
@@ -726,6 +735,18 @@ mod tests {
             log.append(&[b"one line\n"]).unwrap();
         }
         assert_eq!(std::fs::read(&path).unwrap(), b"one line\n");
+    }
+
+    #[test]
+    fn small_lines_go_through_the_mapping_and_large_appends_through_pwritev() {
+        let line = [b'x'; 500];
+        let batch: Vec<&[u8]> = vec![&line[..]; 1000];
+        assert!(!writes_through(&batch, 500_000));
+        let huge: Vec<&[u8]> = vec![&line[..]; 2 * WINDOW / 500 + 1];
+        assert!(writes_through(&huge, (huge.len() * 500) as u64));
+        let big = vec![b'y'; WRITE_THROUGH as usize];
+        assert!(writes_through(&[&big[..], b"\n"], WRITE_THROUGH + 1));
+        assert!(!writes_through(&[&big[1..], b"\n"], WRITE_THROUGH));
     }
 
     #[test]
