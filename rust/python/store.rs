@@ -116,9 +116,32 @@ fn with_collector_paused<'py, T>(
         return build();
     }
     disable.call0(py)?;
+    let resume = Resume { py, enable };
     let built = build();
-    enable.call0(py)?;
+    resume.now()?;
     built
+}
+
+/// Turns the collector back on: by `now`, or when dropped (if `build` panicked).
+struct Resume<'a, 'py> {
+    py: Python<'py>,
+    enable: &'a Py<PyAny>,
+}
+
+impl Resume<'_, '_> {
+    fn now(self) -> PyResult<()> {
+        let resumed = self.enable.call0(self.py).map(drop);
+        std::mem::forget(self);
+        resumed
+    }
+}
+
+impl Drop for Resume<'_, '_> {
+    fn drop(&mut self) {
+        // Only on a panic in `build`: the panic is what the caller sees, so an error here (there
+        // is none to expect from gc.enable) has nowhere better to go.
+        let _ = self.enable.call0(self.py);
+    }
 }
 
 #[derive(Clone, Copy)]
