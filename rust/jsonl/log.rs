@@ -8,12 +8,12 @@
 //! recovery drops the zero tail. A helper thread (the warmer) writes zeros over the next window
 //! and faults it in before the writer needs it: faulting fallocated pages in through the mapping
 //! costs the kernel several times what writing them does. Appends with a line of 4 KiB or more
-//! (large events) and batches larger than two windows are written with `pwritev` instead: for them the
-//! system call is cheap beside the page-cache work, which mapping only moves to the warmer (it
-//! then falls behind the writer, measured on 40 KiB events). A batch of small lines that fits
-//! goes through the mapping: `JsonlStore.extend` of 1,000 ~500-byte events ran 8-10% faster
-//! that way than through `pwritev` (the warmer's CPU grows by about as much as the writer's
-//! falls).
+//! (large events) and batches larger than two windows are written with `pwritev` instead: for
+//! them the system call is cheap beside the page-cache work, which mapping only moves to the
+//! warmer (the writer then waited for it, measured on 40 KiB events). A batch of small lines
+//! that fits goes through the mapping: `JsonlStore.extend` of 1,000 ~500-byte events ran 8-10%
+//! faster that way than through `pwritev` (the warmer's CPU grows by about as much as the
+//! writer's falls).
 
 use std::fs::File;
 use std::io;
@@ -29,9 +29,10 @@ const WINDOW: usize = 512 << 10;
 /// How far ahead of the data the file is allocated.
 const ALLOCATION_STEP: u64 = 8 << 20;
 /// Appends with a part (a line's body) of at least this many bytes are written with `pwritev`
-/// instead of being copied into the mapping. Through the mapping, their pages' cost would move to the warmer, not go away:
-/// with 40 KiB events it then took ~36 us an event beside the ring's new blocks, more than the
-/// writer's ~30 us, so appends waited for it (0.7x the rate through `pwritev`).
+/// instead of being copied into the mapping. Through the mapping, their pages' cost moves to
+/// the warmer rather than going away, and it is the same for the writer: with 40 KiB events the
+/// writer's own CPU fell, but it waited for the warmer's windows (they share a core with the
+/// ring's block preparer), and appends ran at 0.6-0.75x the rate through `pwritev`.
 const WRITE_THROUGH: u64 = 4 << 10;
 /// Most buffers one `pwritev` takes (Linux's IOV_MAX).
 const MAX_IOVECS: usize = 1024;
