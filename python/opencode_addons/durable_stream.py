@@ -270,9 +270,8 @@ class DurableStream:
         """Make ``self.append`` a native ``StreamAppender``: the steps of ``append`` (store,
         then ``_after_append`` only when there is work: the type's projector, subscribers or
         pending checkpoints; a projector alone it calls itself) without a Python frame per
-        event. It is an instance attribute, so
-        a subclass that overrides ``append`` keeps its own, and ``shutdown`` removes it first
-        (the method then refuses appends)."""
+        event. It is an instance attribute, so a subclass that overrides ``append`` keeps its
+        own, and ``shutdown`` removes it first (the method then refuses appends)."""
         if type(self).append is not DurableStream.append:
             return
         self.__dict__["append"] = _core.StreamAppender(
