@@ -518,12 +518,13 @@ impl Warmer {
         }
     }
 
-    /// Waits for the window asked for if it starts before `end`, keeping it for `take`: a write
-    /// reaching into it must land after the zeros the warmer writes there.
+    /// Waits for the window asked for if it starts before `end`, keeping it for `take` (which
+    /// checks its offset) or `discard` (which unmaps it): a write reaching into it must land
+    /// after the zeros the warmer writes there.
     fn settle_before(&mut self, end: u64) {
-        if let Some(offset) = self.pending.filter(|&offset| offset < end) {
+        if self.pending.is_some_and(|offset| offset < end) {
             self.pending = None;
-            self.ready = self.prepared.recv().ok().filter(|&(at, _)| at == offset);
+            self.ready = self.prepared.recv().ok();
         }
     }
 
