@@ -32,8 +32,7 @@ impl BlockBuf {
     /// A buffer of `capacity` bytes (its mapping rounded up to whole pages); `None` if the
     /// kernel refuses the mapping.
     pub(crate) fn with_capacity(capacity: usize) -> Option<Self> {
-        const PAGE: usize = 4096;
-        let mapped = capacity.max(1).checked_next_multiple_of(PAGE)?;
+        let mapped = Self::mapped_size(capacity)?;
         // SAFETY: an anonymous private mapping at an address of the kernel's choosing; no file,
         // no existing memory is touched. The result is checked before use.
         let address = unsafe {
@@ -55,6 +54,12 @@ impl BlockBuf {
             capacity,
             mapped,
         })
+    }
+
+    /// Memory a buffer of `capacity` bytes maps: whole pages, at least one (None on overflow).
+    pub(crate) fn mapped_size(capacity: usize) -> Option<usize> {
+        const PAGE: usize = 4096;
+        capacity.max(1).checked_next_multiple_of(PAGE)
     }
 
     /// Memory the mapping takes.

@@ -99,9 +99,7 @@ impl BlockPreparer {
 
     /// Memory of the block asked for (made or about to be).
     pub(crate) fn pending_bytes(&self) -> usize {
-        self.pending
-            .and_then(|capacity| capacity.max(1).checked_next_multiple_of(4096))
-            .unwrap_or(0)
+        self.pending.and_then(BlockBuf::mapped_size).unwrap_or(0)
     }
 }
 
