@@ -778,3 +778,25 @@ def test_replayed_tool_events_follow_the_session_ends_among_them():
     assert bridge.sessions() == set()
     bridge.replay_tool_events([tool("execution.tool_start", "s3", "c3")])
     assert bridge.sessions() == {"s3"}
+
+
+def test_the_tool_call_replay_reads_only_the_newest_tool_events(tmp_path, monkeypatch):
+    # The replay is bounded (TOOL_REPLAY_EVENTS): a call older than the newest few tool events
+    # is not remembered, whatever the history holds.
+    import opencode_addons.durable_stream as durable_stream
+
+    monkeypatch.setattr(durable_stream, "TOOL_REPLAY_EVENTS", 2)
+    path = tmp_path / "stream.jsonl"
+    with DurableStream(path) as before:
+        for n in range(1, 5):
+            before.append(
+                {
+                    "type": "execution.tool_start",
+                    "stream_id": f"s{n}",
+                    "payload": {"sessionID": f"s{n}", "callID": f"c{n}"},
+                }
+            )
+    with DurableStream(path) as after:
+        assert after.opencode_bridge.sessions() == set()  # nothing replayed on opening
+        after.map_sdk_event({"type": "server.connected", "properties": {}})
+        assert after.opencode_bridge.sessions() == {"s3", "s4"}
