@@ -19,7 +19,7 @@ def running_loop() -> asyncio.AbstractEventLoop | None:
     """The running event loop, or None outside one."""
     # asyncio's own "running loop or None" (what get_running_loop wraps): it runs on every
     # append while a checkpoint is pending, and outside a loop get_running_loop's RuntimeError
-    # costs about 0.5 us where this costs 0.06 us.
+    # costs about 0.4 us where this costs 0.04 us.
     return asyncio._get_running_loop()
 
 

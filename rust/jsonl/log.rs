@@ -11,9 +11,9 @@
 //! (large events) and batches larger than two windows are written with `pwritev` instead: for
 //! them the system call is cheap beside the page-cache work, which mapping only moves to the
 //! warmer (the writer then waited for it, measured on 40 KiB events). A batch of small lines
-//! that fits goes through the mapping: `JsonlStore.extend` of 1,000 ~500-byte events ran 8-10%
-//! faster that way than through `pwritev` (the warmer's CPU grows by about as much as the
-//! writer's falls).
+//! that fits goes through the mapping: `JsonlStore.extend` of 1,000 events ran 8-10% faster
+//! that way than through `pwritev` on the benchmark's ~530-byte, short-string and OpenCode
+//! events (the warmer's CPU grows by about as much as the writer's falls).
 
 use std::fs::File;
 use std::io;
