@@ -372,6 +372,10 @@ impl MappedLog {
         self.unmap();
         if let Some(warmer) = &mut self.warmer {
             warmer.discard();
+            // Truncating a file while a window still maps the page it cuts through makes the
+            // kernel unmap that page from every thread's view, with a TLB shootdown across
+            // cores: about 0.7 ms a seal here (perf), against a wait for two munmaps.
+            warmer.drain();
         }
         self.file
             .set_len(self.len)
@@ -453,6 +457,8 @@ enum WarmerJob {
     Prepare { offset: u64, usable: usize },
     /// Unmap a window the writer is done with (an address, as it crosses threads).
     Unmap(usize),
+    /// Answer once every job sent before this one is done.
+    Drained(mpsc::SyncSender<()>),
 }
 
 /// A thread that prepares the writer's next window and unmaps its old ones, on the other core.
@@ -496,6 +502,9 @@ impl Warmer {
                         // SAFETY: the writer sends `Unmap` only for a window it has stopped
                         // using and forgotten (`MappedLog::unmap` nulls its pointer next).
                         WarmerJob::Unmap(map) => unsafe { unmap_window(map as *mut u8) },
+                        WarmerJob::Drained(done) => {
+                            let _ = done.send(());
+                        }
                     }
                 }
             })
@@ -550,6 +559,19 @@ impl Warmer {
         self.settle_before(u64::MAX);
         if let Some((_, map)) = self.ready.take().filter(|&(_, map)| map != 0) {
             self.unmap(map as *mut u8);
+        }
+    }
+
+    /// Waits until the thread has done every job sent so far (unmapped every window it got).
+    fn drain(&self) {
+        let (done, drained) = mpsc::sync_channel(1);
+        let sent = self
+            .jobs
+            .as_ref()
+            .is_some_and(|jobs| jobs.send(WarmerJob::Drained(done)).is_ok());
+        if sent {
+            // An error means the thread is gone, with nothing left to do.
+            let _ = drained.recv();
         }
     }
 

@@ -164,6 +164,31 @@ fn retention_under_a_tiny_budget_keeps_open_checkpoints_across_reopen() {
 }
 
 #[test]
+fn the_active_snapshot_is_synced_only_before_the_newest_sealed_segment_goes() {
+    // Room for several segments: retention deletes only sealed segments with a newer sealed
+    // one after them, whose snapshot was synced with it.
+    let path = temp_store("active-sync-roomy");
+    let mut store = Store::open(&path, small(50, Some(5 * 4096))).unwrap();
+    filler(&mut store, 800);
+    let roomy = close(store);
+    assert!(roomy.keeper.segments_dropped >= 5, "{roomy:?}");
+    assert_eq!(roomy.keeper.active_syncs, 0, "{roomy:?}");
+
+    // Room for two: the newest sealed segment goes every time, once the snapshot of the active
+    // segment that replaces it is on disk.
+    let path = temp_store("active-sync-tight");
+    let mut store = Store::open(&path, small(50, Some(2 * 4096))).unwrap();
+    filler(&mut store, 800);
+    let tight = close(store);
+    assert!(tight.keeper.segments_dropped >= 5, "{tight:?}");
+    assert!(tight.keeper.active_syncs >= 1, "{tight:?}");
+    assert!(
+        tight.keeper.active_syncs <= tight.keeper.segments_dropped,
+        "{tight:?}"
+    );
+}
+
+#[test]
 fn forgotten_openings_are_not_carried() {
     let path = temp_store("forget");
     let mut store = Store::open(&path, small(50, Some(3 * 4096))).unwrap();
