@@ -42,6 +42,7 @@ PLAIN_POINTS = [
     "seal.snapshot:1",
     "seal.started:1",
     "keeper.synced:1",
+    "keeper.active_synced:1",
     "retention.delete:1",
     "retention.deleted:1",
     "seal.renamed:3",
@@ -50,6 +51,7 @@ PLAIN_POINTS = [
     "retention.delete:3",
     "retention.deleted:2",
     "keeper.synced:3",
+    "keeper.active_synced:3",
     "seal.trimmed:5",
 ]
 COMPRESSED_POINTS = [
