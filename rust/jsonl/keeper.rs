@@ -1,12 +1,12 @@
 //! The keeper: a background thread that finishes what sealing starts, off the append path.
 //!
-//! For each sealed segment it makes the segment durable (fsync of the file and of the directory),
-//! compresses the segment if asked, then applies retention: the oldest sealed segments are deleted while the store's files are over budget or
-//! (with `max_age`) older than allowed, by the `timestamp` of their newest (last) event
-//! (`Newest`: known when the segment was sealed here, read from its last line for one found on
-//! opening; a reference-rotated file goes by its modification time). Retention never deletes
-//! the active segment, nor the sealed segments that the active one's snapshot does not yet make
-//! unneeded (`protected`).
+//! For each sealed segment it makes the segment durable (fsync of the file and of the
+//! directory), compresses the segment if asked, then applies retention: the oldest sealed
+//! segments are deleted while the store's files are over budget or (with `max_age`) older than
+//! allowed, by the `timestamp` of their newest (last) event (`Newest`: known when the segment
+//! was sealed here, read from its last line for one found on opening; a reference-rotated file
+//! goes by its modification time). Retention never deletes the active segment, nor the sealed
+//! segments that the active one's snapshot does not yet make unneeded (`protected`).
 //!
 //! Deleting never loses what is still open: every segment made by sealing starts with a
 //! snapshot of it (`snapshot.rs`), synced before any older segment is deleted. A sealed
