@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Optional
 
+from opencode_addons.background import running_loop
 from opencode_addons.events import (
     AGENT_COMPLETED,
     AGENT_FAILED,
@@ -35,6 +36,9 @@ from opencode_addons.events import (
     Event,
     EventStream,
     Unsubscribe,
+    first_str,
+    is_mapping,
+    payload_of,
     session_id_of,
 )
 from opencode_addons.memory_lane import MemoryLaneStore
@@ -95,25 +99,12 @@ def _clip(text: str, limit: int = MAX_CONTENT_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _payload(event: Mapping[str, Any]) -> Mapping[str, Any]:
-    payload = event.get("payload")
-    return payload if isinstance(payload, Mapping) else {}
-
-
-def _first_str(mapping: Mapping[str, Any], *keys: str) -> Optional[str]:
-    for key in keys:
-        value = mapping.get(key)
-        if isinstance(value, str) and value:
-            return value
-    return None
-
-
 def _role_of(event: Mapping[str, Any]) -> Optional[str]:
-    payload = _payload(event)
-    role = _first_str(payload, "role")
+    payload = payload_of(event)
+    role = first_str(payload, ("role",))
     info = payload.get("info")
-    if role is None and isinstance(info, Mapping):
-        role = _first_str(info, "role")
+    if role is None and is_mapping(info):
+        role = first_str(info, ("role",))
     if role is None and event.get("actor") == "user":
         role = "user"
     return role
@@ -121,11 +112,11 @@ def _role_of(event: Mapping[str, Any]) -> Optional[str]:
 
 def _describe_event(event: Mapping[str, Any]) -> str:
     """A one-line human summary of an agent or checkpoint event."""
-    payload = _payload(event)
+    payload = payload_of(event)
     event_type = str(event.get("type", ""))
-    subject = _first_str(payload, "agent", "agent_name", "agentName", "checkpoint_id", "id")
-    detail = _first_str(
-        payload, "summary", "result", "reason", "error", "description", "intent", "question"
+    subject = first_str(payload, ("agent", "agent_name", "agentName", "checkpoint_id", "id"))
+    detail = first_str(
+        payload, ("summary", "result", "reason", "error", "description", "intent", "question")
     )
     parts = [event_type.replace(".", " ")]
     if subject:
@@ -282,22 +273,23 @@ class LearningExtractor:
             self._emit([learning])
         if session_id is None:
             return
-        if _role_of(event) == "user":
+        role = _role_of(event)
+        if role == "user":
             self._cancel_capture(session_id)
         if event_type in _TRANSCRIPT_TYPES:
-            self._record_message(session_id, event)
+            self._record_message(session_id, event, role)
         elif event_type in (SESSION_IDLE, RAW_SESSION_IDLE):
             self.schedule_capture(session_id)
 
     # -- transcripts ---------------------------------------------------------------------------
 
-    def _record_message(self, session_id: str, event: Event) -> None:
-        payload = _payload(event)
-        text = _first_str(payload, "text", "content", "delta")
+    def _record_message(self, session_id: str, event: Event, role: Optional[str]) -> None:
+        payload = payload_of(event)
+        text = first_str(payload, ("text", "content", "delta"))
         if text is None:
             return
-        role = (_role_of(event) or "assistant").lower()
-        message_id = _first_str(payload, "message_id", "messageID", "messageId")
+        role = (role or "assistant").lower()
+        message_id = first_str(payload, ("message_id", "messageID", "messageId"))
         transcript = self._transcript(session_id)
         last = transcript[-1] if transcript else None
         if message_id is not None and last is not None and last.message_id == message_id:
@@ -330,9 +322,8 @@ class LearningExtractor:
     def schedule_capture(self, session_id: str) -> None:
         """Capture ``session_id`` after ``capture_delay`` s (at once without a running loop)."""
         self._cancel_capture(session_id)
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
+        loop = running_loop()
+        if loop is None:
             self.capture(session_id)
             return
         self.pending_captures[session_id] = loop.call_later(

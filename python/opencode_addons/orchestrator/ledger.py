@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Union
 
+from opencode_addons.background import running_loop
 from opencode_addons.events import (
     AGENT_ABORTED,
     AGENT_COMPLETED,
@@ -41,6 +42,7 @@ from opencode_addons.events import (
     EventStream,
     Unsubscribe,
     checkpoint_id_of,
+    payload_of,
     session_id_of,
 )
 
@@ -92,11 +94,6 @@ def _cell(value: Any) -> str:
     if len(text) > MAX_CELL_CHARS:
         text = text[: MAX_CELL_CHARS - 1] + "…"
     return text.replace("|", "\\|")
-
-
-def _payload(event: Mapping[str, Any]) -> Mapping[str, Any]:
-    payload = event.get("payload")
-    return payload if isinstance(payload, Mapping) else {}
 
 
 def _first(mapping: Mapping[str, Any], *keys: str) -> Optional[str]:
@@ -315,7 +312,7 @@ class EventDrivenLedger:
             self._on_session_end(event, event_type)
 
     def _epic_id(self, event: Mapping[str, Any]) -> str:
-        payload = _payload(event)
+        payload = payload_of(event)
         explicit = _first(payload, "epic_id", "intent_id", "intentId", "intentID")
         return explicit or str(event.get("stream_id") or "default")
 
@@ -333,13 +330,13 @@ class EventDrivenLedger:
         return epic
 
     def _on_task(self, event: Event, suffix: str, at: int) -> None:
-        payload = _payload(event)
+        payload = payload_of(event)
         task_id = _first(payload, "task_id", "taskId", "taskID", "id") or str(event.get("id"))
         description = _first(payload, "description", "title", "prompt", "name")
         self._update_task(event, task_id, TASK_STATES.get(suffix, suffix), description, at)
 
     def _on_agent(self, event: Event, event_type: str, at: int) -> None:
-        payload = _payload(event)
+        payload = payload_of(event)
         agent = _first(payload, "agent", "agent_name", "agentName", "agent_id", "agentId")
         intent = _first(payload, "intent", "description", "prompt", "title")
         task_id = _first(payload, "task_id", "taskId") or f"agent:{agent or event.get('stream_id')}"
@@ -373,7 +370,7 @@ class EventDrivenLedger:
             self._archive_overflow()
 
     def _on_checkpoint_requested(self, event: Event) -> None:
-        payload = _payload(event)
+        payload = payload_of(event)
         checkpoint_id = checkpoint_id_of(event) or str(event["id"])
         question = _first(payload, "question", "description", "reason", "title") or "-"
         stream_id = _first(payload, "stream_id") or _first(event, "stream_id")
@@ -393,7 +390,7 @@ class EventDrivenLedger:
         self.expire_checkpoints()
 
     def _on_checkpoint_decided(self, event: Event, event_type: str, at: int) -> None:
-        payload = _payload(event)
+        payload = payload_of(event)
         checkpoint_id = checkpoint_id_of(event) or str(event["id"])
         decision = Decision(
             checkpoint_id=checkpoint_id,
@@ -457,7 +454,7 @@ class EventDrivenLedger:
         return len(overdue)
 
     def _on_learning(self, event: Event, at: int) -> None:
-        payload = _payload(event)
+        payload = payload_of(event)
         confidence = payload.get("confidence")
         learning = LedgerLearning(
             kind=_first(payload, "kind") or "-",
@@ -653,9 +650,8 @@ class EventDrivenLedger:
         self._dirty = True
         if self.path is None or self._timer is not None:
             return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
+        loop = running_loop()
+        if loop is None:
             return  # no loop: the caller writes on demand with write()/flush()
         self._timer = loop.call_later(self.render_delay, self._on_timer)
 

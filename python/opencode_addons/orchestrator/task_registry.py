@@ -17,6 +17,7 @@ from enum import Enum
 from types import MappingProxyType
 from typing import Any, Callable, Optional
 
+from opencode_addons.background import running_loop
 from opencode_addons.events import EventStream
 
 log = logging.getLogger(__name__)
@@ -371,11 +372,7 @@ class TaskRegistry:
         )
 
     def _ensure_auto_cleanup(self) -> None:
-        if self._closed:
-            return
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
+        if self._closed or running_loop() is None:
             return
         self.start_auto_cleanup()
 
