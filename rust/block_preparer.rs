@@ -105,6 +105,17 @@ impl BlockPreparer {
 
 impl Drop for BlockPreparer {
     fn drop(&mut self) {
+        if fork::forked_since(self.started_in) {
+            // A fork child: the thread is not here, and it may have held one of the channels'
+            // locks at the fork, which then stays locked here. Closing a channel takes that lock
+            // (a child hung there: gdb showed `SyncWaker::disconnect` waiting), so both
+            // channels, and a block the thread made, are let go without being closed.
+            std::mem::forget(self.requests.take());
+            let (_, unused) = mpsc::channel();
+            std::mem::forget(std::mem::replace(&mut self.ready, unused));
+            std::mem::forget(self.handle.take());
+            return;
+        }
         // Closing the channel ends the thread's loop; a block it made and nobody took is
         // unmapped with the receiver.
         self.requests.take();
