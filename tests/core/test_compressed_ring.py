@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 import pytest
+from forking import run_in_child
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from opencode_addons import EventRing, JsonlStore
@@ -293,18 +294,14 @@ def test_a_forked_child_compresses_without_the_parents_thread():
     ring = EventRing(50_000, compress=True, _block_bytes=4096)
     ring.extend(mix(3_000))
     expected_before = ring.to_list()
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            ring.extend(mix(3_000, 3_000))
-            # The child has no compressor thread: sealing packs in place, including the blocks
-            # the parent's thread had not returned.
-            fine = ring.queued_blocks == 0 and ring.to_list()[:3_000] == expected_before
-            fine = fine and ring.stored_bytes * 3 < ring.nbytes and len(ring) == 6_000
-            code = 0 if fine else 2
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
+
+    def child() -> int:
+        ring.extend(mix(3_000, 3_000))
+        # The child has no compressor thread: sealing packs in place, including the blocks the
+        # parent's thread had not returned.
+        fine = ring.queued_blocks == 0 and ring.to_list()[:3_000] == expected_before
+        fine = fine and ring.stored_bytes * 3 < ring.nbytes and len(ring) == 6_000
+        return 0 if fine else 2
+
+    assert run_in_child(child) == 0
     assert ring.to_list() == expected_before

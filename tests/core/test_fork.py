@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
+from forking import run_in_child
 from opencode_addons import JsonlStore
 
 pytestmark = [
@@ -12,18 +13,6 @@ pytestmark = [
     # Forking a process with threads (the store has helper threads) is exactly what is tested.
     pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning"),
 ]
-
-
-def run_in_child(body) -> int:
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            code = body()
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status)
 
 
 @pytest.mark.parametrize("durability", ["flush", "group"])
