@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections import OrderedDict
 
 import pytest
 from fakes import MemoryEventStream, eventually
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from opencode_addons.events import (
     AGENT_COMPLETED,
     AGENT_SPAWNED,
@@ -455,3 +458,64 @@ def test_open_checkpoints_do_not_pile_up_over_many_sessions():
         stream.append({"type": SESSION_DELETED, "stream_id": session, "payload": {}})
     assert ledger.stats()["open_checkpoints"] == 0
     assert ledger._checkpoint_meta == {}
+
+
+def _scanned_state(epic) -> str:
+    """An epic's state by its definition: completed once it has tasks, all of them terminal."""
+    terminal = {"completed", "failed", "cancelled", "timeout", "aborted"}
+    done = epic.tasks and all(t.state in terminal for t in epic.tasks.values())
+    return "completed" if done else "active"
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["registered", "started", "completed", "failed", "progress"]),
+            st.integers(0, 4),
+            st.integers(0, 1),
+        ),
+        max_size=60,
+    )
+)
+def test_an_epics_counted_state_matches_its_tasks(steps: list[tuple[str, int, int]]) -> None:
+    # Two tasks an epic, so that the bound drops finished and running tasks as it goes.
+    stream = real_stream()
+    ledger = EventDrivenLedger(stream, path=None, max_tasks_per_epic=2, max_completed_epics=50)
+    for suffix, task_no, epic_no in steps:
+        task(stream, suffix, f"t{task_no}", stream_id=f"s{epic_no}")
+        for epic in ledger.epics.values():
+            assert epic.state == _scanned_state(epic), (epic.epic_id, list(epic.tasks.values()))
+    stream.shutdown()
+
+
+def test_an_epic_built_with_tasks_or_given_one_again_counts_them() -> None:
+    from opencode_addons.orchestrator.ledger import Epic, Task
+
+    epic = Epic("e", "e", 0, 0, OrderedDict(a=Task("a", "-", "completed", 0)))
+    assert epic.state == "completed"
+    epic.add_task(Task("b", "-", "running", 0))
+    assert epic.state == "active"
+    epic.add_task(Task("b", "-", "failed", 1))  # the same id again replaces it
+    assert epic.state == "completed" and list(epic.tasks) == ["a", "b"]
+    epic.set_task_state(epic.tasks["a"], "running")
+    assert epic.state == "active"
+    epic.remove_task()  # the oldest, "a"
+    assert epic.state == "completed" and list(epic.tasks) == ["b"]
+
+
+@pytest.mark.parametrize("first_done", [False, True], ids=["running-dropped", "finished-dropped"])
+def test_an_epic_completes_after_the_bound_drops_a_task(first_done: bool) -> None:
+    stream = real_stream()
+    ledger = EventDrivenLedger(stream, path=None, max_tasks_per_epic=2, max_completed_epics=50)
+    task(stream, "started", "t1")
+    if first_done:
+        task(stream, "completed", "t1")
+    task(stream, "started", "t2")
+    task(stream, "started", "t3")  # over the bound: t1 goes (finished first, else the oldest)
+    epic = ledger.epics["ses_1"]
+    assert list(epic.tasks) == ["t2", "t3"] and epic.state == "active"
+    task(stream, "completed", "t2")
+    task(stream, "failed", "t3")
+    assert epic.state == "completed"
+    stream.shutdown()
