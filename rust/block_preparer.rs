@@ -106,19 +106,13 @@ impl BlockPreparer {
 impl Drop for BlockPreparer {
     fn drop(&mut self) {
         if fork::forked_since(self.started_in) {
-            // A fork child: the thread is not here, and it may have held one of the channels'
-            // locks at the fork, which then stays locked here. Closing a channel takes that lock
-            // (a child hung there: gdb showed `SyncWaker::disconnect` waiting), so both
-            // channels, and a block the thread made, are let go without being closed.
-            std::mem::forget(self.requests.take());
-            let (_, unused) = mpsc::channel();
-            std::mem::forget(std::mem::replace(&mut self.ready, unused));
-            std::mem::forget(self.handle.take());
-            return;
+            // A fork child: a block the thread made stays with its channel, unmapped at exit.
+            fork::abandon_channels(self.requests.take(), &mut self.ready);
+        } else {
+            // Closing the channel ends the thread's loop; a block it made and nobody took is
+            // unmapped with the receiver.
+            self.requests.take();
         }
-        // Closing the channel ends the thread's loop; a block it made and nobody took is
-        // unmapped with the receiver.
-        self.requests.take();
         fork::join_helper(self.handle.take(), self.started_in);
     }
 }

@@ -6,6 +6,7 @@
 //! generation it compresses in the appending thread instead.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, Sender};
 use std::sync::Once;
 
 static FORKS: AtomicU64 = AtomicU64::new(0);
@@ -40,6 +41,16 @@ pub fn join_helper(handle: Option<std::thread::JoinHandle<()>>, started_in: u64)
     } else {
         let _ = handle.join();
     }
+}
+
+/// Lets go of a helper thread's channel ends in a fork child, without closing them. The thread
+/// is not in the child, and it may have held a channel's lock at the fork, which then stays
+/// locked there; closing a channel takes that lock (a child hung so: gdb showed
+/// `SyncWaker::disconnect` waiting). What the channels hold stays with them, unfreed.
+pub fn abandon_channels<S, R>(sender: Option<Sender<S>>, receiver: &mut Receiver<R>) {
+    std::mem::forget(sender);
+    let (_, unused) = std::sync::mpsc::channel();
+    std::mem::forget(std::mem::replace(receiver, unused));
 }
 
 #[cfg(test)]

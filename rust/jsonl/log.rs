@@ -593,15 +593,8 @@ impl Warmer {
     fn abandon(mut self) {
         self.pending = None;
         self.ready = None;
-        // The thread may have held one of the channels' locks at the fork, which then stays
-        // locked here, and closing a channel takes it: both are let go without being closed
-        // (as `BlockPreparer` does in a fork child).
-        std::mem::forget(self.jobs.take());
-        let (_, unused) = mpsc::channel();
-        std::mem::forget(std::mem::replace(&mut self.prepared, unused));
-        if let Some(handle) = self.handle.take() {
-            std::mem::forget(handle);
-        }
+        super::fork::abandon_channels(self.jobs.take(), &mut self.prepared);
+        std::mem::forget(self.handle.take());
     }
 }
 
