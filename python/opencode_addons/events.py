@@ -130,7 +130,8 @@ class EventStream(Protocol):
 
 def is_mapping(value: object) -> TypeGuard[Mapping[str, Any]]:
     """``isinstance(value, Mapping)``, with a plain dict (nearly every payload) answered without
-    the ABC machinery: about 0.2 us saved per check, several per event in the orchestrator."""
+    the ABC machinery: 39 ns instead of 121 ns for a dict here (timeit), several checks an event
+    in the orchestrator; anything else costs about 20 ns more."""
     return type(value) is dict or isinstance(value, Mapping)
 
 

@@ -43,3 +43,15 @@ def test_child_cannot_append_and_closing_there_leaves_the_file_alone(tmp_path, d
     store.close()
     lines = path.read_bytes().splitlines()
     assert [line.split(b'"type":"')[1].split(b'"')[0] for line in lines] == [b"before", b"after"]
+
+
+def test_a_child_that_hangs_fails_its_test_instead_of_stalling_the_run() -> None:
+    def hang() -> int:
+        import time
+
+        time.sleep(30)
+        return 0
+
+    with pytest.raises(AssertionError, match="did not exit within 1 s"):
+        run_in_child(hang, deadline=1.0)
+    assert run_in_child(lambda: 7) == 7

@@ -227,8 +227,6 @@ class SessionStateTracker:
         self._timer = loop.call_later(self._sweep_every, self._on_timer)
 
     def _ensure_timer(self) -> None:
-        # Per event: running_loop() costs 0.04 us where get_running_loop's RuntimeError outside
-        # a loop costs 0.4 us.
         if self._timer is not None or self._closed or running_loop() is None:
             return
         self.start_expiry()
