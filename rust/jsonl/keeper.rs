@@ -14,8 +14,8 @@
 //! needs nothing more; the active segment's snapshot is synced only when retention is about to
 //! delete the newest sealed segment. Syncing the active segment at every seal wrote back the
 //! window the log had just prepared, and the appender then took a write fault on each of its
-//! pages again (`benches/segments.py`: appends with 4 MiB segments 0.66-0.78x of one segment
-//! with that sync, 0.87x without).
+//! pages again (`benches/segments.py`, the benchmark's events: appends with 4 MiB segments
+//! 0.66-0.78x of one segment with that sync, 0.87x without).
 //!
 //! At most one sealed segment waits for the keeper: sealing the next one first waits for it
 //! (`wait_idle`), so the files exceed the budget by at most about one segment however fast
