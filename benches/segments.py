@@ -1,5 +1,6 @@
-"""Segment benchmarks: appends with rotation and retention vs without, opening a store of many
-sealed segments vs one segment with the same newest events, and what compression costs.
+"""Segment benchmarks: appends with rotation and retention vs without (on every event shape),
+opening a store of many sealed segments vs one segment with the same newest events, and what
+compression costs.
 
 Paired rounds: each round runs the baseline and the contender back to back (alternating which
 goes first) on fresh files, and the figure is the median of the per-round ratios, so the noise
@@ -20,6 +21,7 @@ from typing import Any, Callable, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import shapes
 from events import iter_events
 from opencode_addons import JsonlStore, file_stats
 
@@ -31,6 +33,8 @@ SMALL_SEGMENTS: dict[str, Any] = {
     "max_segment_bytes": 4 << 20,
     "max_disk_bytes": 16 << 20,
 }
+# Rotation on the other event shapes: about as many bytes as the benchmark events' 100,000.
+ROTATION_BYTES = 50 << 20
 OPEN_CACHE = 50_000
 OPEN_SEALED_BYTES = 1 << 30
 OPEN_SEGMENT_BYTES = 64 << 20
@@ -157,6 +161,28 @@ def open_seconds(path: str) -> float:
     return seconds
 
 
+def rotation_row(shape: str) -> tuple[str, str, str, float, str, str, Optional[bool]]:
+    """Rotation's cost on one event shape, about ``ROTATION_BYTES`` of it."""
+    sample = shapes.generate(shape, 1_000)
+    count = max(1_000, ROTATION_BYTES // int(shapes.describe(sample)["mean_bytes"]))
+    events = shapes.generate(shape, count)
+    # The default event limit: the large shape's events are over SMALL_SEGMENTS' 64 KiB.
+    rotating = {k: v for k, v in SMALL_SEGMENTS.items() if k != "max_event_bytes"}
+    ratio, base, other = paired(
+        lambda: append_seconds(events), lambda: append_seconds(events, **rotating)
+    )
+    speed = 1 / ratio
+    return (
+        f"appends with rotation + retention, {shape} events ({count:,})",
+        "JsonlStore.append (flush)",
+        f"{count / base:,.0f} -> {count / other:,.0f} ev/s",
+        speed,
+        "same, one 64 MiB segment",
+        ">= 0.9x",
+        speed >= 0.9,
+    )
+
+
 def rows() -> list[tuple[str, str, str, float, str, str, Optional[bool]]]:
     """(case, contender, figure, ratio, versus, target, met) rows for report.py."""
     events = list(iter_events(APPEND_EVENTS))
@@ -176,6 +202,7 @@ def rows() -> list[tuple[str, str, str, float, str, str, Optional[bool]]]:
             speed >= 0.9,
         )
     )
+    out += [rotation_row(shape) for shape in shapes.SHAPES if shape != "benchmark"]
     ratio, base, other = paired(
         lambda: append_seconds(events, **SMALL_SEGMENTS),
         lambda: append_seconds(events, compress_sealed=True, **SMALL_SEGMENTS),

@@ -474,6 +474,7 @@ class OpenCodeBridge:
         stats["sessions"] = len(self._sessions)
         stats["open_requests"] = sum(len(s.requests) for s in self._sessions.values())
         stats["dedup_window"] = len(self._seen)
+        stats["ended_sessions"] = len(self._ended)
         return stats
 
     # -- storing -----------------------------------------------------------------------------

@@ -5,7 +5,7 @@ import logging
 
 import pytest
 from opencode_addons.events import SESSION_TERMINAL_TYPES
-from opencode_addons.orchestrator.sessions import SessionStateTracker
+from opencode_addons.orchestrator.sessions import MAX_ENDED_SESSIONS, SessionStateTracker
 from real_stream import real_stream
 
 
@@ -71,6 +71,23 @@ def test_deleted_event_with_info_id_spelling():
         {"type": "session.deleted", "stream_id": "s", "payload": {"info": {"id": "ses_1"}}}
     )
     assert "ses_1" not in tracker
+
+
+def test_ended_sessions_are_remembered_up_to_their_limit():
+    tracker = SessionStateTracker(max_ended=3)
+    assert tracker.max_ended == 3 and SessionStateTracker().max_ended == MAX_ENDED_SESSIONS
+    for index in range(5):
+        tracker.observe(event("message.completed", f"s{index}"))
+        tracker.observe(event("session.deleted", f"s{index}"))
+    assert tracker.stats()["recently_ended"] == 3
+    # A late event of a remembered session is an echo; the oldest two were let go of.
+    tracker.observe(event("message.completed", "s4"))
+    assert "s4" not in tracker
+    tracker.observe(event("message.completed", "s0"))
+    assert "s0" in tracker
+    # A session created again is no longer an ended one.
+    tracker.observe(event("session.created", "s3"))
+    assert "s3" in tracker and tracker.stats()["recently_ended"] == 2
 
 
 @pytest.mark.parametrize("shutdown_type", ["plugin.shutdown", "lifecycle.plugin.shutdown"])
@@ -193,3 +210,6 @@ def test_invalid_arguments():
         SessionStateTracker(ttl=0)
     with pytest.raises(ValueError):
         SessionStateTracker(max_sessions=0)
+    for bad in (-1, 1.5, True, None):
+        with pytest.raises(ValueError, match="max_ended"):
+            SessionStateTracker(max_ended=bad)

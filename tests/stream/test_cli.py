@@ -221,6 +221,8 @@ def test_soak_short_run_reports_and_checks_memory(capsys):
     # and the run says so instead of passing or failing on a half-filled heap.
     assert not figures["memory_checked"] and figures["full_at_events"] is None
     assert any("task registry" in what for what in figures["filling"])
+    # 20 sessions of ~600 events each end about 33 times: short of the bridge's 1,024.
+    assert any("bridge ended sessions" in what for what in figures["filling"])
     # The disk is checked at every point: the store's files stayed within budget + a segment.
     assert figures["disk_ok"] and 0 < figures["disk_bytes_peak"] <= figures["disk_limit"]
     assert figures["ok"] == (figures["memory_ok"] and figures["disk_ok"])

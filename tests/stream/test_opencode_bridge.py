@@ -639,6 +639,17 @@ def test_session_memory_is_dropped_with_the_session(stream):
     assert stream.stats()["bridge"]["sessions"] == 0
 
 
+def test_deleted_sessions_are_remembered_up_to_their_limit(stream, monkeypatch):
+    import opencode_addons.bridge as bridge_module
+
+    monkeypatch.setattr(bridge_module, "MAX_ENDED_SESSIONS", 2)
+    for index in range(4):
+        properties = {"sessionID": f"ses_{index}"}
+        stream.bridge({"type": "session.idle", "properties": properties})
+        stream.bridge({"type": "session.deleted", "properties": {"info": {"id": f"ses_{index}"}}})
+        assert stream.opencode_bridge.stats()["ended_sessions"] == min(index + 1, 2)
+
+
 def test_per_session_part_memory_is_bounded(stream, monkeypatch):
     import opencode_addons.bridge as bridge_module
 

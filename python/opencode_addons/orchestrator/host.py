@@ -32,7 +32,7 @@ from opencode_addons.orchestrator.observer import (
     SessionClient,
     TaskObserver,
 )
-from opencode_addons.orchestrator.sessions import SessionStateTracker
+from opencode_addons.orchestrator.sessions import MAX_ENDED_SESSIONS, SessionStateTracker
 from opencode_addons.orchestrator.task_registry import TaskRegistry
 from opencode_addons.shutdown import ShutdownReport, shutdown_all
 
@@ -51,7 +51,8 @@ class Orchestration:
     unseen session is kept), ``capture_delay`` (seconds after idle before learnings are captured),
     ``session_client`` (builds the observer's view of the sessions from the task registry;
     ``None``: an ``InMemorySessionClient``), ``observer_interval`` (the observer's base and
-    maximum polling interval in seconds) and ``memory_lane_items`` (memories the lane keeps).
+    maximum polling interval in seconds), ``memory_lane_items`` (memories the lane keeps) and
+    ``max_ended_sessions`` (ended session ids the session tracker remembers).
 
     If building a component fails, the memory lane is closed again; the stream is the caller's.
     """
@@ -67,6 +68,7 @@ class Orchestration:
         session_client: Optional[SessionClientFactory] = None,
         observer_interval: tuple[float, float] = (BASE_INTERVAL, MAX_INTERVAL),
         memory_lane_items: Optional[int] = MAX_ITEMS,
+        max_ended_sessions: int = MAX_ENDED_SESSIONS,
     ) -> None:
         self.stream = stream
         self.directory = os.fspath(directory)
@@ -76,7 +78,9 @@ class Orchestration:
         self._extra: dict[str, Any] = {}
         try:
             self.registry = TaskRegistry(stream, max_finished=max_finished)
-            self.tracker = SessionStateTracker(stream, ttl=session_ttl)
+            self.tracker = SessionStateTracker(
+                stream, ttl=session_ttl, max_ended=max_ended_sessions
+            )
             self.tracker.on_drop(self._forget_tasks_of)
             self.extractor = LearningExtractor(
                 stream, memory_lane=self.memory_lane, capture_delay=capture_delay

@@ -2,8 +2,9 @@
 
 State is created on a session's first event and dropped on ``session.deleted``, ``session.end``
 and ``plugin.shutdown`` (all sessions) under either spelling, on TTL expiry, or when
-``max_sessions`` is exceeded (least recently seen first). Other components register ``on_drop``
-callbacks to drop their own per-session maps at the same moment.
+``max_sessions`` is exceeded (least recently seen first). The ids of the last ``max_ended``
+sessions to end are remembered, so that their late events do not bring them back. Other
+components register ``on_drop`` callbacks to drop their own per-session maps at the same moment.
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ log = logging.getLogger(__name__)
 
 DropCallback = Callable[[str, str], None]
 _SESSION_START_TYPES = frozenset({SESSION_CREATED, "session.created"})
-# How many ended session ids are remembered, so late events cannot resurrect them.
-_RECENTLY_ENDED_LIMIT = 4096
+# How many ended session ids are remembered by default, so late events cannot resurrect them.
+MAX_ENDED_SESSIONS = 4096
 
 
 @dataclass
@@ -55,6 +56,11 @@ class SessionStateTracker:
         """True once ``shutdown()`` has run."""
         return self._closed
 
+    @property
+    def max_ended(self) -> int:
+        """How many ended session ids are remembered (the oldest are let go of first)."""
+        return self._max_ended
+
     def __init__(
         self,
         stream: EventStream | None = None,
@@ -62,16 +68,20 @@ class SessionStateTracker:
         ttl: float = 3600.0,
         clock: Callable[[], float] = time.time,
         max_sessions: int | None = None,
+        max_ended: int = MAX_ENDED_SESSIONS,
     ) -> None:
         if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or ttl <= 0:
             raise ValueError(f"ttl must be a number > 0, got {ttl!r}")
         if max_sessions is not None and (isinstance(max_sessions, bool) or max_sessions < 1):
             raise ValueError(f"max_sessions must be >= 1 or None, got {max_sessions!r}")
+        if isinstance(max_ended, bool) or not isinstance(max_ended, int) or max_ended < 0:
+            raise ValueError(f"max_ended must be an int >= 0, got {max_ended!r}")
         self._ttl = float(ttl)
         # Opportunistic sweeps happen at most this often, so observing stays O(1) amortised.
         self._sweep_every = min(self._ttl, 60.0)
         self._clock = clock
         self._max_sessions = max_sessions
+        self._max_ended = max_ended
         self._sessions: OrderedDict[str, SessionState] = OrderedDict()
         self._recently_ended: OrderedDict[str, None] = OrderedDict()
         self._callbacks: list[DropCallback] = []
@@ -165,7 +175,7 @@ class SessionStateTracker:
     def _remember_ended(self, session_id: str) -> None:
         self._recently_ended[session_id] = None
         self._recently_ended.move_to_end(session_id)
-        while len(self._recently_ended) > _RECENTLY_ENDED_LIMIT:
+        while len(self._recently_ended) > self._max_ended:
             self._recently_ended.popitem(last=False)
 
     def drop(self, session_id: str, reason: str = "dropped") -> bool:
@@ -268,6 +278,7 @@ class SessionStateTracker:
     def stats(self) -> dict[str, Any]:
         stats: dict[str, Any] = dict(self._counts)
         stats["sessions"] = len(self._sessions)
+        stats["recently_ended"] = len(self._recently_ended)
         stats["ttl"] = self._ttl
         stats["expiry_armed"] = self.expiry_armed
         return stats
