@@ -606,11 +606,11 @@ def still_filling(host: _Host, config: SoakConfig) -> list[str]:
 def _ended_sessions_filling(host: _Host) -> list[str]:
     """The memories of ended sessions (and of seen server events) not at their cap yet.
 
-    They fill last: a session ends every ~600 events of the simulation, so the bridge's 1,024
-    take about 600,000 events (the tracker's default 4,096 would take 2.4 million). Until they
-    were counted here the soak called itself full at 200,000 events, and the heap these tables
-    grew by afterwards (malloc's in-use bytes 7.2 -> 8.7 MiB by 2 million events, with the
-    tracker's default) was charged to the check as growth.
+    They fill last: the first sessions end after about 120,000 events, then one ends every ~600,
+    so the bridge's 1,024 take about 750,000 events (the tracker's default 4,096 would take 2.5
+    million). Until they were counted here the soak called itself full at 200,000 events, and
+    the heap these tables grew by afterwards (malloc's in-use bytes 7.2 -> 8.7 MiB by 2 million
+    events, with the tracker's default) was charged to the check as growth.
     """
     bridge = host.stream.opencode_bridge
     bridge_stats = bridge.stats()

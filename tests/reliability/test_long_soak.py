@@ -9,7 +9,7 @@ soak's own 100000 and 50000) change the size, e.g. to check the test itself quic
 
 The soak runs in a fresh process through the CLI (``python -m opencode_addons soak --json``), so
 its RSS is not the test runner's. Every bounded structure must be full by 20% of the run (the
-last to fill, the bridge's memory of 1,024 deleted sessions, fills at about 600,000 events);
+last to fill, the bridge's memory of 1,024 deleted sessions, fills at about 750,000 events);
 from then on every RSS sample stays within 5% of the RSS when everything was full; the sizes
 every component reports stay under bounds that do not depend on the number of events (only
 cumulative counters, listed below, grow), no component reports errors, and the shutdown at the
