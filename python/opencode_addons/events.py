@@ -129,10 +129,11 @@ class EventStream(Protocol):
 
 
 def is_mapping(value: object) -> TypeGuard[Mapping[str, Any]]:
-    """``isinstance(value, Mapping)``, with a plain dict (nearly every payload) answered without
-    the ABC machinery: 39 ns instead of 121 ns for a dict here (timeit), several checks an event
-    in the orchestrator; anything else costs about 20 ns more."""
-    return type(value) is dict or isinstance(value, Mapping)
+    """``isinstance(value, Mapping)``, with a plain dict (nearly every payload) and ``None`` (an
+    absent field, as often asked about) answered without the ABC machinery: 39 ns instead of
+    121 ns for a dict here (timeit), several checks an event in the orchestrator, and about 115
+    ns less for ``None``; anything else costs about 20 ns more."""
+    return type(value) is dict or (value is not None and isinstance(value, Mapping))
 
 
 def session_id_of(event: Mapping[str, Any]) -> str | None:
