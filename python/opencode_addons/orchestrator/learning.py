@@ -353,8 +353,8 @@ class LearningExtractor:
         transcript = self.transcripts.get(session_id)
         if not transcript:
             return []
-        # Built field by field: `dataclasses.asdict` copies recursively and cost more than
-        # the classification (3.8% of the benchmark events' orchestration, py-spy).
+        # Built field by field: `dataclasses.asdict` copies recursively, and took 3.8% of the
+        # benchmark events' orchestration (py-spy), against 8.8% for the classification.
         messages = [
             {
                 "role": message.role,
