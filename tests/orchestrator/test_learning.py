@@ -298,6 +298,20 @@ async def test_transcript_accumulates_deltas_and_snapshots_per_message():
     assert messages == [("assistant", "Traceback: boom"), ("user", "thanks")]
 
 
+async def test_a_message_stops_growing_at_its_cap_and_a_snapshot_replaces_it():
+    stream, extractor = make(max_message_chars=10)
+
+    def send(event_type: str, text: str) -> None:
+        payload = {"role": "assistant", "text": text, "message_id": "m1"}
+        stream.append({"type": event_type, "stream_id": "ses_1", "payload": payload})
+
+    for part in ("abcd", "efgh", "ijkl", "mnop"):
+        send(TEXT_DELTA, part)
+    assert [m.text for m in extractor.transcripts["ses_1"]] == ["abcdefghij"]
+    send(TEXT_SNAPSHOT, "0123456789abc")
+    assert [m.text for m in extractor.transcripts["ses_1"]] == ["0123456789"]
+
+
 async def test_transcript_is_bounded_per_session():
     stream, extractor = make(max_messages_per_session=5)
     for index in range(20):

@@ -330,9 +330,12 @@ class LearningExtractor:
         transcript = self._transcript(session_id)
         last = transcript[-1] if transcript else None
         if message_id is not None and last is not None and last.message_id == message_id:
-            # Same message again: deltas extend it, snapshots and completions replace it.
-            last.text = last.text + text if event["type"] == TEXT_DELTA else text
-            last.text = last.text[: self.max_message_chars]
+            # Same message again: deltas extend it, snapshots and completions replace it. A
+            # message at its cap takes no more deltas (each would copy it whole to be cut).
+            if event["type"] != TEXT_DELTA:
+                last.text = text[: self.max_message_chars]
+            elif len(last.text) < self.max_message_chars:
+                last.text = (last.text + text)[: self.max_message_chars]
             return
         transcript.append(
             _Message(role, text[: self.max_message_chars], message_id, event.get("id"))
