@@ -36,7 +36,7 @@ from typing import Any, Callable, Optional
 
 import psutil
 
-from opencode_addons.bridge import MAX_ENDED_SESSIONS as BRIDGE_ENDED_SESSIONS
+from opencode_addons.bridge import MAX_ENDED_SESSIONS
 from opencode_addons.durable_stream import DurableStream
 from opencode_addons.orchestrator.host import MAX_FINISHED_TASKS, Orchestration
 from opencode_addons.orchestrator.observer import InMemorySessionClient
@@ -617,7 +617,7 @@ def _ended_sessions_filling(host: _Host) -> list[str]:
     tracker = host.orchestration.tracker
     filling = []
     for what, count, cap in (
-        ("bridge ended sessions", bridge_stats["ended_sessions"], BRIDGE_ENDED_SESSIONS),
+        ("bridge ended sessions", bridge_stats["ended_sessions"], MAX_ENDED_SESSIONS),
         ("bridge dedup window", bridge_stats["dedup_window"], bridge.dedup_window_size),
         ("tracker ended sessions", tracker.stats()["recently_ended"], tracker.max_ended),
     ):

@@ -5,7 +5,7 @@ import logging
 
 import pytest
 from opencode_addons.events import SESSION_TERMINAL_TYPES
-from opencode_addons.orchestrator.sessions import MAX_ENDED_SESSIONS, SessionStateTracker
+from opencode_addons.orchestrator.sessions import DEFAULT_MAX_ENDED, SessionStateTracker
 from real_stream import real_stream
 
 
@@ -75,7 +75,7 @@ def test_deleted_event_with_info_id_spelling():
 
 def test_ended_sessions_are_remembered_up_to_their_limit():
     tracker = SessionStateTracker(max_ended=3)
-    assert tracker.max_ended == 3 and SessionStateTracker().max_ended == MAX_ENDED_SESSIONS
+    assert tracker.max_ended == 3 and SessionStateTracker().max_ended == DEFAULT_MAX_ENDED
     for index in range(5):
         tracker.observe(event("message.completed", f"s{index}"))
         tracker.observe(event("session.deleted", f"s{index}"))

@@ -32,7 +32,7 @@ from opencode_addons.orchestrator.observer import (
     SessionClient,
     TaskObserver,
 )
-from opencode_addons.orchestrator.sessions import MAX_ENDED_SESSIONS, SessionStateTracker
+from opencode_addons.orchestrator.sessions import DEFAULT_MAX_ENDED, SessionStateTracker
 from opencode_addons.orchestrator.task_registry import TaskRegistry
 from opencode_addons.shutdown import ShutdownReport, shutdown_all
 
@@ -68,7 +68,7 @@ class Orchestration:
         session_client: Optional[SessionClientFactory] = None,
         observer_interval: tuple[float, float] = (BASE_INTERVAL, MAX_INTERVAL),
         memory_lane_items: Optional[int] = MAX_ITEMS,
-        max_ended_sessions: int = MAX_ENDED_SESSIONS,
+        max_ended_sessions: int = DEFAULT_MAX_ENDED,
     ) -> None:
         self.stream = stream
         self.directory = os.fspath(directory)

@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 DropCallback = Callable[[str, str], None]
 _SESSION_START_TYPES = frozenset({SESSION_CREATED, "session.created"})
 # How many ended session ids are remembered by default, so late events cannot resurrect them.
-MAX_ENDED_SESSIONS = 4096
+DEFAULT_MAX_ENDED = 4096
 
 
 @dataclass
@@ -68,7 +68,7 @@ class SessionStateTracker:
         ttl: float = 3600.0,
         clock: Callable[[], float] = time.time,
         max_sessions: int | None = None,
-        max_ended: int = MAX_ENDED_SESSIONS,
+        max_ended: int = DEFAULT_MAX_ENDED,
     ) -> None:
         if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or ttl <= 0:
             raise ValueError(f"ttl must be a number > 0, got {ttl!r}")
