@@ -574,27 +574,11 @@ def store_disk_bytes(store_path: str) -> int:
 def still_filling(host: _Host, config: SoakConfig) -> list[str]:
     """The bounded structures not at their cap yet (empty once everything is full)."""
     stream = host.stream.stats()
-    registry = host.registry.stats()
-    book = host.orchestration.ledger
-    ledger = book.stats()
-    filling = []
-    if stream.get("history_events", 0) < config.history:
-        filling.append(f"history {stream.get('history_events', 0):,}/{config.history:,}")
-    if stream.get("cache_events", 0) < config.cache:
-        filling.append(f"cache {stream.get('cache_events', 0):,}/{config.cache:,}")
-    finished = int(registry.get("total", 0)) - int(registry.get("active", 0))
-    if finished < MAX_FINISHED_TASKS:
-        filling.append(f"task registry finished tasks {finished:,}/{MAX_FINISHED_TASKS:,}")
-    for key, cap in (
-        ("lineage", book.max_lineage),
-        ("epics", book.max_epics),
-        ("archive", book.archive.maxlen or 0),
-        ("learnings", book.learnings.maxlen or 0),
-        ("decisions", book.decisions.maxlen or 0),
-    ):
-        if int(ledger.get(key, 0)) < cap:
-            filling.append(f"ledger {key} {ledger.get(key, 0):,}/{cap:,}")
-    filling += _ended_sessions_filling(host)
+    filling = [
+        f"{what} {count:,}/{cap:,}"
+        for what, count, cap in _bounded_sizes(host, config, stream)
+        if count < cap
+    ]
     lane = host.orchestration.memory_lane
     if not lane.pruned:
         filling.append(f"memory lane {lane.stats().get('count', 0):,}/{lane.max_items:,}")
@@ -603,27 +587,45 @@ def still_filling(host: _Host, config: SoakConfig) -> list[str]:
     return filling
 
 
-def _ended_sessions_filling(host: _Host) -> list[str]:
-    """The memories of ended sessions (and of seen server events) not at their cap yet.
+def _bounded_sizes(
+    host: _Host, config: SoakConfig, stream: dict[str, Any]
+) -> list[tuple[str, int, int]]:
+    """(what, size, cap) of every bounded structure whose size the components report (``stream``:
+    the stream's stats).
 
-    They fill last: the first sessions end after about 120,000 events, then one ends every ~600,
-    so the bridge's 1,024 take about 750,000 events (the tracker's default 4,096 would take 2.5
-    million). Until they were counted here the soak called itself full at 200,000 events, and
-    the heap these tables grew by afterwards (malloc's in-use bytes 7.2 -> 8.7 MiB by 2 million
-    events, with the tracker's default) was charged to the check as growth.
+    The memories of ended sessions fill last: the first sessions end after about 120,000 events,
+    then one ends every ~600, so the bridge's 1,024 take about 750,000 events (the tracker's
+    default 4,096 would take 2.5 million). Until they were counted here the soak called itself
+    full at 200,000 events, and the heap these tables grew by afterwards (malloc's in-use bytes
+    7.2 -> 8.7 MiB by 2 million events, with the tracker's default) was charged to the check as
+    growth.
     """
+    registry = host.registry.stats()
+    book = host.orchestration.ledger
+    ledger = book.stats()
     bridge = host.stream.opencode_bridge
     bridge_stats = bridge.stats()
     tracker = host.orchestration.tracker
-    filling = []
-    for what, count, cap in (
+    finished = int(registry.get("total", 0)) - int(registry.get("active", 0))
+    sizes = [
+        ("history", stream.get("history_events", 0), config.history),
+        ("cache", stream.get("cache_events", 0), config.cache),
+        ("task registry finished tasks", finished, MAX_FINISHED_TASKS),
         ("bridge ended sessions", bridge_stats["ended_sessions"], MAX_ENDED_SESSIONS),
         ("bridge dedup window", bridge_stats["dedup_window"], bridge.dedup_window_size),
         ("tracker ended sessions", tracker.stats()["recently_ended"], tracker.max_ended),
-    ):
-        if int(count) < cap:
-            filling.append(f"{what} {int(count):,}/{cap:,}")
-    return filling
+    ]
+    sizes += [
+        (f"ledger {key}", ledger.get(key, 0), cap)
+        for key, cap in (
+            ("lineage", book.max_lineage),
+            ("epics", book.max_epics),
+            ("archive", book.archive.maxlen or 0),
+            ("learnings", book.learnings.maxlen or 0),
+            ("decisions", book.decisions.maxlen or 0),
+        )
+    ]
+    return [(what, int(count), int(cap)) for what, count, cap in sizes]
 
 
 class _Recorder:

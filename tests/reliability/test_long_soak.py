@@ -5,7 +5,9 @@ Slow (a few minutes): excluded from the default run by the ``slow`` marker. Run 
     python -m pytest -m slow tests/reliability/test_long_soak.py
 
 ``OCA_SOAK_EVENTS`` (default 10000000), ``OCA_SOAK_HISTORY`` and ``OCA_SOAK_CACHE`` (defaults: the
-soak's own 100000 and 50000) change the size, e.g. to check the test itself quickly.
+soak's own 100000 and 50000) change the size, e.g. to check the test itself quickly: with the
+default history and cache it needs at least 3,750,000 events, since everything must be full
+(at about 750,000) by 20% of the run.
 
 The soak runs in a fresh process through the CLI (``python -m opencode_addons soak --json``), so
 its RSS is not the test runner's. Every bounded structure must be full by 20% of the run (the
