@@ -83,8 +83,10 @@ def test_settings_reach_the_components(tmp_path):
         session_client=make_client,
         observer_interval=(0.05, 0.5),
         memory_lane_items=50,
+        max_ended_sessions=7,
     )
     assert seen == [orchestration.registry]
+    assert orchestration.tracker.max_ended == 7
     assert orchestration.memory_lane.stats()["max_items"] == 50
     assert orchestration.client is client
     assert orchestration.tracker.stats()["ttl"] == 600.0

@@ -90,6 +90,15 @@ def test_ended_sessions_are_remembered_up_to_their_limit():
     assert "s3" in tracker and tracker.stats()["recently_ended"] == 2
 
 
+def test_a_tracker_that_remembers_no_ended_session_lets_late_events_back():
+    tracker = SessionStateTracker(max_ended=0)
+    tracker.observe(event("message.completed", "s1"))
+    tracker.observe(event("session.deleted", "s1"))
+    assert tracker.stats()["recently_ended"] == 0 and "s1" not in tracker
+    tracker.observe(event("message.completed", "s1"))
+    assert "s1" in tracker
+
+
 @pytest.mark.parametrize("shutdown_type", ["plugin.shutdown", "lifecycle.plugin.shutdown"])
 def test_plugin_shutdown_drops_all_sessions(shutdown_type):
     stream = real_stream()
