@@ -30,8 +30,10 @@ from __future__ import annotations
 import errno
 import json
 import os
+import random
 import re
 import resource
+import string
 import sys
 import time
 from typing import Any, Callable
@@ -40,7 +42,7 @@ from opencode_addons import JsonlStore, StoreWriteError
 from opencode_addons.durable_stream import DurableStream
 
 PAGE = os.sysconf("SC_PAGESIZE")
-PAD = "x" * 900  # an event line of about 1 KB
+PAD = "x" * 900  # checkpoint and intent text; events carry `noise` of the same length
 STORE_SEGMENT = 16 * 1024
 STREAM_SEGMENT = (1 << 20) + 64 * 1024
 SEALED_PLAIN = re.compile(r"events_[0-9]{20}\.jsonl")
@@ -48,7 +50,17 @@ PAIRS = [("cp.requested", ["id"], ["cp.approved"], ["checkpoint_id"])]
 
 
 def event(n: int, size: int = 1) -> dict[str, Any]:
-    return {"type": "fill", "stream_id": "s", "payload": {"n": n, "text": PAD * size}}
+    return {"type": "fill", "stream_id": "s", "payload": {"n": n, "text": noise(n, size)}}
+
+
+def noise(n: int, size: int) -> str:
+    """As long as ``PAD * size``, but letters zstd cannot squeeze much (seeded by ``n``): a
+    sealed 16 KiB segment of these events compresses to about 10 KiB, more than the two pages
+    step 4 frees, so its compression fails however the freed pages are shared with the new
+    active segment. With ``PAD`` (one letter repeated) a segment compressed to about 440 bytes,
+    which fitted in a page the new segment had not taken yet: the step failed in one of six CI
+    runs (0 of 15 runs on an idle machine)."""
+    return "".join(random.Random(n).choices(string.ascii_letters, k=len(PAD) * size))
 
 
 def wait_for(store: Any, condition: Callable[[dict[str, Any]], bool], what: str) -> None:
