@@ -156,12 +156,28 @@ def _extend_batches(target: Any, events: Sequence[Event]) -> None:
         target.extend(events[start : start + BATCH])
 
 
+def _append_each_seq(target: Any, events: Sequence[Event]) -> None:
+    append = target.append
+    for event in events:
+        append(event, return_events=False)
+
+
+def _extend_batches_seqs(target: Any, events: Sequence[Event]) -> None:
+    for start in range(0, len(events), BATCH):
+        target.extend(events[start : start + BATCH], return_events=False)
+
+
 def _close(target: Any) -> None:
     target.close()
 
 
-def store_contender(mode: str, batch: bool) -> Contender:
+def store_contender(mode: str, batch: bool, seqs_only: bool = False) -> Contender:
+    """``JsonlStore.append``/``extend``; with ``seqs_only``, called with ``return_events=False``
+    (the seqs come back instead of a copy of each event)."""
     kind = "extend" if batch else "append"
+    if seqs_only:
+        run = _extend_batches_seqs if batch else _append_each_seq
+        return Contender(f"JsonlStore.{kind} ({mode}, seqs)", _store_opener(mode), run, _close)
     run = _extend_batches if batch else _append_each
     return Contender(f"JsonlStore.{kind} ({mode})", _store_opener(mode), run, _close)
 
@@ -301,12 +317,26 @@ class ShapeCase:
     share: float = 1.0  # of the shape's events (the orchestration is far slower per event)
 
 
+# The store's rows come twice: as called by default (returning a copy of each stored event)
+# and with return_events=False (returning the seqs), each against the same target.
 SHAPE_CASES = (
     ShapeCase("JsonlStore.append (flush)", store_contender("flush", False), (PYTHON_EACH,), 2.0),
+    ShapeCase(
+        "JsonlStore.append (flush, seqs)",
+        store_contender("flush", False, seqs_only=True),
+        (PYTHON_EACH,),
+        2.0,
+    ),
     ShapeCase(
         "JsonlStore.extend (flush, 1,000)",
         store_contender("flush", True),
         (PYTHON_EACH, PYTHON_BATCH),
+        3.0,
+    ),
+    ShapeCase(
+        "JsonlStore.extend (flush, 1,000, seqs)",
+        store_contender("flush", True, seqs_only=True),
+        (PYTHON_EACH,),
         3.0,
     ),
     ShapeCase(

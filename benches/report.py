@@ -311,8 +311,15 @@ def _bound(report: ShapeReport, row: ShapeRow) -> str:
         if where:
             total = sum(where.values())
             parts = ", ".join(f"{k} {100 * v / total:.0f}%" for k, v in where.items())
-            store = "its store's append" if row.case.startswith("DurableStream") else "its"
-            text += f". Where {store} instructions go (callgrind): {parts}"
+            if row.case.startswith("DurableStream"):
+                text += f". Where its store's append instructions go (callgrind): {parts}"
+            elif "seqs" in row.case:
+                text += (
+                    f". Where the default call's instructions go (callgrind): {parts}; with "
+                    "return_events=False the returned dicts' share is not spent"
+                )
+            else:
+                text += f". Where its instructions go (callgrind): {parts}"
     return text + "."
 
 

@@ -159,8 +159,28 @@ class JsonlStore(_Queryable):
         compress_sealed: bool = False,
         compress_history: bool = False,
     ) -> JsonlStore: ...
-    def append(self, event: Mapping[str, Any]) -> _Event: ...
-    def extend(self, events: Iterable[Mapping[str, Any]]) -> list[_Event]: ...
+    @overload
+    def append(self, event: Mapping[str, Any], *, return_events: Literal[True] = True) -> _Event:
+        """Append one event; returns it as stored (a copy with id, timestamp and seq)."""
+    @overload
+    def append(self, event: Mapping[str, Any], *, return_events: Literal[False]) -> int:
+        """Append one event; returns only its seq (no copy of the event is made)."""
+    @overload
+    def append(self, event: Mapping[str, Any], *, return_events: bool) -> Union[_Event, int]: ...
+    @overload
+    def extend(
+        self, events: Iterable[Mapping[str, Any]], *, return_events: Literal[True] = True
+    ) -> list[_Event]:
+        """Append a batch atomically; returns the events as stored."""
+    @overload
+    def extend(
+        self, events: Iterable[Mapping[str, Any]], *, return_events: Literal[False]
+    ) -> range:
+        """Append a batch atomically; returns only the seqs, as a range (no copies are made)."""
+    @overload
+    def extend(
+        self, events: Iterable[Mapping[str, Any]], *, return_events: bool
+    ) -> Union[list[_Event], range]: ...
     def sync(self) -> None: ...
     def close(self) -> None: ...
     def collected(self) -> list[_Event]: ...

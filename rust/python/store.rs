@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyString};
+use pyo3::types::{PyDict, PyList, PyRange, PyString};
 
 use super::args::{positive, query_from_kwargs};
 use super::classes::{closed, DefaultObjects, JsonlStore, RingHolder, SegmentSettings};
@@ -28,6 +28,15 @@ impl JsonlStore {
         &self,
         event: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyDict>> {
+        let (dict, seq, generated) = self.store_event(event)?;
+        stored_copy(&dict, seq, generated, &self.default_objects)
+    }
+
+    /// Stores one event: the caller's dict, its seq and what the store filled in.
+    fn store_event<'py>(
+        &self,
+        event: &Bound<'py, PyAny>,
+    ) -> PyResult<(Bound<'py, PyDict>, u64, Generated)> {
         let py = event.py();
         let dict = as_dict(event)?;
         let (seq, generated, need) =
@@ -49,7 +58,7 @@ impl JsonlStore {
                 Ok((seq, Generated::of(&captured), store.sync_need()))
             })?;
         self.wait_durable(py, need)?;
-        stored_copy(&dict, seq, generated, &self.default_objects)
+        Ok((dict, seq, generated))
     }
 
     /// Writes a batch; returns the first seq. Only Rust work happens under the lock.
@@ -91,6 +100,21 @@ impl JsonlStore {
         }
         Ok(())
     }
+}
+
+/// `range(first, first + count)`: the seqs of a batch. Seqs go up to `i64::MAX`, which a
+/// narrower `isize` (a 32-bit platform) cannot hold: an OverflowError there.
+fn seq_range(py: Python<'_>, first: u64, count: usize) -> PyResult<Bound<'_, PyAny>> {
+    let bound = |seq: u64| {
+        isize::try_from(seq).map_err(|_| {
+            pyo3::exceptions::PyOverflowError::new_err(format!(
+                "seq {seq} does not fit a range on this platform"
+            ))
+        })
+    };
+    let start = bound(first)?;
+    let stop = bound(first.saturating_add(count as u64))?;
+    Ok(PyRange::new(py, start, stop)?.into_any())
 }
 
 /// Runs `build` with Python's cyclic garbage collector off (if it was on). A batch's returned
@@ -339,22 +363,46 @@ impl JsonlStore {
         })
     }
 
-    /// Appends one event; returns it as stored (with id, timestamp and seq).
-    fn append<'py>(&self, event: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDict>> {
-        self.append_event(event)
+    /// Appends one event; returns it as stored (with id, timestamp and seq), or with
+    /// `return_events=False` only its seq (no copy of the event is made).
+    #[pyo3(signature = (event, *, return_events=true))]
+    fn append<'py>(
+        &self,
+        event: &Bound<'py, PyAny>,
+        return_events: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        if return_events {
+            return Ok(self.append_event(event)?.into_any());
+        }
+        let (_, seq, _) = self.store_event(event)?;
+        Ok(seq.into_pyobject(event.py())?.into_any())
     }
 
-    /// Appends a batch atomically (every line or none); returns the stored events.
+    /// Appends a batch atomically (every line or none); returns the stored events, or with
+    /// `return_events=False` only their seqs, as a `range` (no copies are made).
+    #[pyo3(signature = (events, *, return_events=true))]
     fn extend<'py>(
         &self,
         py: Python<'py>,
         events: &Bound<'py, PyAny>,
-    ) -> PyResult<Bound<'py, PyList>> {
+        return_events: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let dicts = collect_dicts(events)?;
         if dicts.is_empty() {
-            return Ok(PyList::empty(py));
+            if return_events {
+                return Ok(PyList::empty(py).into_any());
+            }
+            // An empty range where the next seq will be, as a batch's range starts at its first.
+            let next = lock(&self.store, || {})
+                .as_ref()
+                .ok_or_else(|| closed(&self.path))?
+                .next_seq();
+            return seq_range(py, next, 0);
         }
         let (first, generated) = self.write(py, &dicts)?;
+        if !return_events {
+            return seq_range(py, first, dicts.len());
+        }
         with_collector_paused(py, || {
             let stored = PyList::empty(py);
             for (offset, (dict, made)) in dicts.iter().zip(generated).enumerate() {
@@ -365,7 +413,7 @@ impl JsonlStore {
                     &self.default_objects,
                 )?)?;
             }
-            Ok(stored)
+            Ok(stored.into_any())
         })
     }
 

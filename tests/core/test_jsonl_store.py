@@ -128,6 +128,56 @@ def test_extend_returns_stored_events_contiguous(tmp_path):
     assert len(file_lines(path)) == 13
 
 
+def test_return_events_false_returns_seqs_and_stores_the_same(tmp_path):
+    # The same appends with and without the returned copies leave byte-identical files
+    # (the events carry their own id and timestamp) and the same cache.
+    files = {}
+    for return_events in (True, False):
+        path = tmp_path / f"{return_events}.jsonl"
+        with JsonlStore(path) as store:
+            first = store.append(event(0), return_events=return_events)
+            batch = store.extend([event(i) for i in range(1, 6)], return_events=return_events)
+            empty = store.extend([], return_events=return_events)
+            last = store.append(event(6), return_events=return_events)
+            cached = [dict(e) for e in store]
+        if return_events:
+            assert first["seq"] == 1 and [e["seq"] for e in batch] == [2, 3, 4, 5, 6]
+            assert empty == [] and last["seq"] == 7
+        else:
+            assert first == 1 and type(first) is int
+            assert batch == range(2, 7)
+            # An empty batch takes no seq: an empty range where the next batch would start.
+            assert empty == range(7, 7) and empty.start == 7
+            assert last == 7
+        files[return_events] = (path.read_bytes(), cached)
+    assert files[True] == files[False]
+    assert [without_seq(e) for e in files[False][1]] == [event(i) for i in range(7)]
+
+
+def test_return_events_false_still_fills_in_and_refuses(tmp_path):
+    path = tmp_path / "e.jsonl"
+    with JsonlStore(path, default_actor="host") as store:
+        seq = store.append({"type": "gen"}, return_events=False)
+        stored = store[-1]
+        assert stored["seq"] == seq == 1 and stored["actor"] == "host"
+        assert len(stored["id"]) == 26 and isinstance(stored["timestamp"], int)
+        # A bad event anywhere in a batch still stores none of it.
+        with pytest.raises(TypeError, match="event 1: keys must be strings"):
+            store.extend(
+                [event(1), {"type": "t", "payload": {1: "non-str key"}}], return_events=False
+            )
+        assert len(store) == 1
+        assert store.extend([event(2)], return_events=False) == range(2, 3)
+        with pytest.raises(TypeError):
+            store.append(event(3), False)  # keyword-only
+        with pytest.raises(TypeError):
+            store.extend([event(3)], return_events="no")
+        assert len(store) == 2
+    assert len(file_lines(path)) == 2
+    with pytest.raises(StoreClosedError):
+        store.extend([], return_events=False)
+
+
 def test_extend_leaves_the_garbage_collector_as_it_found_it(tmp_path):
     # extend builds its returned events with the collector paused: it must come back on, and
     # stay off for a caller who turned it off, whatever the batch.
