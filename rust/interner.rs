@@ -121,10 +121,11 @@ impl Held {
     fn as_str(&self) -> Option<&str> {
         match self {
             Held::Free => None,
-            // SAFETY: `bytes[..len]` is a whole `&str` copied by `new` (never cut), so it is
-            // valid UTF-8.
             Held::Inline { len, bytes } => {
-                Some(unsafe { std::str::from_utf8_unchecked(&bytes[..usize::from(*len)]) })
+                let text = &bytes[..usize::from(*len)];
+                // SAFETY: `text` is a whole `&str` copied by `new` (never cut), so it is valid
+                // UTF-8.
+                Some(unsafe { std::str::from_utf8_unchecked(text) })
             }
             Held::Heap(text) => Some(text),
         }
