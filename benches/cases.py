@@ -159,7 +159,8 @@ def _extend_batches(target: Any, events: Sequence[Event]) -> None:
 def _append_each_seq(target: Any, events: Sequence[Event]) -> None:
     append = target.append
     for event in events:
-        append(event, return_events=False)
+        # By position, as the docs advise: a keyword costs more than the copy it saves.
+        append(event, False)
 
 
 def _extend_batches_seqs(target: Any, events: Sequence[Event]) -> None:

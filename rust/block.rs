@@ -108,6 +108,39 @@ impl BlockBuf {
     }
 }
 
+impl BlockBuf {
+    /// Appends the concatenation of `parts` (`size` bytes in all); false (and nothing appended)
+    /// if they do not fit. A record comes in up to 18 parts, half of them one-byte key tokens:
+    /// those are stored directly rather than through a call to `memcpy` each (callgrind: 18
+    /// calls an event, 261 instructions, on short-string events).
+    pub(crate) fn push_parts(&mut self, parts: &[&[u8]], size: usize) -> bool {
+        debug_assert_eq!(size, parts.iter().map(|p| p.len()).sum::<usize>());
+        if size > self.room() {
+            return false;
+        }
+        let mut at = self.len;
+        for part in parts {
+            // SAFETY: the parts' lengths add up to `size` (the caller's contract, checked in
+            // debug builds) and `len + size <= capacity` (checked above), so every byte written
+            // lies inside the mapping, which we own exclusively (`&mut self`); the parts are
+            // shared borrows that cannot point into memory we hold mutably, so they do not
+            // overlap it.
+            unsafe {
+                match part.len() {
+                    0 => {}
+                    1 => self.start.as_ptr().add(at).write(part[0]),
+                    n => {
+                        std::ptr::copy_nonoverlapping(part.as_ptr(), self.start.as_ptr().add(at), n)
+                    }
+                }
+            }
+            at += part.len();
+        }
+        self.len = at;
+        true
+    }
+}
+
 impl Deref for BlockBuf {
     type Target = [u8];
 
@@ -154,6 +187,26 @@ mod tests {
         block.clear();
         assert!(block.is_empty());
         assert_eq!(block.room(), 5000);
+    }
+
+    #[test]
+    fn pushes_parts_of_every_length_or_none_of_them() {
+        let mut block = BlockBuf::with_capacity(64).unwrap();
+        let parts: [&[u8]; 5] = [b"{", b"", b"\x81", b"\"type\":\"t\"", b"}"];
+        assert!(block.push_parts(&parts, 13));
+        assert_eq!(&*block, b"{\x81\"type\":\"t\"}");
+        let big = [0u8; 40];
+        let too_many: [&[u8]; 3] = [&big, b"x", &big[..11]];
+        assert!(
+            !block.push_parts(&too_many, 52),
+            "does not fit: nothing appended"
+        );
+        assert_eq!(block.len(), 13);
+        let exact: [&[u8]; 3] = [&big, b"x", &big[..10]];
+        assert!(block.push_parts(&exact, 51));
+        assert_eq!(block.room(), 0);
+        assert_eq!(block[13..53], big);
+        assert_eq!(block[53], b'x');
     }
 
     #[test]

@@ -373,10 +373,8 @@ impl Ring {
                 "internal error: the open block is sealed".into(),
             ));
         };
-        for part in parts {
-            // Cannot fail: `place` made room for `size` bytes.
-            data.push(part);
-        }
+        // Cannot fail: `place` made room for `size` bytes.
+        data.push_parts(parts, size);
         target.live += 1;
         let seq_offset = (seq - target.base_seq) as u32;
         let header = self.make_header(fields, seq_offset, block, offset);

@@ -160,26 +160,27 @@ class JsonlStore(_Queryable):
         compress_history: bool = False,
     ) -> JsonlStore: ...
     @overload
-    def append(self, event: Mapping[str, Any], *, return_events: Literal[True] = True) -> _Event:
+    def append(self, event: Mapping[str, Any], return_events: Literal[True] = True) -> _Event:
         """Append one event; returns it as stored (a copy with id, timestamp and seq)."""
     @overload
-    def append(self, event: Mapping[str, Any], *, return_events: Literal[False]) -> int:
-        """Append one event; returns only its seq (no copy of the event is made)."""
+    def append(self, event: Mapping[str, Any], return_events: Literal[False]) -> int:
+        """Append one event; returns only its seq (no copy of the event is made).
+
+        Pass the flag by position (``store.append(event, False)``) where speed matters: as a
+        keyword it costs more than the copy it saves."""
     @overload
-    def append(self, event: Mapping[str, Any], *, return_events: bool) -> Union[_Event, int]: ...
+    def append(self, event: Mapping[str, Any], return_events: bool) -> Union[_Event, int]: ...
     @overload
     def extend(
-        self, events: Iterable[Mapping[str, Any]], *, return_events: Literal[True] = True
+        self, events: Iterable[Mapping[str, Any]], return_events: Literal[True] = True
     ) -> list[_Event]:
         """Append a batch atomically; returns the events as stored."""
     @overload
-    def extend(
-        self, events: Iterable[Mapping[str, Any]], *, return_events: Literal[False]
-    ) -> range:
+    def extend(self, events: Iterable[Mapping[str, Any]], return_events: Literal[False]) -> range:
         """Append a batch atomically; returns only the seqs, as a range (no copies are made)."""
     @overload
     def extend(
-        self, events: Iterable[Mapping[str, Any]], *, return_events: bool
+        self, events: Iterable[Mapping[str, Any]], return_events: bool
     ) -> Union[list[_Event], range]: ...
     def sync(self) -> None: ...
     def close(self) -> None: ...

@@ -11,7 +11,9 @@ use pyo3::types::{PyDict, PyList, PyRange, PyString};
 use super::args::{positive, query_from_kwargs};
 use super::classes::{closed, DefaultObjects, JsonlStore, RingHolder, SegmentSettings};
 use super::decode::record_to_dict;
-use super::encode::{as_dict, collect_dicts, encode_batch, encode_event, Captured, FieldDefaults};
+use super::encode::{
+    as_dict, collect_dicts, encode_batch, encode_event_into, Captured, FieldDefaults,
+};
 use super::errors::{to_pyerr, StoreWriteError};
 use super::locks::{lock, lock_for_batch, lock_for_event, with_scratch};
 use super::report::add_recovery;
@@ -41,12 +43,19 @@ impl JsonlStore {
         let dict = as_dict(event)?;
         let (seq, generated, need) =
             with_scratch(|buffer| -> PyResult<(u64, Generated, SyncNeed)> {
+                let mut captured = Captured::default();
                 // SAFETY: `dict` is a dict (its type says so) that this frame keeps alive, and the
                 // GIL is held. The strings `captured` borrows stay alive while no Python code
                 // runs: none does before the lock, and `lock_for_event` copies them before a wait
                 // that releases the GIL.
-                let captured = unsafe {
-                    encode_event(dict.as_ptr(), buffer, self.max_event_bytes, &self.defaults)
+                unsafe {
+                    encode_event_into(
+                        dict.as_ptr(),
+                        buffer,
+                        self.max_event_bytes,
+                        &self.defaults,
+                        &mut captured,
+                    )
                 }
                 .map_err(|e| e.into_pyerr(None))?;
                 let mut copy = None;
@@ -364,8 +373,10 @@ impl JsonlStore {
     }
 
     /// Appends one event; returns it as stored (with id, timestamp and seq), or with
-    /// `return_events=False` only its seq (no copy of the event is made).
-    #[pyo3(signature = (event, *, return_events=true))]
+    /// `return_events=False` only its seq (no copy of the event is made). The flag may be passed
+    /// by position: under the abi3 build's calling convention a keyword argument costs a dict
+    /// per call, about 900 instructions (callgrind), more than the copy it saves.
+    #[pyo3(signature = (event, return_events=true))]
     fn append<'py>(
         &self,
         event: &Bound<'py, PyAny>,
@@ -380,7 +391,7 @@ impl JsonlStore {
 
     /// Appends a batch atomically (every line or none); returns the stored events, or with
     /// `return_events=False` only their seqs, as a `range` (no copies are made).
-    #[pyo3(signature = (events, *, return_events=true))]
+    #[pyo3(signature = (events, return_events=true))]
     fn extend<'py>(
         &self,
         py: Python<'py>,

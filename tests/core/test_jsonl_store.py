@@ -168,12 +168,15 @@ def test_return_events_false_still_fills_in_and_refuses(tmp_path):
             )
         assert len(store) == 1
         assert store.extend([event(2)], return_events=False) == range(2, 3)
+        # By position too (the fast way for append: a keyword costs a dict per call).
+        assert store.append(event(3), False) == 3
+        assert store.extend([event(4)], False) == range(4, 5)
         with pytest.raises(TypeError):
-            store.append(event(3), False)  # keyword-only
+            store.extend([event(5)], return_events="no")
         with pytest.raises(TypeError):
-            store.extend([event(3)], return_events="no")
-        assert len(store) == 2
-    assert len(file_lines(path)) == 2
+            store.append(event(5), 0)
+        assert len(store) == 4
+    assert len(file_lines(path)) == 4
     with pytest.raises(StoreClosedError):
         store.extend([], return_events=False)
 
