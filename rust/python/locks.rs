@@ -78,6 +78,9 @@ thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
+/// The largest encoding buffer kept between calls.
+const SCRATCH_KEPT: usize = 4 << 20;
+
 /// Runs `f` with this thread's reusable encoding buffer (a fresh one if it is in use).
 pub(crate) fn with_scratch<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
     let mut buffer = SCRATCH.with(|cell| {
@@ -87,12 +90,31 @@ pub(crate) fn with_scratch<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
     });
     buffer.clear();
     let result = f(&mut buffer);
-    if buffer.capacity() <= 4 << 20 {
+    if buffer.capacity() <= SCRATCH_KEPT {
         SCRATCH.with(|cell| {
             if let Ok(mut slot) = cell.try_borrow_mut() {
                 *slot = buffer;
             }
         });
+    } else {
+        drop(buffer);
+        give_back_freed_heap();
     }
     result
+}
+
+/// Returns the heap's free memory to the kernel after a large buffer is freed. Freeing a
+/// buffer that glibc mapped on its own raises its threshold for mapping (up to 32 MiB) and its
+/// threshold for trimming the heap (to twice that), so the next large batch's buffer grows in
+/// the heap and, freed, stays there: a process that stored batches of 1,000 events of 40 KiB
+/// kept about 19 MiB more than with the heap trimmed (RSS 83.6 against 64.6 MiB, flat after
+/// three rounds). It runs only after a batch of more than `SCRATCH_KEPT` bytes, which took
+/// milliseconds to encode and write.
+fn give_back_freed_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks and trims the allocator's own free memory; no pointer is
+    // passed, and the allocator's locks make it safe to call from any thread.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
