@@ -12,7 +12,7 @@ from opencode_addons import JsonlStore
 
 
 def main(path: str, rounds: int) -> None:
-    text = "def f(x):\n\treturn \"x\" * 2\n" * 1_400  # about 40 KiB, quotes and escapes
+    text = 'def f(x):\n\treturn "x" * 2\n' * 1_400  # about 40 KiB, quotes and escapes
     events = [{"type": "execution.tool_finish", "payload": {"output": text}} for _ in range(1_000)]
     process = psutil.Process()
     with JsonlStore(path, history_size=5, max_cache_size=5) as store:
