@@ -302,6 +302,27 @@ pub unsafe fn encode_event_into<'a>(
 /// The key cache the encoder uses, if it has one (see `encode_keys`).
 type Keys<'k> = Option<&'k mut KeyCache>;
 
+/// `encode_event_into` for one appended event, its error as the Python exception to raise.
+/// Inlined, so the captured fields are built in the caller's frame rather than copied there.
+///
+/// # Safety
+/// As `encode_event_into`, with `dict` a dict: the caller keeps it alive, holds the GIL, and
+/// lets no Python code run while the captured strings are used (`lock_for_event` copies them
+/// before a wait that releases the GIL).
+#[inline(always)]
+pub(crate) unsafe fn encode_one<'a>(
+    dict: &Bound<'_, PyDict>,
+    buffer: &mut Vec<u8>,
+    limit: usize,
+    defaults: &'a FieldDefaults,
+) -> PyResult<Captured<'a>> {
+    let mut captured = Captured::default();
+    // SAFETY: the caller's contract is `encode_event_into`'s.
+    unsafe { encode_event_into(dict.as_ptr(), buffer, limit, defaults, &mut captured) }
+        .map_err(|e| e.into_pyerr(None))?;
+    Ok(captured)
+}
+
 /// `encode_event_into` with the key cache.
 ///
 /// # Safety

@@ -7,9 +7,7 @@ use pyo3::types::{PyDict, PyList};
 
 use super::args::{positive, query_from_kwargs};
 use super::classes::{EventRing, RingHolder, RingState};
-use super::encode::{
-    as_dict, collect_dicts, encode_batch, encode_event_into, Captured, Encoded, FieldDefaults,
-};
+use super::encode::{as_dict, collect_dicts, encode_batch, encode_one, Encoded, FieldDefaults};
 use super::errors::to_pyerr;
 use super::locks::{lock, lock_for_batch, lock_for_event, with_scratch};
 use super::view::{self, EventIterator, Source};
@@ -81,21 +79,10 @@ impl EventRing {
     fn append(&self, event: &Bound<'_, PyAny>) -> PyResult<u64> {
         let dict = as_dict(event)?;
         with_scratch(|buffer| {
-            let mut captured = Captured::default();
-            // SAFETY: `dict` is a dict (its type says so) that this frame keeps alive, and the GIL
-            // is held. The strings `captured` borrows stay alive while no Python code runs: none
-            // does before the lock, and `lock_for_event` copies them before a wait that releases
-            // the GIL.
-            unsafe {
-                encode_event_into(
-                    dict.as_ptr(),
-                    buffer,
-                    self.max_event_bytes,
-                    &FieldDefaults::NONE,
-                    &mut captured,
-                )
-            }
-            .map_err(|e| e.into_pyerr(None))?;
+            // SAFETY: `encode_one`'s contract: this frame keeps `dict` alive, the GIL is held,
+            // and no Python code runs before `lock_for_event` (which copies the strings).
+            let captured =
+                unsafe { encode_one(&dict, buffer, self.max_event_bytes, &FieldDefaults::NONE) }?;
             buffer.push(b'}');
             let mut copy = None;
             let (mut state, fields) = lock_for_event(&self.state, &captured, &mut copy);

@@ -11,9 +11,7 @@ use pyo3::types::{PyDict, PyList, PyRange, PyString};
 use super::args::{positive, query_from_kwargs};
 use super::classes::{closed, DefaultObjects, JsonlStore, RingHolder, SegmentSettings};
 use super::decode::record_to_dict;
-use super::encode::{
-    as_dict, collect_dicts, encode_batch, encode_event_into, Captured, FieldDefaults,
-};
+use super::encode::{as_dict, collect_dicts, encode_batch, encode_one, Captured, FieldDefaults};
 use super::errors::{to_pyerr, StoreWriteError};
 use super::locks::{lock, lock_for_batch, lock_for_event, with_scratch};
 use super::report::add_recovery;
@@ -43,21 +41,10 @@ impl JsonlStore {
         let dict = as_dict(event)?;
         let (seq, generated, need) =
             with_scratch(|buffer| -> PyResult<(u64, Generated, SyncNeed)> {
-                let mut captured = Captured::default();
-                // SAFETY: `dict` is a dict (its type says so) that this frame keeps alive, and the
-                // GIL is held. The strings `captured` borrows stay alive while no Python code
-                // runs: none does before the lock, and `lock_for_event` copies them before a wait
-                // that releases the GIL.
-                unsafe {
-                    encode_event_into(
-                        dict.as_ptr(),
-                        buffer,
-                        self.max_event_bytes,
-                        &self.defaults,
-                        &mut captured,
-                    )
-                }
-                .map_err(|e| e.into_pyerr(None))?;
+                // SAFETY: `encode_one`'s contract: this frame keeps `dict` alive, the GIL is held,
+                // and no Python code runs before `lock_for_event` (which copies the strings).
+                let captured =
+                    unsafe { encode_one(&dict, buffer, self.max_event_bytes, &self.defaults) }?;
                 let mut copy = None;
                 let (mut guard, fields) = lock_for_event(&self.store, &captured, &mut copy);
                 let store = guard.as_mut().ok_or_else(|| closed(&self.path))?;
