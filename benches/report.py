@@ -278,12 +278,14 @@ def _bound(report: ShapeReport, row: ShapeRow) -> str:
     result = row.result
     base_ns, contender_ns = 1e9 / result.baseline_rate, 1e9 / result.rate
     assert row.target is not None
-    needed = base_ns / row.target
+    # From the ratio itself (a median of the rounds' ratios), not from the median times,
+    # which need not give the same quotient.
+    less = 100 * (1 - result.ratio / row.target)
     text = (
         f"**{report.shape} / {row.case}** ({result.ratio:.2f}x, target {row.target:g}x): "
         f"in these rounds the baseline took {base_ns:,.0f} ns an event and the contender "
-        f"{contender_ns:,.0f}; {row.target:g}x needs {needed:,.0f} ns, "
-        f"{100 * (1 - needed / contender_ns):.0f}% less"
+        f"{contender_ns:,.0f} (median times); {row.target:g}x needs {less:.1f}% less time "
+        "an event than the contender's"
     )
     base = report.cpu.get("orjson+write+flush+deque")
     if base is not None and base.total > 0:
