@@ -387,14 +387,15 @@ impl JsonlStore {
     ) -> PyResult<Bound<'py, PyAny>> {
         let dicts = collect_dicts(events)?;
         if dicts.is_empty() {
-            if return_events {
-                return Ok(PyList::empty(py).into_any());
-            }
-            // An empty range where the next seq will be, as a batch's range starts at its first.
+            // Nothing to store, but a closed store still says so, as for any other batch.
             let next = lock(&self.store, || {})
                 .as_ref()
                 .ok_or_else(|| closed(&self.path))?
                 .next_seq();
+            if return_events {
+                return Ok(PyList::empty(py).into_any());
+            }
+            // An empty range where the next seq will be, as a batch's range starts at its first.
             return seq_range(py, next, 0);
         }
         let (first, generated) = self.write(py, &dicts)?;

@@ -413,6 +413,7 @@ def test_closed_store_raises(tmp_path):
     calls = [
         lambda: store.append({"type": "b"}),
         lambda: store.extend([{"type": "b"}]),
+        lambda: store.extend([]),
         lambda: store.query(),
         lambda: len(store),
         lambda: store[0],
