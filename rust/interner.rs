@@ -230,13 +230,10 @@ impl Interner {
         if self.uses[slot] > 0 {
             return false;
         }
-        if !matches!(
-            std::mem::replace(&mut self.strings[slot], Held::Free),
-            Held::Free
-        ) {
-            if let Ok(entry) = self.ids.find_entry(self.hashes[slot], |&held| held == id) {
-                entry.remove();
-            }
+        // A used id is held: its string goes, and its entry is found by the kept hash.
+        self.strings[slot] = Held::Free;
+        if let Ok(entry) = self.ids.find_entry(self.hashes[slot], |&held| held == id) {
+            entry.remove();
         }
         self.free.push(id);
         true

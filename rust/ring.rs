@@ -374,7 +374,8 @@ impl Ring {
             ));
         };
         // Cannot fail: `place` made room for `size` bytes.
-        data.push_parts(parts, size);
+        // SAFETY: `size` is the sum of the parts' lengths (computed at the top).
+        unsafe { data.push_parts(parts, size) };
         target.live += 1;
         let seq_offset = (seq - target.base_seq) as u32;
         let header = self.make_header(fields, seq_offset, block, offset);
