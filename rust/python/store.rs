@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyRange, PyString};
+use pyo3::PyTypeInfo;
 
 use super::args::{positive, query_from_kwargs};
 use super::classes::{closed, DefaultObjects, JsonlStore, RingHolder, SegmentSettings};
@@ -98,19 +99,10 @@ impl JsonlStore {
     }
 }
 
-/// `range(first, first + count)`: the seqs of a batch. Seqs go up to `i64::MAX`, which a
-/// narrower `isize` (a 32-bit platform) cannot hold: an OverflowError there.
+/// `range(first, first + count)`: the seqs of a batch. Built from Python ints, which hold any
+/// seq (`PyRange::new` takes `isize`, narrower than seqs on a 32-bit platform).
 fn seq_range(py: Python<'_>, first: u64, count: usize) -> PyResult<Bound<'_, PyAny>> {
-    let bound = |seq: u64| {
-        isize::try_from(seq).map_err(|_| {
-            pyo3::exceptions::PyOverflowError::new_err(format!(
-                "seq {seq} does not fit a range on this platform"
-            ))
-        })
-    };
-    let start = bound(first)?;
-    let stop = bound(first.saturating_add(count as u64))?;
-    Ok(PyRange::new(py, start, stop)?.into_any())
+    PyRange::type_object(py).call1((first, first.saturating_add(count as u64)))
 }
 
 /// Runs `build` with Python's cyclic garbage collector off (if it was on). A batch's returned
