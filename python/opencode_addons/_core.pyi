@@ -167,7 +167,7 @@ class JsonlStore(_Queryable):
         """Append one event; returns only its seq (no copy of the event is made).
 
         Pass the flag by position (``store.append(event, False)``) where speed matters: as a
-        keyword it costs more than the copy it saves."""
+        keyword it costs about what the copy saves (a dict per call under the abi3 build)."""
     @overload
     def append(self, event: Mapping[str, Any], return_events: bool) -> Union[_Event, int]: ...
     @overload
