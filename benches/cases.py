@@ -172,15 +172,20 @@ def _close(target: Any) -> None:
     target.close()
 
 
+_STORE_RUNS = {
+    (False, False): _append_each,
+    (True, False): _extend_batches,
+    (False, True): _append_each_seq,
+    (True, True): _extend_batches_seqs,
+}
+
+
 def store_contender(mode: str, batch: bool, seqs_only: bool = False) -> Contender:
     """``JsonlStore.append``/``extend``; with ``seqs_only``, called with ``return_events=False``
     (the seqs come back instead of a copy of each event)."""
     kind = "extend" if batch else "append"
-    if seqs_only:
-        run = _extend_batches_seqs if batch else _append_each_seq
-        return Contender(f"JsonlStore.{kind} ({mode}, seqs)", _store_opener(mode), run, _close)
-    run = _extend_batches if batch else _append_each
-    return Contender(f"JsonlStore.{kind} ({mode})", _store_opener(mode), run, _close)
+    label = f"JsonlStore.{kind} ({mode}{', seqs' if seqs_only else ''})"
+    return Contender(label, _store_opener(mode), _STORE_RUNS[batch, seqs_only], _close)
 
 
 def stream_contender(mode: str, batch: bool) -> Contender:
