@@ -87,7 +87,7 @@ fn half_word_at(bytes: &[u8], at: usize) -> u32 {
 /// The hash the interner files a string under (a second mixing round spreads the bits the
 /// table takes its positions and tags from).
 #[inline]
-fn hash_str(value: &str) -> u64 {
+pub(crate) fn hash_str(value: &str) -> u64 {
     let mut hasher = ShortStrHasher::default();
     hasher.write(value.as_bytes());
     hasher.write_u8(0xff);
@@ -98,14 +98,14 @@ fn hash_str(value: &str) -> u64 {
 const INLINE: usize = 30;
 
 /// One id's string: none (a free id), inline, or on the heap if longer than `INLINE`.
-enum Held {
+pub(crate) enum Held {
     Free,
     Inline { len: u8, bytes: [u8; INLINE] },
     Heap(Box<str>),
 }
 
 impl Held {
-    fn new(value: &str) -> Self {
+    pub(crate) fn new(value: &str) -> Self {
         if value.len() > INLINE {
             return Held::Heap(value.into());
         }
@@ -118,7 +118,7 @@ impl Held {
     }
 
     #[inline]
-    fn as_str(&self) -> Option<&str> {
+    pub(crate) fn as_str(&self) -> Option<&str> {
         match self {
             Held::Free => None,
             Held::Inline { len, bytes } => {
@@ -132,7 +132,7 @@ impl Held {
     }
 
     /// Bytes it holds outside the slot.
-    fn heap_len(&self) -> usize {
+    pub(crate) fn heap_len(&self) -> usize {
         match self {
             Held::Heap(text) => text.len(),
             _ => 0,
@@ -183,11 +183,24 @@ impl Interner {
     pub fn acquire(&mut self, value: Option<&str>) -> u32 {
         let Some(value) = value else { return ABSENT };
         let hash = hash_str(value);
-        let strings = &self.strings;
-        if let Some(&id) = self.ids.find(hash, |&id| held(strings, id) == value) {
-            self.uses[id as usize] += 1;
-            return id;
+        match self.use_held(value, hash) {
+            Some(id) => id,
+            None => self.insert_new(value, hash),
         }
+    }
+
+    /// The id of `value` (whose `hash_str` is `hash`) with one use added, if it is held.
+    #[inline]
+    pub fn use_held(&mut self, value: &str, hash: u64) -> Option<u32> {
+        let strings = &self.strings;
+        let &id = self.ids.find(hash, |&id| held(strings, id) == value)?;
+        self.uses[id as usize] += 1;
+        Some(id)
+    }
+
+    /// Holds `value`, which is not held yet (`use_held` said so), with one use; its id.
+    pub fn insert_new(&mut self, value: &str, hash: u64) -> u32 {
+        debug_assert!(self.lookup(value).is_none(), "{value:?} is already held");
         let id = match self.free.pop() {
             Some(id) => {
                 let slot = id as usize;

@@ -11,6 +11,7 @@ pub mod interner;
 pub mod json;
 pub mod jsonl;
 pub mod keys;
+pub mod once;
 mod pack;
 pub mod query;
 pub mod ring;

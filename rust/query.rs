@@ -1,6 +1,6 @@
 //! Queries over a ring, evaluated on headers only: no JSON is parsed to decide a match.
 
-use crate::interner::ABSENT;
+use crate::interner::{hash_str, ABSENT};
 use crate::ring::{HeaderView, Ring};
 
 /// What to select. Strings are compared exactly; `since`/`until` bound `timestamp` inclusively.
@@ -25,7 +25,7 @@ struct Resolved {
     stream: Option<u32>,
     types: Option<Vec<u32>>,
     actor: Option<u32>,
-    correlation: Option<u32>,
+    correlation: Option<Correlation>,
     since: f64,
     until: f64,
 }
@@ -52,29 +52,55 @@ impl Resolved {
                 Some(ids)
             }
         };
+        let correlation = match &query.correlation_id {
+            None => None,
+            Some(text) => Some(Correlation::new(ring, text)?),
+        };
         Some(Self {
             stream: id(&query.stream_id)?,
             types,
             actor: id(&query.actor)?,
-            correlation: id(&query.correlation_id)?,
+            correlation,
             since: query.since.unwrap_or(f64::NEG_INFINITY),
             until: query.until.unwrap_or(f64::INFINITY),
         })
     }
 
     #[inline]
-    fn matches(&self, header: HeaderView) -> bool {
+    fn matches(&self, ring: &Ring, header: HeaderView) -> bool {
         let same =
             |wanted: Option<u32>, got: u32| wanted.is_none_or(|id| id == got && id != ABSENT);
         same(self.stream, header.stream_id)
             && same(self.actor, header.actor_id)
-            && same(self.correlation, header.correlation_id)
+            && self
+                .correlation
+                .as_ref()
+                .is_none_or(|c| ring.correlation_is(header.correlation_id, &c.text, c.hash, c.id))
             && self
                 .types
                 .as_ref()
                 .is_none_or(|ids| ids.contains(&header.type_id))
             && header.timestamp >= self.since
             && header.timestamp <= self.until
+    }
+}
+
+/// A wanted correlation id: records hold it interned or, if seen once, with the record.
+struct Correlation {
+    text: String,
+    hash: u64,
+    id: Option<u32>,
+}
+
+impl Correlation {
+    /// None when no held record can have it.
+    fn new(ring: &Ring, text: &str) -> Option<Self> {
+        let id = ring.interned(text);
+        ring.may_hold_correlation(id).then(|| Self {
+            text: text.to_owned(),
+            hash: hash_str(text),
+            id,
+        })
     }
 }
 
@@ -98,11 +124,11 @@ impl Ring {
             }
             None if query.newest_first => (lowest..self.len())
                 .rev()
-                .filter(|&i| resolved.matches(self.header_fields(i)))
+                .filter(|&i| resolved.matches(self, self.header_fields(i)))
                 .take(limit)
                 .collect(),
             None => (lowest..self.len())
-                .filter(|&i| resolved.matches(self.header_fields(i)))
+                .filter(|&i| resolved.matches(self, self.header_fields(i)))
                 .take(limit)
                 .collect(),
         }
@@ -123,7 +149,7 @@ impl Ring {
             if index < lowest || (newest_first && found.len() == limit) {
                 break;
             }
-            if resolved.matches(self.header_fields(index)) {
+            if resolved.matches(self, self.header_fields(index)) {
                 found.push(index);
             }
             at = self.previous_in_stream(index);
@@ -298,5 +324,115 @@ mod tests {
             }
             assert_eq!(got, expected);
         }
+    }
+
+    /// Pushes records whose correlation ids are fresh, repeat soon, repeat after a long gap or
+    /// are absent, into a ring that evicts, and checks every query by correlation id (alone,
+    /// with a stream, newest first, limited) against a plain scan of what the ring holds.
+    #[test]
+    fn correlation_ids_seen_once_or_repeating_are_found_exactly() {
+        for capacity in [1usize, 7, 64, 300] {
+            let mut ring = Ring::new(capacity, None).unwrap();
+            let mut held: Vec<(u64, String, Option<String>)> = Vec::new();
+            let mut state = 0x9e37_79b9_7f4a_7c15u64 ^ capacity as u64;
+            for seq in 1..=3_000u64 {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                let correlation = match state % 5 {
+                    0 => None,
+                    1 => Some(format!("run_{}", state % 3)),
+                    2 => Some(format!("slow_{}", seq / 700)),
+                    _ => Some(format!("req_{seq:08}_{:012x}", state >> 16)),
+                };
+                let stream = format!("s{}", state % 4);
+                let fields = EventFields {
+                    event_type: "t",
+                    stream_id: Some(&stream),
+                    actor: None,
+                    correlation_id: correlation.as_deref(),
+                    timestamp: seq as f64,
+                };
+                ring.push(seq, &fields, &[b"{}"]).unwrap();
+                held.push((seq, stream, correlation));
+                if held.len() > capacity {
+                    held.remove(0);
+                }
+                if seq % 97 != 0 && seq < 2_990 {
+                    continue;
+                }
+                let mut wanted: Vec<String> = held.iter().filter_map(|h| h.2.clone()).collect();
+                wanted.extend(["run_0", "slow_0", "req_00000001_000000000000"].map(String::from));
+                for text in wanted {
+                    for (stream, newest_first, limit) in
+                        [(None, false, None), (Some("s1"), true, Some(2))]
+                    {
+                        let q = Query {
+                            correlation_id: Some(text.clone()),
+                            stream_id: stream.map(String::from),
+                            newest_first,
+                            limit,
+                            ..Query::default()
+                        };
+                        let mut expected: Vec<u64> = held
+                            .iter()
+                            .filter(|h| h.2.as_deref() == Some(text.as_str()))
+                            .filter(|h| stream.is_none_or(|s| h.1 == s))
+                            .map(|h| h.0)
+                            .collect();
+                        if newest_first {
+                            expected.reverse();
+                        }
+                        expected.truncate(limit.unwrap_or(usize::MAX));
+                        let got = seqs(&ring, &ring.select(&q, usize::MAX));
+                        assert_eq!(got, expected, "{q:?} at seq {seq}, capacity {capacity}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn correlation_ids_seen_once_are_not_interned() {
+        let mut ring = Ring::new(100, None).unwrap();
+        for seq in 1..=10_000u64 {
+            let correlation = format!("req_{seq:08}");
+            let fields = EventFields {
+                event_type: "t",
+                stream_id: Some("s"),
+                actor: Some("agent"),
+                correlation_id: Some(&correlation),
+                timestamp: 0.0,
+            };
+            ring.push(seq, &fields, &[b"{}"]).unwrap();
+        }
+        // "t", "s" and "agent": no correlation id was interned.
+        assert_eq!(ring.distinct_strings(), 3);
+        let q = |text: &str| Query {
+            correlation_id: Some(text.into()),
+            ..Query::default()
+        };
+        assert_eq!(
+            seqs(&ring, &ring.select(&q("req_00009950"), usize::MAX)),
+            [9950]
+        );
+        assert!(ring.select(&q("req_00000050"), usize::MAX).is_empty());
+        let oldest = ring.header_fields(0).correlation_id;
+        assert_eq!(ring.resolve(oldest), Some("req_00009901"));
+        // Seen a second time while its first record is held: interned from then on.
+        let fields = EventFields {
+            event_type: "t",
+            stream_id: Some("s"),
+            actor: Some("agent"),
+            correlation_id: Some("req_00010000"),
+            timestamp: 0.0,
+        };
+        ring.push(10_001, &fields, &[b"{}"]).unwrap();
+        assert_eq!(ring.distinct_strings(), 4);
+        let got = seqs(&ring, &ring.select(&q("req_00010000"), usize::MAX));
+        assert_eq!(got, [10_000, 10_001]);
+        ring.clear();
+        assert!(ring.select(&q("req_00010000"), usize::MAX).is_empty());
+        assert_eq!(ring.distinct_strings(), 0);
     }
 }

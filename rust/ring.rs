@@ -22,7 +22,8 @@ use crate::block::BlockBuf;
 use crate::block_preparer::BlockPreparer;
 use crate::event::{CoreError, EventFields};
 use crate::fork;
-use crate::interner::{Interner, ABSENT};
+use crate::interner::{hash_str, Interner, ABSENT};
+use crate::once::OnceStrings;
 use crate::pack::{Codec, Packed, Piece, Unpacker, Work};
 use crate::ring_worker::{self, Done, Inbox, Job, Sealed};
 
@@ -37,6 +38,12 @@ const SPARE_BLOCKS: usize = 2;
 const NO_RECORD: u64 = u64::MAX;
 
 const RECENT_SLOTS: usize = 64;
+
+#[inline]
+fn recent_slot(text: &str) -> usize {
+    let address = text.as_ptr() as usize;
+    ((address >> 4) ^ (address >> 13)) % RECENT_SLOTS
+}
 
 #[derive(Clone, Copy, Default)]
 struct RecentId {
@@ -58,6 +65,8 @@ struct Header {
     type_id: u32,
     stream_id: u32,
     actor_id: u32,
+    /// Interned, or (a correlation id not seen to repeat) `once::TAGGED` plus the number of
+    /// the entry holding it.
     correlation_id: u32,
     /// Distance back to the previous record of the same stream (0: none).
     prev_in_stream: u32,
@@ -196,6 +205,8 @@ pub struct Ring {
     nbytes: usize,
     evicted: u64,
     pub(crate) interner: Interner,
+    /// Correlation ids not (yet) seen to repeat, one per record that has one (`once.rs`).
+    once: OnceStrings,
     /// By interned id: absolute index of the newest record of that stream.
     stream_heads: Vec<u64>,
     block_size: usize,
@@ -250,6 +261,7 @@ impl Ring {
             nbytes: 0,
             evicted: 0,
             interner: Interner::new(),
+            once: OnceStrings::new(),
             stream_heads: Vec::new(),
             recent: Box::new([RecentId::default(); RECENT_SLOTS]),
             block_size: options.block_size,
@@ -322,6 +334,7 @@ impl Ring {
             + self.headers.capacity() * std::mem::size_of::<Header>()
             + self.stream_heads.capacity() * 8
             + self.interner.heap_bytes()
+            + self.once.heap_bytes()
     }
 
     /// Bytes the blocks hold: the records' bytes (packed blocks at their compressed size, with
@@ -419,7 +432,7 @@ impl Ring {
             type_id: self.acquire(Some(fields.event_type)),
             stream_id,
             actor_id: self.acquire(fields.actor),
-            correlation_id: self.acquire(fields.correlation_id),
+            correlation_id: self.acquire_correlation(fields.correlation_id),
             prev_in_stream: self.link_stream(stream_id, absolute),
         }
     }
@@ -428,23 +441,54 @@ impl Ring {
     #[inline]
     fn acquire(&mut self, value: Option<&str>) -> u32 {
         let Some(text) = value else { return ABSENT };
-        let address = text.as_ptr() as usize;
-        let slot = ((address >> 4) ^ (address >> 13)) % RECENT_SLOTS;
-        let recent = self.recent[slot];
-        if recent.address == address
+        if let Some(id) = self.use_recent(text) {
+            return id;
+        }
+        let id = self.interner.acquire(Some(text));
+        self.remember(text, id);
+        id
+    }
+
+    /// A correlation id's header value: its interned id if the string repeats, else the number
+    /// of an entry that holds it for this record alone (`once.rs`).
+    #[inline]
+    fn acquire_correlation(&mut self, value: Option<&str>) -> u32 {
+        let Some(text) = value else { return ABSENT };
+        if let Some(id) = self.use_recent(text) {
+            return id;
+        }
+        let hash = hash_str(text);
+        let id = match self.interner.use_held(text, hash) {
+            Some(id) => id,
+            None if self.once.seen_before(hash) => self.interner.insert_new(text, hash),
+            None => return self.once.push(text, hash),
+        };
+        self.remember(text, id);
+        id
+    }
+
+    /// The id last interned for the same text address, with a use added, if it still holds
+    /// this text.
+    #[inline]
+    fn use_recent(&mut self, text: &str) -> Option<u32> {
+        let recent = self.recent[recent_slot(text)];
+        if recent.address == text.as_ptr() as usize
             && recent.len == text.len()
             && self.interner.resolve(recent.id) == Some(text)
         {
             self.interner.add_use(recent.id);
-            return recent.id;
+            return Some(recent.id);
         }
-        let id = self.interner.acquire(Some(text));
-        self.recent[slot] = RecentId {
-            address,
+        None
+    }
+
+    #[inline]
+    fn remember(&mut self, text: &str, id: u32) {
+        self.recent[recent_slot(text)] = RecentId {
+            address: text.as_ptr() as usize,
             len: text.len(),
             id,
         };
-        id
     }
 
     fn link_stream(&mut self, stream_id: u32, absolute: u64) -> u32 {
@@ -728,13 +772,13 @@ impl Ring {
         self.nbytes -= size;
         self.base += 1;
         self.evicted += 1;
-        for id in [
-            header.type_id,
-            header.stream_id,
-            header.actor_id,
-            header.correlation_id,
-        ] {
+        for id in [header.type_id, header.stream_id, header.actor_id] {
             self.release_id(id);
+        }
+        if OnceStrings::is_tagged(header.correlation_id) {
+            self.once.pop_front(header.correlation_id);
+        } else {
+            self.release_id(header.correlation_id);
         }
         let index = self.block_index(header.block);
         self.blocks[index].live -= 1;
@@ -783,6 +827,7 @@ impl Ring {
         self.first_block = 0;
         self.nbytes = 0;
         self.interner.clear();
+        self.once.clear();
         self.stream_heads.clear();
         self.recent.fill(RecentId::default());
         if let Some(c) = self.compression.as_ref() {
@@ -902,13 +947,35 @@ impl Ring {
         self.interner.lookup(value)
     }
 
+    /// The string a header's id stands for.
     pub fn resolve(&self, id: u32) -> Option<&str> {
+        if OnceStrings::is_tagged(id) {
+            return self.once.resolve(id);
+        }
         self.interner.resolve(id)
     }
 
-    /// How many distinct strings (types, streams, actors, correlation ids) live records use.
+    /// How many distinct strings live records use that are interned: types, streams, actors
+    /// and the correlation ids seen to repeat (one seen once is held with its record instead).
     pub fn distinct_strings(&self) -> usize {
         self.interner.len()
+    }
+
+    /// Whether the correlation id a header holds (`HeaderView::correlation_id`) is `text`,
+    /// given its `hash_str` and its interned id, if it has one.
+    #[inline]
+    pub(crate) fn correlation_is(&self, got: u32, text: &str, hash: u64, id: Option<u32>) -> bool {
+        if OnceStrings::is_tagged(got) {
+            self.once.holds(got, text, hash)
+        } else {
+            got != ABSENT && Some(got) == id
+        }
+    }
+
+    /// Whether some record may hold the correlation id `text`: it is interned, or some
+    /// correlation id is held with its record.
+    pub(crate) fn may_hold_correlation(&self, id: Option<u32>) -> bool {
+        id.is_some() || !self.once.is_empty()
     }
 
     /// How many blocks hold records now (for tests of block recycling).

@@ -557,8 +557,8 @@ impl JsonlStore {
     }
 
     /// Counts and sizes: events (cache), history_events, nbytes, stored_bytes, queued_blocks,
-    /// memory_bytes, evicted, file_bytes, next_seq, durability, distinct_strings,
-    /// compress_history.
+    /// memory_bytes, evicted, file_bytes, next_seq, durability, distinct_strings (the interned
+    /// types, streams, actors and repeating correlation ids), compress_history.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let (numbers, file_bytes, next_seq, segments, compress_history) = {
             let mut guard = lock(&self.store, || {});

@@ -25,6 +25,12 @@ ACTORS = ("agent", "user", None)
 text = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=60)
 
 
+# Repeating ones (interned) and ones mostly seen once (held with their record).
+correlation_ids = st.one_of(
+    st.sampled_from(("run_1", "run_2")), st.integers(0, 40).map(lambda n: f"req_{n}")
+)
+
+
 @st.composite
 def events(draw: st.DrawFn) -> dict[str, Any]:
     # An id and a timestamp of its own: the ring would make them up otherwise.
@@ -39,7 +45,7 @@ def events(draw: st.DrawFn) -> dict[str, Any]:
     if actor is not None:
         event["actor"] = actor
     if draw(st.booleans()):
-        event["correlation_id"] = draw(st.sampled_from(("run_1", "run_2")))
+        event["correlation_id"] = draw(correlation_ids)
     event["timestamp"] = draw(st.integers(0, 50))
     payload: dict[str, Any] = {"delta": draw(text), "n": draw(st.integers(-(2**40), 2**40))}
     if draw(st.integers(0, 9)) == 0:
@@ -67,7 +73,7 @@ queries = st.fixed_dictionaries(
         "stream_id": st.sampled_from((*STREAMS[:3], "nope")),
         "type": st.one_of(st.sampled_from(TYPES), st.lists(st.sampled_from(TYPES), max_size=2)),
         "actor": st.sampled_from(ACTORS[:2]),
-        "correlation_id": st.sampled_from(("run_1", "run_2")),
+        "correlation_id": correlation_ids,
         "since": st.integers(0, 50),
         "until": st.integers(0, 50),
         "after_seq": st.integers(0, 120),

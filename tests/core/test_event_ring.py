@@ -439,6 +439,35 @@ def test_query_random_combinations_vs_reference():
         assert ring.query(**filters) == reference_query(held, **filters), filters
 
 
+def test_query_by_correlation_ids_seen_once_or_repeating():
+    """A correlation id is interned only once it repeats; one seen once is held with its record.
+    Queries find both kinds exactly, before and after eviction, alone and with other filters."""
+    rng = random.Random(77)
+    ring = EventRing(120)
+    for i in range(600):
+        event = make_event(i)
+        kind = rng.randrange(4)
+        if kind == 0:
+            event["correlation_id"] = f"req_{i:06d}_{rng.getrandbits(40):010x}"
+        elif kind == 1:
+            event["correlation_id"] = f"slow_{i // 150}"
+        elif kind == 2:
+            event.pop("correlation_id", None)
+        if rng.random() < 0.5:
+            ring.append(event)
+        else:
+            ring.extend([event])
+        if i % 50 != 49:
+            continue
+        held = ring.to_list()
+        wanted = {e["correlation_id"] for e in held if "correlation_id" in e}
+        wanted |= {"req_000000_0000000000", "slow_0", "c1"}
+        for correlation_id in sorted(wanted):
+            for extra in ({}, {"stream_id": "s1", "newest_first": True, "limit": 2}):
+                filters = {"correlation_id": correlation_id, **extra}
+                assert ring.query(**filters) == reference_query(held, **filters), filters
+
+
 def test_query_type_accepts_any_iterable_of_strings():
     ring = EventRing(100)
     ring.extend(make_event(i) for i in range(30))
