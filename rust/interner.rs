@@ -190,7 +190,7 @@ impl Interner {
     }
 
     /// The id of `value` (whose `hash_str` is `hash`) with one use added, if it is held.
-    #[inline]
+    #[inline(always)]
     pub fn use_held(&mut self, value: &str, hash: u64) -> Option<u32> {
         let strings = &self.strings;
         let &id = self.ids.find(hash, |&id| held(strings, id) == value)?;
