@@ -4,7 +4,8 @@
 //! costs an insertion into the interner's table and, when its record is evicted, a removal, and
 //! both land on cache lines of a table as large as the ring: with a fresh correlation id per
 //! event, `extend` of short-string events took 1.16x the time it took when the ids repeated
-//! (paired rounds, 7 pairs). A ring therefore interns a correlation id only once it repeats:
+//! (paired rounds, 7 pairs; 1.04x in a later hour, when the machine's shared cache was less
+//! busy). A ring therefore interns a correlation id only once it repeats:
 //! the first time a string is seen it is kept here, one entry per record, and the header holds
 //! [`TAGGED`] plus the entry's number; a string seen again soon after (its hash still in
 //! [`OnceStrings::seen_before`]'s table) is interned from then on.
