@@ -254,9 +254,14 @@ impl Interner {
 
     /// The id of `value` if some live record uses it (no use added).
     pub fn lookup(&self, value: &str) -> Option<u32> {
+        self.lookup_hashed(value, hash_str(value))
+    }
+
+    /// `lookup` of a string whose `hash_str` is `hash`.
+    pub fn lookup_hashed(&self, value: &str, hash: u64) -> Option<u32> {
         let strings = &self.strings;
         self.ids
-            .find(hash_str(value), |&id| held(strings, id) == value)
+            .find(hash, |&id| held(strings, id) == value)
             .copied()
     }
 

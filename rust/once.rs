@@ -13,6 +13,12 @@
 //! Entries are added as records are pushed and dropped as the oldest records are evicted, so
 //! the entries are always in the records' order and the front entry belongs to the oldest record
 //! that has one: a queue, with no lookup structure to keep up.
+//!
+//! A query by correlation id first finds the entries that hold its text (`ids_holding`: a scan of
+//! 32-bit tags of their hashes, kept apart from the strings) and then compares headers with
+//! those ids, as it compares them with an interned id. Checking each tagged header against its
+//! entry instead made a query over 100,000 records whose ids were all seen once take 313-341 us,
+//! against 133 us when every id was interned.
 
 use std::collections::VecDeque;
 
@@ -26,15 +32,14 @@ const NUMBER: u32 = TAGGED - 1;
 /// Hashes of strings recently kept here, by a few bits of the hash: 32 KiB, so checking it
 /// stays in cache while the interner's table does not.
 const SEEN_SLOTS: usize = 4096;
-
-struct Entry {
-    hash: u64,
-    text: Held,
-}
+/// Tags compared at a time by `ids_holding`.
+const TAG_CHUNK: usize = 32;
 
 /// The correlation ids of records that hold one seen once, oldest first.
 pub struct OnceStrings {
-    entries: VecDeque<Entry>,
+    /// Each entry's tag (`tag_of` its hash), in step with `texts`.
+    tags: VecDeque<u32>,
+    texts: VecDeque<Held>,
     /// Number (modulo 2^31) of the front entry.
     first: u32,
     /// By `hash % SEEN_SLOTS`: the hash of a string last kept here (0: none yet).
@@ -50,7 +55,8 @@ impl Default for OnceStrings {
 impl OnceStrings {
     pub fn new() -> Self {
         Self {
-            entries: VecDeque::new(),
+            tags: VecDeque::new(),
+            texts: VecDeque::new(),
             first: 0,
             seen: Box::default(),
         }
@@ -81,11 +87,9 @@ impl OnceStrings {
     /// holds.
     #[inline]
     pub fn push(&mut self, text: &str, hash: u64) -> u32 {
-        let number = self.first.wrapping_add(self.entries.len() as u32) & NUMBER;
-        self.entries.push_back(Entry {
-            hash,
-            text: Held::new(text),
-        });
+        let number = self.first.wrapping_add(self.texts.len() as u32) & NUMBER;
+        self.tags.push_back(tag_of(hash));
+        self.texts.push_back(Held::new(text));
         TAGGED | number
     }
 
@@ -97,50 +101,84 @@ impl OnceStrings {
             self.first,
             "entries are dropped in record order"
         );
-        if self.entries.pop_front().is_some() {
+        if self.texts.pop_front().is_some() {
+            self.tags.pop_front();
             self.first = self.first.wrapping_add(1) & NUMBER;
         }
     }
 
-    /// Whether the entry a header's tagged `id` names holds `text` (with `hash_str` `hash`).
-    #[inline]
-    pub fn holds(&self, id: u32, text: &str, hash: u64) -> bool {
-        self.entry(id)
-            .is_some_and(|entry| entry.hash == hash && entry.text.as_str() == Some(text))
+    /// The tagged ids of the entries that hold `text` (with `hash_str` `hash`), sorted.
+    pub fn ids_holding(&self, text: &str, hash: u64) -> Vec<u32> {
+        let tag = tag_of(hash);
+        let mut ids = Vec::new();
+        let (front, back) = self.tags.as_slices();
+        for (start, tags) in [(0, front), (front.len(), back)] {
+            // Whole chunks are compared without a branch per tag (the compiler vectorizes it);
+            // only a chunk with a matching tag is looked at tag by tag.
+            for (chunk_index, chunk) in tags.chunks(TAG_CHUNK).enumerate() {
+                if !chunk
+                    .iter()
+                    .fold(false, |found, &held| found | (held == tag))
+                {
+                    continue;
+                }
+                for (offset, &held) in chunk.iter().enumerate() {
+                    let at = start + chunk_index * TAG_CHUNK + offset;
+                    if held == tag && self.text_at(at) == Some(text) {
+                        ids.push(TAGGED | (self.first.wrapping_add(at as u32) & NUMBER));
+                    }
+                }
+            }
+        }
+        ids.sort_unstable();
+        ids
     }
 
     /// The string a header's tagged `id` names.
     pub fn resolve(&self, id: u32) -> Option<&str> {
-        self.entry(id).and_then(|entry| entry.text.as_str())
+        self.text_at(self.position(id)?)
     }
 
-    fn entry(&self, id: u32) -> Option<&Entry> {
-        if !Self::is_tagged(id) {
-            return None;
-        }
-        let position = (id & NUMBER).wrapping_sub(self.first) & NUMBER;
-        self.entries.get(position as usize)
+    /// Where the entry a tagged `id` names is.
+    #[inline]
+    fn position(&self, id: u32) -> Option<usize> {
+        Self::is_tagged(id).then(|| ((id & NUMBER).wrapping_sub(self.first) & NUMBER) as usize)
+    }
+
+    fn text_at(&self, at: usize) -> Option<&str> {
+        self.texts.get(at).and_then(Held::as_str)
     }
 
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.texts.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.texts.is_empty()
     }
 
     /// Forgets every entry (the ring was cleared); the table of hashes seen stays.
     pub fn clear(&mut self) {
-        self.entries.clear();
+        self.tags.clear();
+        self.texts.clear();
         self.first = 0;
     }
 
     /// Bytes held, approximately (for memory reports).
     pub fn heap_bytes(&self) -> usize {
-        let outside: usize = self.entries.iter().map(|e| e.text.heap_len()).sum();
-        outside + self.entries.capacity() * std::mem::size_of::<Entry>() + self.seen.len() * 8
+        let outside: usize = self.texts.iter().map(Held::heap_len).sum();
+        outside
+            + self.tags.capacity() * 4
+            + self.texts.capacity() * std::mem::size_of::<Held>()
+            + self.seen.len() * 8
     }
+}
+
+/// The 32 bits of a hash a query compares first (the high ones: the seen table is indexed by the
+/// low ones).
+#[inline]
+fn tag_of(hash: u64) -> u32 {
+    (hash >> 32) as u32
 }
 
 #[cfg(test)]
@@ -163,8 +201,8 @@ mod tests {
         assert!(ids.iter().all(|&id| OnceStrings::is_tagged(id)));
         assert_eq!(once.resolve(ids[1]), Some("req_1"));
         assert_eq!(once.resolve(ids[2]), Some(long.as_str()));
-        assert!(once.holds(ids[2], &long, hash_str(&long)));
-        assert!(!once.holds(ids[1], "req_2", hash_str("req_2")));
+        assert_eq!(once.ids_holding(&long, hash_str(&long)), [ids[2]]);
+        assert!(once.ids_holding("req_2", hash_str("req_2")).is_empty());
         // An interned id (untagged) is never an entry.
         assert_eq!(once.resolve(ids[0] & NUMBER), None);
         once.pop_front(ids[0]);

@@ -1,6 +1,6 @@
 //! Queries over a ring, evaluated on headers only: no JSON is parsed to decide a match.
 
-use crate::interner::{hash_str, ABSENT};
+use crate::interner::ABSENT;
 use crate::ring::{HeaderView, Ring};
 
 /// What to select. Strings are compared exactly; `since`/`until` bound `timestamp` inclusively.
@@ -66,8 +66,8 @@ impl Resolved {
         })
     }
 
-    #[inline]
-    fn matches(&self, ring: &Ring, header: HeaderView) -> bool {
+    #[inline(always)]
+    fn matches(&self, header: HeaderView) -> bool {
         let same =
             |wanted: Option<u32>, got: u32| wanted.is_none_or(|id| id == got && id != ABSENT);
         same(self.stream, header.stream_id)
@@ -75,7 +75,7 @@ impl Resolved {
             && self
                 .correlation
                 .as_ref()
-                .is_none_or(|c| ring.correlation_is(header.correlation_id, &c.text, c.hash, c.id))
+                .is_none_or(|c| c.holds(header.correlation_id))
             && self
                 .types
                 .as_ref()
@@ -85,22 +85,41 @@ impl Resolved {
     }
 }
 
-/// A wanted correlation id: records hold it interned or, if seen once, with the record.
+/// A wanted correlation id, as the headers that have it hold it: interned, or (records that
+/// hold it as an id seen once) tagged ids, found before the scan.
 struct Correlation {
-    text: String,
-    hash: u64,
-    id: Option<u32>,
+    /// The interned id, or ABSENT (which no match has).
+    id: u32,
+    /// The tagged ids, sorted, and the range they span (`low + span` is the highest): most
+    /// headers fall outside it, with no search.
+    once: Vec<u32>,
+    low: u32,
+    span: u32,
 }
 
 impl Correlation {
-    /// None when no held record can have it.
+    /// None when no held record has it.
     fn new(ring: &Ring, text: &str) -> Option<Self> {
-        let id = ring.interned(text);
-        ring.may_hold_correlation(id).then(|| Self {
-            text: text.to_owned(),
-            hash: hash_str(text),
-            id,
+        let (id, once) = ring.correlation_ids(text);
+        if id.is_none() && once.is_empty() {
+            return None;
+        }
+        let (low, high) = match (once.first(), once.last()) {
+            (Some(&low), Some(&high)) => (low, high),
+            _ => (ABSENT, ABSENT),
+        };
+        Some(Self {
+            id: id.unwrap_or(ABSENT),
+            once,
+            low,
+            span: high - low,
         })
+    }
+
+    #[inline(always)]
+    fn holds(&self, got: u32) -> bool {
+        (got == self.id && got != ABSENT)
+            || (got.wrapping_sub(self.low) <= self.span && self.once.binary_search(&got).is_ok())
     }
 }
 
@@ -122,16 +141,30 @@ impl Ring {
             Some(stream) => {
                 self.select_in_stream(&resolved, stream, lowest, limit, query.newest_first)
             }
-            None if query.newest_first => (lowest..self.len())
-                .rev()
-                .filter(|&i| resolved.matches(self, self.header_fields(i)))
-                .take(limit)
-                .collect(),
-            None => (lowest..self.len())
-                .filter(|&i| resolved.matches(self, self.header_fields(i)))
-                .take(limit)
-                .collect(),
+            None if query.newest_first => self.scan(&resolved, (lowest..self.len()).rev(), limit),
+            None => self.scan(&resolved, lowest..self.len(), limit),
         }
+    }
+
+    /// The first `limit` of `indexes` whose headers match. A plain loop: as a `filter`/`take`
+    /// chain, the compiler left the iterator's `next` out of line once the correlation check
+    /// grew, a call per header (full scans of 100,000 headers took 1.2-1.8x as long).
+    fn scan(
+        &self,
+        resolved: &Resolved,
+        indexes: impl Iterator<Item = usize>,
+        limit: usize,
+    ) -> Vec<usize> {
+        let mut found = Vec::new();
+        for index in indexes {
+            if found.len() == limit {
+                break;
+            }
+            if resolved.matches(self.header_fields(index)) {
+                found.push(index);
+            }
+        }
+        found
     }
 
     /// Walks one stream's chain newest-first, so a selective query touches only that stream.
@@ -149,7 +182,7 @@ impl Ring {
             if index < lowest || (newest_first && found.len() == limit) {
                 break;
             }
-            if resolved.matches(self, self.header_fields(index)) {
+            if resolved.matches(self.header_fields(index)) {
                 found.push(index);
             }
             at = self.previous_in_stream(index);

@@ -961,21 +961,14 @@ impl Ring {
         self.interner.len()
     }
 
-    /// Whether the correlation id a header holds (`HeaderView::correlation_id`) is `text`,
-    /// given its `hash_str` and its interned id, if it has one.
-    #[inline]
-    pub(crate) fn correlation_is(&self, got: u32, text: &str, hash: u64, id: Option<u32>) -> bool {
-        if OnceStrings::is_tagged(got) {
-            self.once.holds(got, text, hash)
-        } else {
-            got != ABSENT && Some(got) == id
-        }
-    }
-
-    /// Whether some record may hold the correlation id `text`: it is interned, or some
-    /// correlation id is held with its record.
-    pub(crate) fn may_hold_correlation(&self, id: Option<u32>) -> bool {
-        id.is_some() || !self.once.is_empty()
+    /// What a header's correlation field holds for `text`: its interned id, if it has one, and
+    /// the ids (sorted) of the records holding it as a correlation id seen once.
+    pub(crate) fn correlation_ids(&self, text: &str) -> (Option<u32>, Vec<u32>) {
+        let hash = hash_str(text);
+        (
+            self.interner.lookup_hashed(text, hash),
+            self.once.ids_holding(text, hash),
+        )
     }
 
     /// How many blocks hold records now (for tests of block recycling).
