@@ -463,6 +463,10 @@ impl Ring {
             None if self.once.seen_before(hash) => self.interner.insert_new(text, hash),
             None => return self.once.push(text, hash),
         };
+        debug_assert!(
+            !OnceStrings::is_tagged(id),
+            "interned ids stay below the tag bit"
+        );
         self.remember(text, id);
         id
     }
@@ -1104,6 +1108,38 @@ mod tests {
             at = ring.previous_in_stream(index);
         }
         assert_eq!(walk, [20, 19, 17, 16]);
+    }
+
+    #[test]
+    fn correlation_ids_seen_once_leave_with_their_records() {
+        let mut ring = Ring::new(100, None).unwrap();
+        let mut push_fresh = |ring: &mut Ring, seq: u64| {
+            let correlation = format!("req_{seq:08}");
+            let mut fields = fields("t", "s");
+            fields.correlation_id = Some(&correlation);
+            ring.push(seq, &fields, &[b"{}"]).unwrap();
+        };
+        for seq in 1..=1_000u64 {
+            push_fresh(&mut ring, seq);
+        }
+        // One entry per held record, none for the 900 evicted.
+        assert_eq!(ring.once.len(), 100);
+        let memory = ring.heap_bytes();
+        for seq in 1_001..=20_000u64 {
+            push_fresh(&mut ring, seq);
+        }
+        assert_eq!(ring.once.len(), 100);
+        assert_eq!(
+            ring.heap_bytes(),
+            memory,
+            "a full ring's memory does not grow"
+        );
+        assert_eq!(
+            ring.resolve(ring.header_fields(0).correlation_id),
+            Some("req_00019901")
+        );
+        ring.clear();
+        assert!(ring.once.is_empty());
     }
 
     #[test]
