@@ -1113,7 +1113,7 @@ mod tests {
     #[test]
     fn correlation_ids_seen_once_leave_with_their_records() {
         let mut ring = Ring::new(100, None).unwrap();
-        let mut push_fresh = |ring: &mut Ring, seq: u64| {
+        let push_fresh = |ring: &mut Ring, seq: u64| {
             let correlation = format!("req_{seq:08}");
             let mut fields = fields("t", "s");
             fields.correlation_id = Some(&correlation);
