@@ -5,9 +5,12 @@
 //! a tenth of an append's time until the ring is full and reuses its own blocks. With a preparer,
 //! a helper thread makes the next block while the current one fills, and the appending thread
 //! takes it ready. It never waits for one: a block that is not ready yet is made in place, and
-//! the prepared one is used for the block after. At most one block is asked for at a time (the
-//! ring counts it in its memory), and a ring that has a spare block of its own asks for none.
+//! the prepared one is used for the block after. One block is asked for at a time (the ring
+//! counts it in its memory), and a ring that has a spare block of its own asks for none; a batch
+//! known to be coming (`request_many`) has the blocks it will fill asked for at once, so that
+//! they are made while the batch is encoded and written.
 
+use std::collections::VecDeque;
 use std::sync::mpsc::{self, TryRecvError};
 use std::thread::JoinHandle;
 
@@ -18,8 +21,8 @@ pub(crate) struct BlockPreparer {
     requests: Option<mpsc::Sender<usize>>,
     /// Blocks made (None: the kernel refused the memory).
     ready: mpsc::Receiver<Option<BlockBuf>>,
-    /// The capacity of the block asked for and not taken yet.
-    pending: Option<usize>,
+    /// The capacities of the blocks asked for and not taken yet, in order.
+    pending: VecDeque<usize>,
     /// Blocks made here that the ring took (for tests: that made blocks are used).
     #[cfg(test)]
     taken: u64,
@@ -47,7 +50,7 @@ impl BlockPreparer {
         Some(Self {
             requests: Some(requests),
             ready,
-            pending: None,
+            pending: VecDeque::new(),
             #[cfg(test)]
             taken: 0,
             handle: Some(handle),
@@ -57,26 +60,34 @@ impl BlockPreparer {
 
     /// Asks for a block of `capacity` bytes, unless one is asked for already.
     pub(crate) fn request(&mut self, capacity: usize) {
-        if self.pending.is_some() || fork::forked_since(self.started_in) {
+        self.request_many(capacity, 1);
+    }
+
+    /// Has `count` blocks of `capacity` bytes asked for, counting those asked for already.
+    pub(crate) fn request_many(&mut self, capacity: usize, count: usize) {
+        if fork::forked_since(self.started_in) {
             return;
         }
-        let sent = self
-            .requests
-            .as_ref()
-            .is_some_and(|requests| requests.send(capacity).is_ok());
-        if sent {
-            self.pending = Some(capacity);
+        while self.pending.len() < count {
+            let sent = self
+                .requests
+                .as_ref()
+                .is_some_and(|requests| requests.send(capacity).is_ok());
+            if !sent {
+                return;
+            }
+            self.pending.push_back(capacity);
         }
     }
 
     /// The block asked for, if it is made and holds `size` bytes; never waits.
     pub(crate) fn take(&mut self, size: usize) -> Option<BlockBuf> {
-        if self.pending? < size {
+        if *self.pending.front()? < size {
             return None;
         }
         match self.ready.try_recv() {
             Ok(block) => {
-                self.pending = None;
+                self.pending.pop_front();
                 #[cfg(test)]
                 {
                     self.taken += u64::from(block.is_some());
@@ -85,7 +96,7 @@ impl BlockPreparer {
             }
             Err(TryRecvError::Empty) => None,
             Err(TryRecvError::Disconnected) => {
-                self.pending = None;
+                self.pending.clear();
                 None
             }
         }
@@ -97,9 +108,12 @@ impl BlockPreparer {
         self.taken
     }
 
-    /// Memory of the block asked for (made or about to be).
+    /// Memory of the blocks asked for (made or about to be).
     pub(crate) fn pending_bytes(&self) -> usize {
-        self.pending.and_then(BlockBuf::mapped_size).unwrap_or(0)
+        self.pending
+            .iter()
+            .map(|&capacity| BlockBuf::mapped_size(capacity).unwrap_or(0))
+            .sum()
     }
 }
 
@@ -145,6 +159,21 @@ mod tests {
         assert!(block.push(&[7u8; 10_000]));
         assert_eq!((preparer.pending_bytes(), preparer.taken()), (0, 1));
         assert!(preparer.take(1).is_none(), "taken already");
+    }
+
+    #[test]
+    fn prepares_the_blocks_of_a_batch_in_order() {
+        let mut preparer = BlockPreparer::start().unwrap();
+        preparer.request(4096);
+        preparer.request_many(8192, 3); // two more: one is asked for already
+        assert_eq!(preparer.pending_bytes(), 4096 + 2 * 8192);
+        preparer.request(4096); // asked for already
+        assert_eq!(preparer.pending_bytes(), 4096 + 2 * 8192);
+        let capacities: Vec<usize> = (0..3)
+            .map(|_| wait_for(&mut preparer, 1).capacity())
+            .collect();
+        assert_eq!(capacities, [4096, 8192, 8192]);
+        assert_eq!((preparer.pending_bytes(), preparer.taken()), (0, 3));
     }
 
     #[test]

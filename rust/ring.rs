@@ -35,6 +35,8 @@ pub const MIN_BLOCK_SIZE: usize = 64;
 const MAX_PREALLOCATED_HEADERS: usize = 1 << 20;
 /// Freed blocks kept for reuse, so a full ring never goes back to the allocator.
 const SPARE_BLOCKS: usize = 2;
+/// Most blocks made ahead for a batch (`Ring::expect_batch`): 64 MiB of standard blocks.
+const MAX_BLOCKS_AHEAD: usize = 256;
 const NO_RECORD: u64 = u64::MAX;
 
 const RECENT_SLOTS: usize = 64;
@@ -314,6 +316,31 @@ impl Ring {
         if self.preparer.is_none() {
             self.preparer = BlockPreparer::start();
         }
+    }
+
+    /// A batch of `count` records of about `bytes` in all is coming: while the ring grows
+    /// (it will evict none of its records for them and has no spare block), have the blocks
+    /// the batch will fill made ahead, at most `MAX_BLOCKS_AHEAD`. Blocks made for a batch
+    /// that then fails wait for the ring's next records: they are memory the growing ring
+    /// would take anyway.
+    pub fn expect_batch(&mut self, count: usize, bytes: usize) {
+        let Some(preparer) = &mut self.preparer else {
+            return;
+        };
+        let grows = self.headers.len() + count <= self.capacity
+            && self
+                .max_bytes
+                .is_none_or(|limit| self.nbytes + bytes <= limit);
+        if !grows || !self.spare.is_empty() {
+            return;
+        }
+        let room = match self.blocks.back().map(|b| &b.body) {
+            Some(Body::Raw(data)) => data.room(),
+            _ => 0,
+        };
+        // Whole blocks only: a part-filled last one is asked for by the push that opens it.
+        let blocks = bytes.saturating_sub(room) / self.block_size;
+        preparer.request_many(self.block_size, blocks.min(MAX_BLOCKS_AHEAD));
     }
 
     /// Memory the ring has reserved: blocks, headers, indexes and interned strings, and for a
@@ -1412,6 +1439,38 @@ mod tests {
         let taken = ring.preparer.as_ref().map_or(0, BlockPreparer::taken);
         // 10 blocks, each filled over 8 ms: the helper had time to make most of them.
         assert!(taken >= 1, "no block made ahead was used");
+    }
+
+    #[test]
+    fn a_batch_expected_has_its_blocks_made_ahead_only_while_the_ring_grows() {
+        let options = RingOptions {
+            block_size: 4096,
+            ..RingOptions::default()
+        };
+        let asked = |ring: &Ring| {
+            ring.preparer
+                .as_ref()
+                .map_or(0, BlockPreparer::pending_bytes)
+        };
+        let mut ring = Ring::with_options(30, None, options).unwrap();
+        ring.prepare_blocks_ahead();
+        let record = format!("{{\"text\":\"{}\"}}", "x".repeat(1000));
+        push(&mut ring, 1, "s", &record);
+        // 20 records of 1,011 bytes: five blocks of 4,096, less the room left in the open one.
+        ring.expect_batch(20, 20 * record.len());
+        assert_eq!(asked(&ring), 4 * 4096);
+        // Pushed once the blocks are made, every one of them is taken.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        for seq in 2..=21u64 {
+            push(&mut ring, seq, "s", &record);
+        }
+        let taken = ring.preparer.as_ref().map_or(0, BlockPreparer::taken);
+        assert!(taken >= 4, "{taken} of the blocks made ahead were taken");
+        assert!((0..21).all(|i| *ring.get(i).unwrap().json == *record.as_bytes()));
+        // A batch the ring will evict for (21 held + 20 > 30) has nothing made ahead.
+        let before = asked(&ring);
+        ring.expect_batch(20, 20 * record.len());
+        assert_eq!(asked(&ring), before);
     }
 
     #[test]

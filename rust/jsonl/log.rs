@@ -225,6 +225,27 @@ impl MappedLog {
         Ok(())
     }
 
+    /// Blanks the data from `start` on and makes `start` the end of the data again (a refused
+    /// batch's lines: a crash before the next append cannot bring them back).
+    pub fn cut_back(&mut self, start: u64) {
+        if start < self.len {
+            self.erase(start, self.len);
+            self.len = start;
+        }
+    }
+
+    /// Reads `out.len()` bytes of the data at `offset` (from the page cache: written already).
+    pub fn read_at(&self, offset: u64, out: &mut [u8]) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        if offset + out.len() as u64 > self.len {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the range is past the end of the data",
+            ));
+        }
+        self.file.read_exact_at(out, offset)
+    }
+
     /// Overwrites `from..to` of the file with zeros (recovery skips them as padding).
     fn erase(&self, from: u64, to: u64) {
         use std::os::unix::fs::FileExt;

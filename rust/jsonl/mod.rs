@@ -593,6 +593,138 @@ impl Store {
         Ok(first)
     }
 
+    /// Starts a batch of `count` events that is written chunk by chunk (`write_chunk`) and
+    /// taken into the cache by `finish_batch`, for batches too large to encode whole before
+    /// writing. `expected_bytes` is the batch's estimated size in the file: the batch is never
+    /// split across segments, so a segment it would overfill is sealed first. The caller holds
+    /// the store (`&mut`) from here to `finish_batch` or `abort_batch`, so the seqs are
+    /// consecutive.
+    pub fn begin_batch(
+        &mut self,
+        count: u64,
+        expected_bytes: u64,
+    ) -> Result<ChunkedBatch, CoreError> {
+        self.check_process()?;
+        self.check_seqs_left(count)?;
+        if count > 0 {
+            self.seal_if_full(expected_bytes)?;
+        }
+        self.ring
+            .expect_batch(count as usize, expected_bytes as usize);
+        Ok(ChunkedBatch {
+            first: self.next_seq,
+            start: self.log.data_len(),
+            lines: Vec::with_capacity(count.min(1 << 20) as usize),
+        })
+    }
+
+    /// Writes the next chunk of a batch to the file (not to the cache yet). On error every line
+    /// the batch wrote is blanked and the batch is over: nothing of it is stored.
+    pub fn write_chunk(
+        &mut self,
+        batch: &mut ChunkedBatch,
+        bodies: &[&[u8]],
+    ) -> Result<(), CoreError> {
+        let written = self.write_chunk_lines(batch, bodies);
+        if written.is_err() {
+            self.abort_batch(batch);
+        }
+        written
+    }
+
+    fn write_chunk_lines(
+        &mut self,
+        batch: &mut ChunkedBatch,
+        bodies: &[&[u8]],
+    ) -> Result<(), CoreError> {
+        for body in bodies {
+            self.check_size(body.len() + 1)?;
+        }
+        let first = batch.first + batch.lines.len() as u64;
+        let suffixes: Vec<SeqSuffix> = (0..bodies.len() as u64)
+            .map(|i| SeqSuffix::new(first + i))
+            .collect();
+        let mut parts: Vec<&[u8]> = Vec::with_capacity(bodies.len() * 2);
+        for (body, suffix) in bodies.iter().zip(&suffixes) {
+            parts.push(body);
+            parts.push(suffix.as_bytes());
+        }
+        self.log.append(&parts).map_err(|e| e.in_file(&self.path))?;
+        for (body, suffix) in bodies.iter().zip(&suffixes) {
+            batch
+                .lines
+                .push((body.len(), body.len() + suffix.as_bytes().len()));
+        }
+        Ok(())
+    }
+
+    /// Blanks every line a batch wrote: nothing of it is stored.
+    pub fn abort_batch(&mut self, batch: &mut ChunkedBatch) {
+        self.log.cut_back(batch.start);
+        batch.lines.clear();
+    }
+
+    /// Takes a batch whose chunks are all written into the cache, reading its lines back from
+    /// the file (page cache) a piece at a time into `buffer`: a large batch is never held
+    /// whole in memory twice. `events` gives each line's header fields and key spans, in order.
+    /// Returns the first seq.
+    ///
+    /// Reading back a file just written can only fail on an I/O error; if it does before any
+    /// line is taken, the batch is blanked as on any failure; after, the lines are in the file
+    /// (and a reopened store has them) but the cache lacks the rest, and the error says so.
+    pub fn finish_batch<'e>(
+        &mut self,
+        batch: ChunkedBatch,
+        events: impl IntoIterator<Item = (EventFields<'e>, KeySpans)>,
+        buffer: &mut Vec<u8>,
+    ) -> Result<u64, CoreError> {
+        let mut events = events.into_iter();
+        let mut offset = batch.start;
+        let mut index = 0;
+        while index < batch.lines.len() {
+            let end = piece_end(&batch.lines, index);
+            let bytes: usize = batch.lines[index..end].iter().map(|line| line.1).sum();
+            if buffer.len() < bytes {
+                buffer.resize(bytes, 0);
+            }
+            if let Err(err) = self.log.read_at(offset, &mut buffer[..bytes]) {
+                let err = CoreError::io("cannot read a batch back from the log", err);
+                if index == 0 {
+                    let mut batch = batch;
+                    self.abort_batch(&mut batch);
+                    return Err(err.in_file(&self.path));
+                }
+                self.finish_append(batch.first + batch.lines.len() as u64 - 1);
+                return Err(CoreError::Invalid(format!(
+                    "{}: the batch was written (seqs {}..={}), but only its first {index} events are in the cache: {err}",
+                    self.path.display(),
+                    batch.first,
+                    batch.first + batch.lines.len() as u64 - 1
+                )));
+            }
+            let mut at = 0;
+            for &(body_len, line_len) in &batch.lines[index..end] {
+                let Some((fields, spans)) = events.next() else {
+                    return Err(CoreError::Invalid(format!(
+                        "finish_batch got the header fields of {index} events for {} lines",
+                        batch.lines.len()
+                    )));
+                };
+                let seq = batch.first + index as u64;
+                let body = &buffer[at..at + body_len];
+                self.hold(seq, body, &fields, &spans)?;
+                self.note_appended(seq, &fields, body);
+                at += line_len;
+                index += 1;
+            }
+            offset += bytes as u64;
+        }
+        if !batch.lines.is_empty() {
+            self.finish_append(batch.first + batch.lines.len() as u64 - 1);
+        }
+        Ok(batch.first)
+    }
+
     /// Seals the active segment if `incoming` more bytes would take it past the segment size
     /// (and it holds at least one event, so no segment is ever empty of events).
     fn seal_if_full(&mut self, incoming: u64) -> Result<(), CoreError> {
@@ -1111,6 +1243,42 @@ pub fn fields_of<'a>(line: &'a ScannedLine<'_>) -> EventFields<'a> {
     }
 }
 
+/// A batch being written chunk by chunk (`Store::begin_batch`).
+#[derive(Debug)]
+pub struct ChunkedBatch {
+    first: u64,
+    /// The log's data length before the batch.
+    start: u64,
+    /// Each line written so far: its body's length and its whole length.
+    lines: Vec<(usize, usize)>,
+}
+
+impl ChunkedBatch {
+    /// Events written so far.
+    pub fn len(&self) -> usize {
+        self.lines.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lines.is_empty()
+    }
+}
+
+/// Bytes of a batch read back from the log at once.
+const READ_BACK_PIECE: usize = 1 << 20;
+
+/// Where the piece of `lines` that starts at `index` ends: at most `READ_BACK_PIECE` bytes,
+/// but at least one line.
+fn piece_end(lines: &[(usize, usize)], index: usize) -> usize {
+    let mut bytes = 0;
+    let mut end = index;
+    while end < lines.len() && (end == index || bytes + lines[end].1 <= READ_BACK_PIECE) {
+        bytes += lines[end].1;
+        end += 1;
+    }
+    end
+}
+
 /// The end of a line, `,"seq":N}\n`, built without allocating.
 struct SeqSuffix {
     bytes: [u8; 32],
@@ -1315,6 +1483,87 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text.lines().count(), 4);
         assert!(text.ends_with("{\"type\":\"b\",\"seq\":4}\n"));
+    }
+
+    /// The ring's records, as JSON text.
+    fn held(store: &Store) -> Vec<String> {
+        let ring = store.ring();
+        (0..ring.len())
+            .map(|i| String::from_utf8(ring.get(i).unwrap().json.to_vec()).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_batch_written_in_chunks_is_held_once_every_chunk_is_written() {
+        let path = temp_path("chunked");
+        let mut store = Store::open(&path, options(100)).unwrap();
+        store
+            .append(br#"{"type":"a""#, &fields("a"), &KeySpans::default())
+            .unwrap();
+        // Bodies longer than a read-back piece, so the lines are read back in several.
+        let long = format!(
+            r#"{{"type":"b","text":"{}""#,
+            "x".repeat(READ_BACK_PIECE / 3)
+        );
+        let bodies: Vec<&[u8]> = vec![br#"{"type":"b","n":1"#, long.as_bytes(), long.as_bytes()];
+        let mut batch = store.begin_batch(5, 4 * long.len() as u64).unwrap();
+        store.write_chunk(&mut batch, &bodies[..1]).unwrap();
+        store.write_chunk(&mut batch, &bodies[1..]).unwrap();
+        store.write_chunk(&mut batch, &bodies[..2]).unwrap();
+        assert_eq!(batch.len(), 5);
+        assert_eq!(
+            store.ring().len(),
+            1,
+            "nothing is held before the batch is finished"
+        );
+        let events = (0..5).map(|_| (fields("b"), KeySpans::default()));
+        let mut buffer = Vec::new();
+        assert_eq!(store.finish_batch(batch, events, &mut buffer).unwrap(), 2);
+        assert_eq!(store.next_seq(), 7);
+        let expected: Vec<String> = [bodies[0], bodies[1], bodies[2], bodies[0], bodies[1]]
+            .iter()
+            .map(|body| format!("{}}}", std::str::from_utf8(body).unwrap()))
+            .collect();
+        assert_eq!(held(&store)[1..], expected[..]);
+        assert!(
+            buffer.len() <= READ_BACK_PIECE,
+            "read back a piece at a time"
+        );
+        store.close().unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 6);
+        assert_eq!(lines[1], r#"{"type":"b","n":1,"seq":2}"#);
+        assert!(lines[5].ends_with(r#"xxx","seq":6}"#));
+    }
+
+    #[test]
+    fn an_aborted_batch_leaves_nothing_behind() {
+        let path = temp_path("chunked-abort");
+        let mut store = Store::open(&path, options(100)).unwrap();
+        store
+            .append(br#"{"type":"a""#, &fields("a"), &KeySpans::default())
+            .unwrap();
+        let mut batch = store.begin_batch(3, 100).unwrap();
+        let body: &[u8] = br#"{"type":"b""#;
+        store.write_chunk(&mut batch, &[body, body]).unwrap();
+        store.abort_batch(&mut batch);
+        // A chunk that fails (an event over the size limit) aborts the batch itself.
+        let mut batch = store.begin_batch(2, 100).unwrap();
+        store.write_chunk(&mut batch, &[body]).unwrap();
+        let huge = vec![b'x'; store.options.max_event_bytes + 1];
+        assert!(store.write_chunk(&mut batch, &[&huge]).is_err());
+        assert!(batch.is_empty());
+        assert_eq!((store.ring().len(), store.next_seq()), (1, 2));
+        store
+            .append(br#"{"type":"c""#, &fields("c"), &KeySpans::default())
+            .unwrap();
+        store.close().unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(
+            text,
+            "{\"type\":\"a\",\"seq\":1}\n{\"type\":\"c\",\"seq\":2}\n"
+        );
     }
 
     #[test]

@@ -1095,8 +1095,35 @@ pub(crate) fn encode_batch<'a>(
     close: bool,
     defaults: &'a FieldDefaults,
 ) -> PyResult<Vec<Encoded<'a>>> {
-    let mut encoded: Vec<Encoded<'a>> = Vec::with_capacity(events.len());
-    for (index, event) in events.iter().enumerate() {
+    let mut encoded = Vec::with_capacity(events.len());
+    encode_batch_part(
+        events,
+        0,
+        usize::MAX,
+        buffer,
+        limit,
+        close,
+        defaults,
+        &mut encoded,
+    )?;
+    Ok(encoded)
+}
+
+/// Encodes `events[from..]` into `buffer` as `encode_batch` does, stopping after the event
+/// that takes the buffer to `budget` bytes or more; returns where it stopped (errors name the
+/// event by its place in the whole batch).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn encode_batch_part<'a>(
+    events: &'a [Bound<'_, PyDict>],
+    from: usize,
+    budget: usize,
+    buffer: &mut Vec<u8>,
+    limit: usize,
+    close: bool,
+    defaults: &'a FieldDefaults,
+    encoded: &mut Vec<Encoded<'a>>,
+) -> PyResult<usize> {
+    for (index, event) in events.iter().enumerate().skip(from) {
         // Encoded straight into its place (an event that fails ends the batch).
         encoded.push(Encoded::default());
         let last = encoded.len() - 1;
@@ -1111,8 +1138,11 @@ pub(crate) fn encode_batch<'a>(
             buffer.push(b'}');
         }
         slot.end = buffer.len();
+        if buffer.len() >= budget {
+            return Ok(index + 1);
+        }
     }
-    Ok(encoded)
+    Ok(events.len())
 }
 
 /// The batch's events as dicts we own, converting other mappings.

@@ -219,6 +219,38 @@ def test_store_parallel_extend_keeps_batches_contiguous(tmp_path):
     check_batches(events)
 
 
+def test_store_parallel_large_extends_keep_batches_contiguous(tmp_path):
+    # Batches of 1.5 MB are written a chunk at a time under the store's lock: the other
+    # threads' batches and appends wait, so each batch's seqs are still consecutive.
+    path = tmp_path / "large.jsonl"
+    pad = "line\n\t\"quoted\"\n" * 2_000  # about 30 KB
+    rounds = 4
+
+    def large_batch(thread: int, b: int) -> list[dict]:
+        return [{**e, "pad": pad} for e in batch_of(thread, b)]
+
+    with JsonlStore(path, max_cache_size=THREADS * rounds * (BATCH + 1)) as store:
+
+        def writer(thread: int):
+            for b in range(rounds):
+                seqs = store.extend(large_batch(thread, b), return_events=False)
+                assert len(seqs) == BATCH
+                store.append({"type": "between", "stream_id": f"t{thread}"})
+
+        run_threads(writer)
+        held = [e for e in store.to_list() if e["type"] == "batch"]
+    events = [json.loads(line) for line in path.read_bytes().split(b"\n")[:-1]]
+    assert [e["seq"] for e in events] == list(range(1, THREADS * rounds * (BATCH + 1) + 1))
+    for stored in (held, [e for e in events if e["type"] == "batch"]):
+        assert all(e["pad"] == pad for e in stored)
+        groups = defaultdict(list)
+        for e in stored:
+            groups[(e["payload"]["thread"], e["payload"]["b"])].append(e["seq"])
+        assert len(groups) == THREADS * rounds
+        for seqs in groups.values():
+            assert seqs == list(range(seqs[0], seqs[0] + BATCH)), "batch not contiguous"
+
+
 def test_ring_parallel_extend_keeps_batches_contiguous():
     ring = EventRing(THREADS * BATCHES * BATCH)
 

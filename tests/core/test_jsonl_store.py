@@ -128,6 +128,62 @@ def test_extend_returns_stored_events_contiguous(tmp_path):
     assert len(file_lines(path)) == 13
 
 
+def tool_outputs(count: int, size: int = 40_000) -> list[dict]:
+    """A batch over a MiB of JSON (40 KB tool outputs, escape-dense): written in chunks."""
+    text = 'def f(x):\n\treturn "x" * 2\n' * (size // 28)
+    return [
+        {
+            "type": "execution.tool_finish",
+            "stream_id": f"s{n % 3}",
+            "actor": "agent",
+            "correlation_id": f"run-{n % 2}",
+            "timestamp": 1_700_000_000_000 + n,
+            "id": f"tool-{n}",
+            "payload": {"n": n, "out": text},
+        }
+        for n in range(count)
+    ]
+
+
+@pytest.mark.parametrize("durability", DURABILITIES)
+def test_a_large_batch_is_stored_whole_and_in_order(tmp_path, durability):
+    path = tmp_path / "e.jsonl"
+    batch = tool_outputs(60)  # about 2.5 MB
+    with JsonlStore(path, durability=durability) as store:
+        store.append(event(0))
+        stored = store.extend(batch)
+        assert [e["seq"] for e in stored] == list(range(2, 62))
+        assert [without_seq(e) for e in stored] == batch
+        assert list(store)[1:] == stored
+        assert [e["seq"] for e in store.query(stream_id="s1")] == list(range(3, 62, 3))
+        assert store.extend(batch[:3], return_events=False) == range(62, 65)
+    lines = file_lines(path)
+    assert [json.loads(line) for line in lines[1:61]] == stored
+    with JsonlStore(path) as store:
+        assert list(store)[1:61] == stored
+
+
+@pytest.mark.parametrize("position", [0, 30, 59])
+def test_a_bad_event_anywhere_in_a_large_batch_stores_none_of_it(tmp_path, position):
+    # The first MiB is encoded before the store is locked, the rest a chunk at a time after the
+    # first chunk is written: a failure in any of them leaves neither file nor cache changed.
+    path = tmp_path / "e.jsonl"
+    batch = tool_outputs(60)
+    batch[position] = {"type": "bad", "payload": {"ok": [1, 2, {3}]}}
+    with JsonlStore(path, max_event_bytes=100_000) as store:
+        store.append(event(0))
+        with pytest.raises(TypeError, match=f"event {position}"):
+            store.extend(batch)
+        batch[position] = {"type": "big", "payload": "x" * 200_000}
+        with pytest.raises(ValueError, match=f"event {position}.*max_event_bytes"):
+            store.extend(batch)
+        assert [e["seq"] for e in store] == [1]
+        assert store.append(event(1))["seq"] == 2
+    assert [json.loads(line)["seq"] for line in file_lines(path)] == [1, 2]
+    with JsonlStore(path) as store:
+        assert [e["seq"] for e in store] == [1, 2]
+
+
 def test_return_events_false_returns_seqs_and_stores_the_same(tmp_path):
     # The same appends with and without the returned copies leave byte-identical files
     # (the events carry their own id and timestamp) and the same cache.
@@ -183,9 +239,10 @@ def test_return_events_false_still_fills_in_and_refuses(tmp_path):
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's heap behaviour")
 def test_large_batches_give_their_memory_back(tmp_path):
-    # A batch larger than the encoding buffer kept between calls (4 MiB) gets a buffer of its
-    # own. Freed, glibc kept about 19 MiB of it in the heap (its thresholds rise after a large
-    # free); the store now trims the heap after such a batch. Three rounds of a 40 MB and a
+    # A batch of more than a MiB is written in chunks, through the encoding buffer kept between
+    # calls. Before that, a batch larger than that buffer (4 MiB) got a buffer of its own, and
+    # freed, glibc kept about 19 MiB of it in the heap (its thresholds rise after a large free);
+    # the store trims the heap after such a buffer (now: an event of more than 4 MiB). Three rounds of a 40 MB and a
     # 10 MB batch, in a fresh process, into a store that keeps 5 events.
     child = Path(__file__).parents[1] / "helpers" / "large_batches_rss.py"
     done = subprocess.run(

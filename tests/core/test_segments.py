@@ -75,6 +75,25 @@ def test_a_batch_is_never_split_across_segments(tmp_path: Path) -> None:
     assert [e["seq"] for e in event_lines(path.read_bytes())] == [e["seq"] for e in batch]
 
 
+def test_a_batch_written_in_chunks_is_never_split_across_segments(tmp_path: Path) -> None:
+    # Batches of over a MiB are written a chunk at a time; the segment is sealed before the
+    # first chunk if the batch, estimated from its first MiB, would overfill it.
+    path = tmp_path / "events.jsonl"
+    segment = 3 << 20
+    text = "line\n\t\"x\"\n" * 4_000  # about 44 KB of JSON an event
+    batch = [{"type": "t", "payload": {"n": n, "text": text}} for n in range(50)]  # 2.2 MB
+    with JsonlStore(path, max_disk_bytes=None, max_segment_bytes=segment) as store:
+        store.append(event(0))
+        first = store.extend(batch, return_events=False)
+        second = store.extend(batch, return_events=False)
+        store.append(event(1))
+    files = [*sealed(path), path]
+    assert len(files) == 2
+    seqs = [[e["seq"] for e in event_lines(f.read_bytes())] for f in files]
+    assert seqs == [[1, *first], [*second, second[-1] + 1]]
+    assert all(f.stat().st_size <= segment for f in files)
+
+
 def test_retention_keeps_the_files_within_budget_and_counts_what_it_dropped(
     tmp_path: Path,
 ) -> None:
