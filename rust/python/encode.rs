@@ -1095,24 +1095,13 @@ pub(crate) fn encode_batch<'a>(
     close: bool,
     defaults: &'a FieldDefaults,
 ) -> PyResult<Vec<Encoded<'a>>> {
-    let mut encoded = Vec::with_capacity(events.len());
-    encode_batch_part(
-        events,
-        0,
-        usize::MAX,
-        buffer,
-        limit,
-        close,
-        defaults,
-        &mut encoded,
-    )?;
-    Ok(encoded)
+    encode_batch_part(events, 0, usize::MAX, buffer, limit, close, defaults)
 }
 
 /// Encodes `events[from..]` into `buffer` as `encode_batch` does, stopping after the event
-/// that takes the buffer to `budget` bytes or more; returns where it stopped (errors name the
-/// event by its place in the whole batch).
-#[allow(clippy::too_many_arguments)]
+/// that takes the buffer to `budget` bytes or more (errors name the event by its place in the
+/// whole batch). The part ends at `from` plus the length of what it returns.
+#[inline]
 pub(crate) fn encode_batch_part<'a>(
     events: &'a [Bound<'_, PyDict>],
     from: usize,
@@ -1121,9 +1110,10 @@ pub(crate) fn encode_batch_part<'a>(
     limit: usize,
     close: bool,
     defaults: &'a FieldDefaults,
-    encoded: &mut Vec<Encoded<'a>>,
-) -> PyResult<usize> {
-    for (index, event) in events.iter().enumerate().skip(from) {
+) -> PyResult<Vec<Encoded<'a>>> {
+    let mut encoded: Vec<Encoded<'a>> = Vec::with_capacity(events.len() - from);
+    for (offset, event) in events[from..].iter().enumerate() {
+        let index = from + offset;
         // Encoded straight into its place (an event that fails ends the batch).
         encoded.push(Encoded::default());
         let last = encoded.len() - 1;
@@ -1131,7 +1121,7 @@ pub(crate) fn encode_batch_part<'a>(
         // SAFETY: `event` is a dict (its type says so) that `events` keeps alive, and the GIL is
         // held. The strings `captured` borrows stay alive while no Python code runs: none does
         // until the caller locks, and `lock_for_batch` copies them before a wait that releases
-        // the GIL.
+        // the GIL (a caller that encodes under the lock never releases it).
         unsafe { encode_event_into(event.as_ptr(), buffer, limit, defaults, &mut slot.captured) }
             .map_err(|e| e.into_pyerr((events.len() > 1).then_some(index)))?;
         if close {
@@ -1139,10 +1129,10 @@ pub(crate) fn encode_batch_part<'a>(
         }
         slot.end = buffer.len();
         if buffer.len() >= budget {
-            return Ok(index + 1);
+            break;
         }
     }
-    Ok(events.len())
+    Ok(encoded)
 }
 
 /// The batch's events as dicts we own, converting other mappings.

@@ -68,8 +68,7 @@ impl JsonlStore {
     ) -> PyResult<(u64, Vec<Generated>)> {
         let (first, generated, need) =
             with_scratch(|buffer| -> PyResult<(u64, Vec<Generated>, SyncNeed)> {
-                let mut encoded = Vec::with_capacity(events.len());
-                let stopped = encode_batch_part(
+                let encoded = encode_batch_part(
                     events,
                     0,
                     WHOLE_BATCH_BYTES,
@@ -77,9 +76,8 @@ impl JsonlStore {
                     self.max_event_bytes,
                     false,
                     &self.defaults,
-                    &mut encoded,
                 )?;
-                if stopped < events.len() {
+                if encoded.len() < events.len() {
                     return self.write_in_chunks(events, encoded, buffer);
                 }
                 let mut copies = Vec::new();
@@ -131,30 +129,22 @@ impl JsonlStore {
         // From here on the lock is held and the GIL is not released, so no Python code runs:
         // the strings the chunks' captured fields borrow stay alive without copies.
         let mut rest: Vec<Encoded<'a>> = Vec::with_capacity(events.len() - head.len());
-        let mut next = head.len();
-        while next < events.len() {
+        while head.len() + rest.len() < events.len() {
             buffer.clear();
-            let chunk_start = rest.len();
-            let encoded = encode_batch_part(
+            let chunk = encode_batch_part(
                 events,
-                next,
+                head.len() + rest.len(),
                 CHUNK_BYTES,
                 buffer,
                 self.max_event_bytes,
                 false,
                 &self.defaults,
-                &mut rest,
-            );
-            next = match encoded {
-                Ok(stopped) => stopped,
-                Err(error) => {
-                    store.abort_batch(&mut batch);
-                    return Err(error);
-                }
-            };
+            )
+            .inspect_err(|_| store.abort_batch(&mut batch))?;
             store
-                .write_chunk(&mut batch, &bodies(&rest[chunk_start..], buffer))
+                .write_chunk(&mut batch, &bodies(&chunk, buffer))
                 .map_err(to_pyerr)?;
+            rest.extend(chunk);
         }
         let fields = head_fields
             .into_iter()
