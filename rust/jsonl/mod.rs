@@ -572,6 +572,7 @@ impl Store {
             // segment of its own.
             self.seal_if_full(total)?;
         }
+        self.ring.expect_batch(events.len(), total as usize);
         let first = self.next_seq;
         let suffixes: Vec<SeqSuffix> = (0..events.len() as u64)
             .map(|i| SeqSuffix::new(first + i))

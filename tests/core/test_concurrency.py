@@ -220,10 +220,10 @@ def test_store_parallel_extend_keeps_batches_contiguous(tmp_path):
 
 
 def test_store_parallel_large_extends_keep_batches_contiguous(tmp_path):
-    # Batches of 1.5 MB are written a chunk at a time under the store's lock: the other
+    # Batches of 3 MB are written a chunk at a time under the store's lock: the other
     # threads' batches and appends wait, so each batch's seqs are still consecutive.
     path = tmp_path / "large.jsonl"
-    pad = "line\n\t\"quoted\"\n" * 2_000  # about 30 KB
+    pad = "line\n\t\"quoted\"\n" * 4_000  # about 60 KB
     rounds = 4
 
     def large_batch(thread: int, b: int) -> list[dict]:

@@ -129,7 +129,7 @@ def test_extend_returns_stored_events_contiguous(tmp_path):
 
 
 def tool_outputs(count: int, size: int = 40_000) -> list[dict]:
-    """A batch over a MiB of JSON (40 KB tool outputs, escape-dense): written in chunks."""
+    """Tool outputs of 40 KB (escape-dense): over 2 MiB of them are written in chunks."""
     text = 'def f(x):\n\treturn "x" * 2\n' * (size // 28)
     return [
         {
@@ -148,27 +148,27 @@ def tool_outputs(count: int, size: int = 40_000) -> list[dict]:
 @pytest.mark.parametrize("durability", DURABILITIES)
 def test_a_large_batch_is_stored_whole_and_in_order(tmp_path, durability):
     path = tmp_path / "e.jsonl"
-    batch = tool_outputs(60)  # about 2.5 MB
+    batch = tool_outputs(100)  # about 4 MB
     with JsonlStore(path, durability=durability) as store:
         store.append(event(0))
         stored = store.extend(batch)
-        assert [e["seq"] for e in stored] == list(range(2, 62))
+        assert [e["seq"] for e in stored] == list(range(2, 102))
         assert [without_seq(e) for e in stored] == batch
         assert list(store)[1:] == stored
-        assert [e["seq"] for e in store.query(stream_id="s1")] == list(range(3, 62, 3))
-        assert store.extend(batch[:3], return_events=False) == range(62, 65)
+        assert [e["seq"] for e in store.query(stream_id="s1")] == list(range(3, 102, 3))
+        assert store.extend(batch[:3], return_events=False) == range(102, 105)
     lines = file_lines(path)
-    assert [json.loads(line) for line in lines[1:61]] == stored
+    assert [json.loads(line) for line in lines[1:101]] == stored
     with JsonlStore(path) as store:
-        assert list(store)[1:61] == stored
+        assert list(store)[1:101] == stored
 
 
-@pytest.mark.parametrize("position", [0, 30, 59])
+@pytest.mark.parametrize("position", [0, 30, 70, 99])
 def test_a_bad_event_anywhere_in_a_large_batch_stores_none_of_it(tmp_path, position):
-    # The first MiB is encoded before the store is locked, the rest a chunk at a time after the
-    # first chunk is written: a failure in any of them leaves neither file nor cache changed.
+    # The first 2 MiB are encoded before the store is locked, the rest a chunk at a time after
+    # the first is written: a failure in any of them leaves neither file nor cache changed.
     path = tmp_path / "e.jsonl"
-    batch = tool_outputs(60)
+    batch = tool_outputs(100)
     batch[position] = {"type": "bad", "payload": {"ok": [1, 2, {3}]}}
     with JsonlStore(path, max_event_bytes=100_000) as store:
         store.append(event(0))
