@@ -129,7 +129,7 @@ def _top_functions(out_file: str, count: int) -> list[tuple[str, int]]:
 # bucket covers is the call itself: argument parsing, locks, the interpreter.
 BUCKETS: dict[str, tuple[tuple[str, ...], ...]] = {
     "encoding": (("encode::encode_event", "encode::encode_batch"),),
-    "ring": (("ring::Ring::push",),),
+    "ring": (("ring::Ring::push", "jsonl::Store::hold"),),
     "file": (("log::MappedLog::append",),),
     "returned dicts": (("store::stored_copy",), ("dict_dealloc", "list_dealloc")),
 }

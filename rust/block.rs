@@ -94,6 +94,28 @@ impl BlockBuf {
         unsafe { self.push_parts(&[bytes], bytes.len()) }
     }
 
+    /// Appends `size` bytes that `write` stores at the pointer it is given (and returns the
+    /// count of); false (and nothing appended) if they do not fit.
+    ///
+    /// # Safety
+    /// `write` must store exactly `size` bytes from the pointer on, and return `size`.
+    #[inline]
+    pub(crate) unsafe fn push_with(
+        &mut self,
+        size: usize,
+        write: impl FnOnce(*mut u8) -> usize,
+    ) -> bool {
+        if size > self.room() {
+            return false;
+        }
+        // SAFETY: `len + size <= capacity` (checked above), so the `size` bytes `write` stores
+        // (the caller's contract) lie inside the mapping, which we own exclusively.
+        let written = write(unsafe { self.start.as_ptr().add(self.len) });
+        debug_assert_eq!(written, size);
+        self.len += size;
+        true
+    }
+
     /// Appends the concatenation of `parts`; false (and nothing appended) if they do not fit.
     /// A record comes in up to 18 parts, half of them one-byte key tokens: those are stored
     /// directly rather than through a call to `memcpy` each (callgrind: 18 calls an event, 261

@@ -23,6 +23,7 @@ use crate::block_preparer::BlockPreparer;
 use crate::event::{CoreError, EventFields};
 use crate::fork;
 use crate::interner::{hash_str, Interner, ABSENT};
+use crate::keys::KeySpans;
 use crate::once::OnceStrings;
 use crate::pack::{Codec, Packed, Piece, Unpacker, Work};
 use crate::ring_worker::{self, Done, Inbox, Job, Sealed};
@@ -392,6 +393,45 @@ impl Ring {
         parts: &[&[u8]],
     ) -> Result<(), CoreError> {
         let size: usize = parts.iter().map(|p| p.len()).sum();
+        // SAFETY: `size` is the sum of the parts' lengths (computed just above).
+        self.push_sized(seq, fields, size, |data| unsafe {
+            data.push_parts(parts, size)
+        })
+    }
+
+    /// Appends `json[..limit]` with the keys `spans` covers replaced by their tokens, then
+    /// `tail`, as `push` of `spans.compact`'s parts does, in one pass.
+    #[inline]
+    pub fn push_compacted(
+        &mut self,
+        seq: u64,
+        fields: &EventFields<'_>,
+        json: &[u8],
+        limit: usize,
+        tail: &[u8],
+        spans: &KeySpans,
+    ) -> Result<(), CoreError> {
+        let limit = limit.min(json.len());
+        let size = spans.compacted_len(limit, tail.len());
+        self.push_sized(seq, fields, size, |data| {
+            // SAFETY: `push_with` hands `write_compacted` room for `size` bytes, which is
+            // `compacted_len` of the same input, in a block that cannot overlap `json` or
+            // `tail` (borrowed from elsewhere while the ring is borrowed mutably); `limit` is
+            // within `json`.
+            unsafe { data.push_with(size, |out| spans.write_compacted(json, limit, tail, out)) }
+        })
+    }
+
+    /// Appends a record of `size` bytes that `store` puts in the open block (it is given room),
+    /// evicting the oldest as needed.
+    #[inline(always)]
+    fn push_sized(
+        &mut self,
+        seq: u64,
+        fields: &EventFields<'_>,
+        size: usize,
+        store: impl FnOnce(&mut BlockBuf) -> bool,
+    ) -> Result<(), CoreError> {
         self.check_fits(size)?;
         if self.compression.is_some() {
             self.absorb();
@@ -414,8 +454,7 @@ impl Ring {
             ));
         };
         // Cannot fail: `place` made room for `size` bytes.
-        // SAFETY: `size` is the sum of the parts' lengths (computed at the top).
-        unsafe { data.push_parts(parts, size) };
+        store(data);
         target.live += 1;
         let seq_offset = (seq - target.base_seq) as u32;
         let header = self.make_header(fields, seq_offset, block, offset);

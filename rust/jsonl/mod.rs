@@ -41,7 +41,7 @@ use snapshot::Meta;
 use crate::event::{now_ms, CoreError, EventFields, DEFAULT_MAX_EVENT_BYTES, MAX_SEQ};
 use crate::fork;
 use crate::json::ScannedLine;
-use crate::keys::{KeySpans, MAX_PARTS};
+use crate::keys::KeySpans;
 use crate::ring::{Ring, RingOptions};
 
 /// Default size at which the active segment is sealed.
@@ -527,10 +527,9 @@ impl Store {
         fields: &EventFields<'_>,
         spans: &KeySpans,
     ) -> Result<(), CoreError> {
-        let mut held = [&b""[..]; MAX_PARTS];
-        let count = spans.compact(body, body.len(), b"}", &mut held);
         // Cannot fail: the size was checked and the cache has no byte limit.
-        self.ring.push(seq, fields, &held[..count])
+        self.ring
+            .push_compacted(seq, fields, body, body.len(), b"}", spans)
     }
 
     /// Keeps the collector and the active segment's bookkeeping current after an append.
@@ -1225,13 +1224,15 @@ fn start_group(file: &File, interval: Duration, synced: u64) -> Result<GroupThre
 /// (counted as corrupt).
 pub fn push_loaded(ring: &mut Ring, event: &LineEvent<'_, '_>) -> bool {
     let fields = fields_of(event.line);
-    let mut parts = [&b""[..]; MAX_PARTS];
-    let count =
-        event
-            .line
-            .key_spans
-            .compact(event.text, event.json[0].len(), event.json[1], &mut parts);
-    ring.push(event.seq, &fields, &parts[..count]).is_ok()
+    ring.push_compacted(
+        event.seq,
+        &fields,
+        event.text,
+        event.json[0].len(),
+        event.json[1],
+        &event.line.key_spans,
+    )
+    .is_ok()
 }
 
 pub fn fields_of<'a>(line: &'a ScannedLine<'_>) -> EventFields<'a> {

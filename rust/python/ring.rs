@@ -12,7 +12,6 @@ use super::errors::to_pyerr;
 use super::locks::{lock, lock_for_batch, lock_for_event, with_scratch};
 use super::view::{self, EventIterator, Source};
 use crate::event::DEFAULT_MAX_EVENT_BYTES;
-use crate::keys::MAX_PARTS;
 use crate::ring::Ring;
 use crate::ring::{RingOptions, BLOCK_SIZE};
 
@@ -28,19 +27,17 @@ impl EventRing {
         let mut records = Vec::with_capacity(encoded.len());
         for e in encoded {
             let json = &buffer[start..e.end];
-            let held = e.captured.key_spans.compact_len(json.len());
+            let held = e.captured.key_spans.compacted_len(json.len(), 0);
             state.ring.check_fits(held).map_err(to_pyerr)?;
             records.push((json, &e.captured.key_spans));
             start = e.end;
         }
         let first = state.next_seq;
-        let mut parts = [&b""[..]; MAX_PARTS];
         for ((json, spans), fields) in records.into_iter().zip(&fields) {
-            let count = spans.compact(json, json.len(), b"", &mut parts);
             let seq = state.next_seq;
             state
                 .ring
-                .push(seq, fields, &parts[..count])
+                .push_compacted(seq, fields, json, json.len(), b"", spans)
                 .map_err(to_pyerr)?;
             state.next_seq += 1;
         }
@@ -87,13 +84,9 @@ impl EventRing {
             let mut copy = None;
             let (mut state, fields) = lock_for_event(&self.state, &captured, &mut copy);
             let seq = state.next_seq;
-            let mut parts = [&b""[..]; MAX_PARTS];
-            let count = captured
-                .key_spans
-                .compact(buffer, buffer.len(), b"", &mut parts);
             state
                 .ring
-                .push(seq, &fields, &parts[..count])
+                .push_compacted(seq, &fields, buffer, buffer.len(), b"", &captured.key_spans)
                 .map_err(to_pyerr)?;
             state.next_seq += 1;
             Ok(seq)
