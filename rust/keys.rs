@@ -166,7 +166,7 @@ impl KeySpans {
             // not overlap, and `replaced` keeps those inside `..limit`), and `out` has room for the compacted record (the
             // caller's contract), of which these bytes are a prefix.
             unsafe {
-                copy_short(json.as_ptr().add(from), out.add(at), start - from);
+                crate::copy::copy_short(json.as_ptr().add(from), out.add(at), start - from);
                 out.add(at + start - from).write(token);
             }
             at += start - from + 1;
@@ -174,52 +174,11 @@ impl KeySpans {
         }
         // SAFETY: as above, for the rest of `json[..limit]` and the tail, which end the record.
         unsafe {
-            copy_short(json.as_ptr().add(from), out.add(at), limit - from);
+            crate::copy::copy_short(json.as_ptr().add(from), out.add(at), limit - from);
             at += limit - from;
-            copy_short(tail.as_ptr(), out.add(at), tail.len());
+            crate::copy::copy_short(tail.as_ptr(), out.add(at), tail.len());
         }
         at + tail.len()
-    }
-}
-
-/// Copies `count` bytes; the short pieces between a record's keys (most under 32 bytes) with a
-/// pair of overlapping loads and stores rather than a call to `memcpy`.
-///
-/// # Safety
-/// As `std::ptr::copy_nonoverlapping`.
-#[inline(always)]
-unsafe fn copy_short(from: *const u8, to: *mut u8, count: usize) {
-    // SAFETY: each branch reads `from..from + count` and writes `to..to + count` only (the
-    // pairs overlap in the middle when `count` is under twice their width), which the
-    // caller's contract covers.
-    unsafe {
-        match count {
-            0 => {}
-            1..=3 => {
-                to.write(from.read());
-                to.add(count / 2).write(from.add(count / 2).read());
-                to.add(count - 1).write(from.add(count - 1).read());
-            }
-            4..=7 => {
-                let head = from.cast::<u32>().read_unaligned();
-                let last = from.add(count - 4).cast::<u32>().read_unaligned();
-                to.cast::<u32>().write_unaligned(head);
-                to.add(count - 4).cast::<u32>().write_unaligned(last);
-            }
-            8..=16 => {
-                let head = from.cast::<u64>().read_unaligned();
-                let last = from.add(count - 8).cast::<u64>().read_unaligned();
-                to.cast::<u64>().write_unaligned(head);
-                to.add(count - 8).cast::<u64>().write_unaligned(last);
-            }
-            17..=32 => {
-                let head = from.cast::<u128>().read_unaligned();
-                let last = from.add(count - 16).cast::<u128>().read_unaligned();
-                to.cast::<u128>().write_unaligned(head);
-                to.add(count - 16).cast::<u128>().write_unaligned(last);
-            }
-            _ => std::ptr::copy_nonoverlapping(from, to, count),
-        }
     }
 }
 

@@ -5,6 +5,7 @@
 
 mod block;
 mod block_preparer;
+mod copy;
 pub mod event;
 pub mod fork;
 pub mod interner;

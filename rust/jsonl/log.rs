@@ -156,7 +156,8 @@ impl MappedLog {
             }
             return Ok(());
         }
-        for part in parts {
+        let copied = self.copy_into_window(parts);
+        for part in &parts[copied..] {
             if let Err(err) = self.copy_line_part(part) {
                 // Whole lines of a failed batch may already be in the page cache: blank them so
                 // a crash before the next append cannot bring back events that were refused.
@@ -258,6 +259,48 @@ impl MappedLog {
             }
             at += count as u64;
         }
+    }
+
+    /// Copies the leading parts that fit in the mapped window after the data, each line's
+    /// newline after its other bytes as `copy_line_part` does; returns how many it copied (the
+    /// rest go through `copy_line_part`, which maps the next window). One bounds check a part,
+    /// and short pieces without a call to `memcpy`: `copy_in` per piece (three an event) cost
+    /// about 160 instructions an event more (callgrind).
+    #[inline]
+    fn copy_into_window(&mut self, parts: &[&[u8]]) -> usize {
+        let map_end = self.map_offset + self.map_len as u64;
+        if self.map.is_null() || self.len < self.map_offset || self.len >= map_end {
+            return 0;
+        }
+        let mut at = (self.len - self.map_offset) as usize;
+        let mut room = (map_end - self.len) as usize;
+        let mut copied = 0;
+        for part in parts {
+            if part.len() > room {
+                break;
+            }
+            // SAFETY: the part fits between `at` and the window's end (`room`, checked above);
+            // the window is mapped writable and the file is allocated past the data this
+            // append adds (reserve ran first), and the parts cannot point into the window (the
+            // log owns it; callers pass their own buffers).
+            unsafe {
+                let to = self.map.add(at);
+                match part.split_last() {
+                    Some((b'\n', body)) => {
+                        crate::copy::copy_short(body.as_ptr(), to, body.len());
+                        // The copy may store its bytes in any order; the newline must come last.
+                        std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
+                        to.add(body.len()).write(b'\n');
+                    }
+                    _ => crate::copy::copy_short(part.as_ptr(), to, part.len()),
+                }
+            }
+            at += part.len();
+            room -= part.len();
+            copied += 1;
+        }
+        self.len = self.map_offset + at as u64;
+        copied
     }
 
     fn copy_line_part(&mut self, part: &[u8]) -> Result<(), CoreError> {
