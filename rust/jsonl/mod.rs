@@ -1487,6 +1487,15 @@ mod tests {
         assert!(text.ends_with("{\"type\":\"b\",\"seq\":4}\n"));
     }
 
+    /// A store at `path` (cache 100) holding one event, seq 1.
+    fn store_holding_one(path: &Path) -> Store {
+        let mut store = Store::open(path, options(100)).unwrap();
+        store
+            .append(br#"{"type":"a""#, &fields("a"), &KeySpans::default())
+            .unwrap();
+        store
+    }
+
     /// The ring's records, as JSON text.
     fn held(store: &Store) -> Vec<String> {
         let ring = store.ring();
@@ -1498,10 +1507,7 @@ mod tests {
     #[test]
     fn a_batch_written_in_chunks_is_held_once_every_chunk_is_written() {
         let path = temp_path("chunked");
-        let mut store = Store::open(&path, options(100)).unwrap();
-        store
-            .append(br#"{"type":"a""#, &fields("a"), &KeySpans::default())
-            .unwrap();
+        let mut store = store_holding_one(&path);
         // Bodies longer than a read-back piece, so the lines are read back in several.
         let long = format!(
             r#"{{"type":"b","text":"{}""#,
@@ -1542,10 +1548,7 @@ mod tests {
     #[test]
     fn an_aborted_batch_leaves_nothing_behind() {
         let path = temp_path("chunked-abort");
-        let mut store = Store::open(&path, options(100)).unwrap();
-        store
-            .append(br#"{"type":"a""#, &fields("a"), &KeySpans::default())
-            .unwrap();
+        let mut store = store_holding_one(&path);
         let mut batch = store.begin_batch(3, 100).unwrap();
         let body: &[u8] = br#"{"type":"b""#;
         store.write_chunk(&mut batch, &[body, body]).unwrap();
