@@ -233,6 +233,11 @@ impl MappedLog {
             self.erase(start, self.len);
             self.len = start;
         }
+        if start < self.map_offset {
+            // The batch moved the window past the new end: the next append maps the window
+            // that holds it.
+            self.unmap();
+        }
     }
 
     /// Reads `out.len()` bytes of the data at `offset` (from the page cache: written already).
@@ -350,7 +355,7 @@ impl MappedLog {
     fn copy_in(&mut self, mut bytes: &[u8]) -> Result<(), CoreError> {
         while !bytes.is_empty() {
             let map_end = self.map_offset + self.map_len as u64;
-            if self.map.is_null() || self.len >= map_end {
+            if self.map.is_null() || self.len < self.map_offset || self.len >= map_end {
                 self.remap()?;
                 continue;
             }
@@ -731,6 +736,31 @@ mod tests {
         assert!(data
             .chunks(1000)
             .all(|c| c[..999] == line[..] && c[999] == b'\n'));
+    }
+
+    #[test]
+    fn cutting_back_past_the_window_maps_the_one_holding_the_data_again() {
+        let path = temp_path("cut-back");
+        let _ = std::fs::remove_file(&path);
+        let line = vec![b'x'; 999];
+        {
+            let mut log = MappedLog::new(open(&path), 0).unwrap();
+            log.append(&[b"first\n"]).unwrap();
+            // A refused batch's lines, written through the mapping across three windows.
+            for _ in 0..1500 {
+                log.append(&[&line, b"\n"]).unwrap();
+            }
+            assert!(log.map_offset > 6, "the window moved on");
+            log.cut_back(6);
+            assert_eq!(log.data_len(), 6);
+            for _ in 0..3 {
+                log.append(&[b"after\n"]).unwrap();
+            }
+        }
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            b"first\nafter\nafter\nafter\n"
+        );
     }
 
     #[test]

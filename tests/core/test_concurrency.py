@@ -223,7 +223,7 @@ def test_store_parallel_large_extends_keep_batches_contiguous(tmp_path):
     # Batches of 3 MB are written a chunk at a time under the store's lock: the other
     # threads' batches and appends wait, so each batch's seqs are still consecutive.
     path = tmp_path / "large.jsonl"
-    pad = "line\n\t\"quoted\"\n" * 4_000  # about 60 KB
+    pad = 'line\n\t"quoted"\n' * 4_000  # about 60 KB
     rounds = 4
 
     def large_batch(thread: int, b: int) -> list[dict]:

@@ -184,6 +184,25 @@ def test_a_bad_event_anywhere_in_a_large_batch_stores_none_of_it(tmp_path, posit
         assert [e["seq"] for e in store] == [1, 2]
 
 
+def test_a_refused_batch_of_small_events_leaves_the_store_writing_where_it_was(tmp_path):
+    # 8,000 events of about 400 B: the first 2 MiB go with one write, the rest in chunks through
+    # the mapped window, which moves on several times before the last event fails. The lines
+    # are blanked and the appends after the refused batch land where it began.
+    path = tmp_path / "e.jsonl"
+    batch = [event(i, pad="p" * 300) for i in range(1, 8_001)]
+    batch[-1] = {"type": "bad", "payload": {"when": object()}}
+    with JsonlStore(path) as store:
+        store.append(event(0))
+        with pytest.raises(TypeError, match="event 7999"):
+            store.extend(batch)
+        after = [store.append(event(i)) for i in range(1, 2_001)]
+        assert [e["seq"] for e in after] == list(range(2, 2_002))
+        assert [without_seq(e) for e in store] == [event(i) for i in range(2_001)]
+    assert [json.loads(line)["seq"] for line in file_lines(path)] == list(range(1, 2_002))
+    with JsonlStore(path) as store:
+        assert [e["seq"] for e in store] == list(range(1, 2_002))
+
+
 def test_return_events_false_returns_seqs_and_stores_the_same(tmp_path):
     # The same appends with and without the returned copies leave byte-identical files
     # (the events carry their own id and timestamp) and the same cache.
@@ -242,8 +261,8 @@ def test_large_batches_give_their_memory_back(tmp_path):
     # A batch of more than a MiB is written in chunks, through the encoding buffer kept between
     # calls. Before that, a batch larger than that buffer (4 MiB) got a buffer of its own, and
     # freed, glibc kept about 19 MiB of it in the heap (its thresholds rise after a large free);
-    # the store trims the heap after such a buffer (now: an event of more than 4 MiB). Three rounds of a 40 MB and a
-    # 10 MB batch, in a fresh process, into a store that keeps 5 events.
+    # the store trims the heap after such a buffer (now: an event of more than 4 MiB). Three
+    # rounds of a 40 MB and a 10 MB batch, in a fresh process, into a store that keeps 5 events.
     child = Path(__file__).parents[1] / "helpers" / "large_batches_rss.py"
     done = subprocess.run(
         [sys.executable, str(child), str(tmp_path / "e.jsonl"), "3"],

@@ -80,7 +80,7 @@ def test_a_batch_written_in_chunks_is_never_split_across_segments(tmp_path: Path
     # first chunk if the batch, estimated from its first 2 MiB, would overfill it.
     path = tmp_path / "events.jsonl"
     segment = 5 << 20
-    text = "line\n\t\"x\"\n" * 4_000  # about 44 KB of JSON an event
+    text = 'line\n\t"x"\n' * 4_000  # about 44 KB of JSON an event
     batch = [{"type": "t", "payload": {"n": n, "text": text}} for n in range(70)]  # 3.1 MB
     with JsonlStore(path, max_disk_bytes=None, max_segment_bytes=segment) as store:
         store.append(event(0))
