@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -19,6 +19,7 @@ LARGE_BATCH = st.integers(min_value=50, max_value=80)
 SMALL_BATCH = st.integers(min_value=1, max_value=300)
 
 Op = tuple[str, int, str, Optional[int]]
+Durability = Literal["none", "flush", "fsync", "group"]
 
 
 def make_event(n: int, size: str) -> dict[str, Any]:
@@ -96,7 +97,7 @@ def file_events(path: Path) -> list[dict[str, Any]]:
     cache=st.sampled_from([40, 100_000]),
 )
 def test_any_mix_of_batches_stores_exactly_what_was_accepted(
-    tmp_path_factory: Any, ops: list[Op], durability: str, cache: int
+    tmp_path_factory: Any, ops: list[Op], durability: Durability, cache: int
 ) -> None:
     path = tmp_path_factory.mktemp("chunked") / "events.jsonl"
     model: list[dict[str, Any]] = []
