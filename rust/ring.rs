@@ -400,7 +400,7 @@ impl Ring {
     }
 
     /// Appends `json[..limit]` with the keys `spans` covers replaced by their tokens, then
-    /// `tail`, as `push` of `spans.compact`'s parts does, in one pass.
+    /// `tail`, in one pass (the record `push` would make of the same pieces as parts).
     #[inline]
     pub fn push_compacted(
         &mut self,

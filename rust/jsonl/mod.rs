@@ -688,19 +688,20 @@ impl Store {
                 buffer.resize(bytes, 0);
             }
             if let Err(err) = self.log.read_at(offset, &mut buffer[..bytes]) {
-                let err = CoreError::io("cannot read a batch back from the log", err);
                 if index == 0 {
                     let mut batch = batch;
                     self.abort_batch(&mut batch);
+                    let err = CoreError::io("cannot read a batch back from the log", err);
                     return Err(err.in_file(&self.path));
                 }
-                self.finish_append(batch.first + batch.lines.len() as u64 - 1);
-                return Err(CoreError::Invalid(format!(
-                    "{}: the batch was written (seqs {}..={}), but only its first {index} events are in the cache: {err}",
-                    self.path.display(),
-                    batch.first,
-                    batch.first + batch.lines.len() as u64 - 1
-                )));
+                let last = batch.first + batch.lines.len() as u64 - 1;
+                self.finish_append(last);
+                let context = format!(
+                    "the batch was written (seqs {}..={last}), but only its first {index} events \
+                     are in the cache: cannot read the rest back from the log",
+                    batch.first
+                );
+                return Err(CoreError::io(context, err).in_file(&self.path));
             }
             let mut at = 0;
             for &(body_len, line_len) in &batch.lines[index..end] {
