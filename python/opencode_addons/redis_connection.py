@@ -22,6 +22,7 @@ from typing import Any, Callable, Optional, Union
 try:
     import redis
     import redis.asyncio as aioredis  # noqa: F401
+    from redis.asyncio.retry import Retry as AsyncRetry
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 except ImportError as _error:  # pragma: no cover - exercised only without the extra
@@ -149,14 +150,16 @@ def _translate(error: Exception, url: str, doing: str) -> RedisStreamError:
 # -- connections ------------------------------------------------------------------------------
 
 
-def _client_options(socket_timeout: Optional[float]) -> dict[str, Any]:
+def _client_options(socket_timeout: Optional[float], asynchronous: bool = False) -> dict[str, Any]:
+    # Retries are ours (with backoff, counted in stats), not hidden in the client. The asyncio
+    # client takes its own Retry class (redis-py 8.2 converts a synchronous one, with a warning).
+    retry = AsyncRetry(NoBackoff(), 0) if asynchronous else Retry(NoBackoff(), 0)
     return {
         # RESP2 whatever the redis-py default: the reply shapes parsed here stay the same.
         "protocol": 2,
         "socket_timeout": socket_timeout,
         "socket_connect_timeout": 5.0,
-        # Retries are ours (with backoff, counted in stats), not hidden in the client.
-        "retry": Retry(NoBackoff(), 0),
+        "retry": retry,
     }
 
 

@@ -283,7 +283,7 @@ class RedisEventReader:
     # -- tail --------------------------------------------------------------------------------
 
     def _async_client(self, block_ms: int) -> aioredis.Redis:
-        options = _client_options(self._socket_timeout + block_ms / 1000)
+        options = _client_options(self._socket_timeout + block_ms / 1000, asynchronous=True)
         try:
             return aioredis.Redis.from_url(self.url, **options)
         except (ValueError, TypeError) as error:
