@@ -573,15 +573,7 @@ impl Store {
         }
         self.ring.expect_batch(events.len(), total as usize);
         let first = self.next_seq;
-        let suffixes: Vec<SeqSuffix> = (0..events.len() as u64)
-            .map(|i| SeqSuffix::new(first + i))
-            .collect();
-        let mut parts: Vec<&[u8]> = Vec::with_capacity(events.len() * 2);
-        for ((body, _, _), suffix) in events.iter().zip(&suffixes) {
-            parts.push(body);
-            parts.push(suffix.as_bytes());
-        }
-        self.log.append(&parts).map_err(|e| e.in_file(&self.path))?;
+        self.write_lines(first, events.iter().map(|(body, _, _)| *body))?;
         for (offset, (body, fields, spans)) in events.iter().enumerate() {
             let seq = first + offset as u64;
             self.hold(seq, body, fields, spans)?;
@@ -641,21 +633,32 @@ impl Store {
             self.check_size(body.len() + 1)?;
         }
         let first = batch.first + batch.lines.len() as u64;
-        let suffixes: Vec<SeqSuffix> = (0..bodies.len() as u64)
-            .map(|i| SeqSuffix::new(first + i))
-            .collect();
-        let mut parts: Vec<&[u8]> = Vec::with_capacity(bodies.len() * 2);
-        for (body, suffix) in bodies.iter().zip(&suffixes) {
-            parts.push(body);
-            parts.push(suffix.as_bytes());
-        }
-        self.log.append(&parts).map_err(|e| e.in_file(&self.path))?;
+        let suffixes = self.write_lines(first, bodies.iter().copied())?;
         for (body, suffix) in bodies.iter().zip(&suffixes) {
             batch
                 .lines
                 .push((body.len(), body.len() + suffix.as_bytes().len()));
         }
         Ok(())
+    }
+
+    /// Writes `bodies` to the log as consecutive lines, each ended with its `,"seq":N}` (seqs
+    /// from `first`) and a newline: all of them or none. Returns the lines' endings.
+    fn write_lines<'b>(
+        &mut self,
+        first: u64,
+        bodies: impl ExactSizeIterator<Item = &'b [u8]>,
+    ) -> Result<Vec<SeqSuffix>, CoreError> {
+        let suffixes: Vec<SeqSuffix> = (0..bodies.len() as u64)
+            .map(|i| SeqSuffix::new(first + i))
+            .collect();
+        let mut parts: Vec<&[u8]> = Vec::with_capacity(bodies.len() * 2);
+        for (body, suffix) in bodies.zip(&suffixes) {
+            parts.push(body);
+            parts.push(suffix.as_bytes());
+        }
+        self.log.append(&parts).map_err(|e| e.in_file(&self.path))?;
+        Ok(suffixes)
     }
 
     /// Blanks every line a batch wrote: nothing of it is stored.
@@ -1256,17 +1259,6 @@ pub struct ChunkedBatch {
     lines: Vec<(usize, usize)>,
 }
 
-impl ChunkedBatch {
-    /// Events written so far.
-    pub fn len(&self) -> usize {
-        self.lines.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.lines.is_empty()
-    }
-}
-
 /// Bytes of a batch read back from the log at once.
 const READ_BACK_PIECE: usize = 1 << 20;
 
@@ -1519,7 +1511,7 @@ mod tests {
         store.write_chunk(&mut batch, &bodies[..1]).unwrap();
         store.write_chunk(&mut batch, &bodies[1..]).unwrap();
         store.write_chunk(&mut batch, &bodies[..2]).unwrap();
-        assert_eq!(batch.len(), 5);
+        assert_eq!(batch.lines.len(), 5);
         assert_eq!(
             store.ring().len(),
             1,
@@ -1559,7 +1551,7 @@ mod tests {
         store.write_chunk(&mut batch, &[body]).unwrap();
         let huge = vec![b'x'; store.options.max_event_bytes + 1];
         assert!(store.write_chunk(&mut batch, &[&huge]).is_err());
-        assert!(batch.is_empty());
+        assert!(batch.lines.is_empty());
         assert_eq!((store.ring().len(), store.next_seq()), (1, 2));
         store
             .append(br#"{"type":"c""#, &fields("c"), &KeySpans::default())
