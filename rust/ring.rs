@@ -1513,6 +1513,23 @@ mod tests {
     }
 
     #[test]
+    fn blocks_made_ahead_for_a_batch_stop_at_the_cap() {
+        let options = RingOptions {
+            block_size: 4096,
+            ..RingOptions::default()
+        };
+        let mut ring = Ring::with_options(1_000_000, None, options).unwrap();
+        ring.prepare_blocks_ahead();
+        ring.expect_batch(100_000, 4096 * (MAX_BLOCKS_AHEAD + 100));
+        let asked = ring
+            .preparer
+            .as_ref()
+            .map_or(0, BlockPreparer::pending_bytes);
+        assert_eq!(asked, MAX_BLOCKS_AHEAD * 4096);
+        assert!(ring.heap_bytes() >= asked, "counted in the ring's memory");
+    }
+
+    #[test]
     fn rejects_bad_limits() {
         assert!(Ring::new(0, None).is_err());
         assert!(Ring::new(1, Some(0)).is_err());

@@ -764,6 +764,20 @@ mod tests {
     }
 
     #[test]
+    fn reading_back_stops_at_the_end_of_the_data() {
+        let path = temp_path("read-at");
+        let _ = std::fs::remove_file(&path);
+        let mut log = MappedLog::new(open(&path), 0).unwrap();
+        log.append(&[b"hello\n"]).unwrap();
+        let mut out = [0u8; 6];
+        log.read_at(0, &mut out).unwrap();
+        assert_eq!(&out, b"hello\n");
+        // The file is allocated past the data (zeros there): still refused.
+        let error = log.read_at(1, &mut out).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::UnexpectedEof);
+    }
+
+    #[test]
     fn lines_larger_than_a_window_are_written_whole() {
         let path = temp_path("large");
         let _ = std::fs::remove_file(&path);

@@ -1565,6 +1565,77 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_that_cannot_be_read_back_says_how_much_the_cache_took() {
+        // Lines of a little over a third of a read-back piece, written with pwritev (no mapping
+        // touches the range cut off below): the batch's 5 lines are read back two at a time.
+        let long = format!(
+            r#"{{"type":"b","text":"{}""#,
+            "x".repeat(READ_BACK_PIECE / 3)
+        );
+        let bodies: Vec<&[u8]> = vec![long.as_bytes(); 5];
+        let events = || (0..5).map(|_| (fields("b"), KeySpans::default()));
+        let cut = |path: &Path, at: u64| {
+            let file = OpenOptions::new().write(true).open(path).unwrap();
+            file.set_len(at).unwrap();
+        };
+        let mut buffer = Vec::new();
+
+        // Nothing readable: the batch is blanked, as on any failure before the cache took it.
+        let path = temp_path("read-back-none");
+        let mut store = store_holding_one(&path);
+        let mut batch = store.begin_batch(5, 6 * long.len() as u64).unwrap();
+        store.write_chunk(&mut batch, &bodies).unwrap();
+        let start = batch.start;
+        cut(&path, start);
+        let error = store
+            .finish_batch(batch, events(), &mut buffer)
+            .unwrap_err();
+        assert!(matches!(error, CoreError::Io { .. }), "{error}");
+        assert!(
+            error.to_string().contains("cannot read a batch back"),
+            "{error}"
+        );
+        assert_eq!((store.ring().len(), store.next_seq()), (1, 2));
+        drop(store);
+
+        // The first piece read, the second not: the lines are the file's, the cache has two.
+        let path = temp_path("read-back-part");
+        let mut store = store_holding_one(&path);
+        let mut batch = store.begin_batch(5, 6 * long.len() as u64).unwrap();
+        store.write_chunk(&mut batch, &bodies).unwrap();
+        let second_piece = batch.start + batch.lines[..2].iter().map(|l| l.1 as u64).sum::<u64>();
+        cut(&path, second_piece + 10);
+        let error = store
+            .finish_batch(batch, events(), &mut buffer)
+            .unwrap_err();
+        assert!(matches!(error, CoreError::Io { .. }), "{error}");
+        let message = error.to_string();
+        assert!(message.contains("seqs 2..=6"), "{message}");
+        assert!(
+            message.contains("only its first 2 events are in the cache"),
+            "{message}"
+        );
+        assert_eq!((store.ring().len(), store.next_seq()), (3, 7));
+    }
+
+    #[test]
+    fn finishing_a_batch_with_too_few_header_fields_is_an_error() {
+        let path = temp_path("chunked-fields");
+        let mut store = store_holding_one(&path);
+        let mut batch = store.begin_batch(2, 100).unwrap();
+        let body: &[u8] = br#"{"type":"b""#;
+        store.write_chunk(&mut batch, &[body, body]).unwrap();
+        let one = std::iter::once((fields("b"), KeySpans::default()));
+        let error = store.finish_batch(batch, one, &mut Vec::new()).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("header fields of 1 events for 2 lines"),
+            "{error}"
+        );
+    }
+
+    #[test]
     fn every_durability_mode_writes_and_syncs() {
         for mode in ["none", "flush", "fsync", "group"] {
             let path = temp_path(mode);
