@@ -699,10 +699,13 @@ mod tests {
     use std::fs::OpenOptions;
     use std::io::Read;
 
+    /// A path for a test's log, with no file there yet.
     fn temp_path(name: &str) -> std::path::PathBuf {
         let dir = std::env::temp_dir().join(format!("oca-log-{}-{name}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        dir.join("log.jsonl")
+        let path = dir.join("log.jsonl");
+        let _ = std::fs::remove_file(&path);
+        path
     }
 
     fn open(path: &std::path::Path) -> File {
@@ -718,7 +721,6 @@ mod tests {
     #[test]
     fn appends_across_windows_and_trims_on_drop() {
         let path = temp_path("windows");
-        let _ = std::fs::remove_file(&path);
         let line = vec![b'x'; 999];
         {
             let mut log = MappedLog::new(open(&path), 0).unwrap();
@@ -741,7 +743,6 @@ mod tests {
     #[test]
     fn cutting_back_past_the_window_maps_the_one_holding_the_data_again() {
         let path = temp_path("cut-back");
-        let _ = std::fs::remove_file(&path);
         let line = vec![b'x'; 999];
         {
             let mut log = MappedLog::new(open(&path), 0).unwrap();
@@ -766,7 +767,6 @@ mod tests {
     #[test]
     fn reading_back_stops_at_the_end_of_the_data() {
         let path = temp_path("read-at");
-        let _ = std::fs::remove_file(&path);
         let mut log = MappedLog::new(open(&path), 0).unwrap();
         log.append(&[b"hello\n"]).unwrap();
         let mut out = [0u8; 6];
@@ -780,7 +780,6 @@ mod tests {
     #[test]
     fn lines_larger_than_a_window_are_written_whole() {
         let path = temp_path("large");
-        let _ = std::fs::remove_file(&path);
         let big: Vec<u8> = (0..3 * WINDOW + 17)
             .map(|i| b'a' + (i % 26) as u8)
             .collect();
@@ -802,7 +801,6 @@ mod tests {
         // than one pwritev takes) through pwritev; a large one may jump past the window the
         // warmer prepared, or land inside it.
         let path = temp_path("through");
-        let _ = std::fs::remove_file(&path);
         let mut expected = Vec::new();
         {
             let mut log = MappedLog::new(open(&path), 0).unwrap();
@@ -834,7 +832,6 @@ mod tests {
         // The warmer writes zeros over the window it prepares; a large append reaching into
         // that window must wait for them, or the zeros would overwrite its data.
         let path = temp_path("settle");
-        let _ = std::fs::remove_file(&path);
         let mut expected = Vec::new();
         {
             let slow = std::time::Duration::from_millis(20);
@@ -858,7 +855,6 @@ mod tests {
     fn closing_while_a_window_is_prepared_leaves_the_file_at_its_data() {
         // The warmer writes zeros past the data: the trim on drop must come after them.
         let path = temp_path("close-settle");
-        let _ = std::fs::remove_file(&path);
         {
             let slow = std::time::Duration::from_millis(20);
             let mut log = MappedLog::with_warmer_delay(open(&path), 0, slow).unwrap();
@@ -882,7 +878,6 @@ mod tests {
     #[test]
     fn erase_blanks_a_refused_range_with_zeros() {
         let path = temp_path("erase");
-        let _ = std::fs::remove_file(&path);
         let mut log = MappedLog::new(open(&path), 0).unwrap();
         log.append(&[b"keep\n", b"gone\n"]).unwrap();
         log.erase(5, 10);
