@@ -1449,14 +1449,20 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_growing_ring_takes_blocks_made_ahead_and_counts_the_one_asked_for() {
+    /// A ring of `capacity` records in 4 KiB blocks, with its blocks made ahead.
+    fn preparing_ring(capacity: usize) -> Ring {
         let options = RingOptions {
             block_size: 4096,
             ..RingOptions::default()
         };
-        let mut ring = Ring::with_options(10_000, None, options).unwrap();
+        let mut ring = Ring::with_options(capacity, None, options).unwrap();
         ring.prepare_blocks_ahead();
+        ring
+    }
+
+    #[test]
+    fn a_growing_ring_takes_blocks_made_ahead_and_counts_the_one_asked_for() {
+        let mut ring = preparing_ring(10_000);
         let record = format!("{{\"text\":\"{}\"}}", "x".repeat(1000));
         for seq in 1..=40u64 {
             push(&mut ring, seq, "s", &record);
@@ -1482,17 +1488,12 @@ mod tests {
 
     #[test]
     fn a_batch_expected_has_its_blocks_made_ahead_only_while_the_ring_grows() {
-        let options = RingOptions {
-            block_size: 4096,
-            ..RingOptions::default()
-        };
         let asked = |ring: &Ring| {
             ring.preparer
                 .as_ref()
                 .map_or(0, BlockPreparer::pending_bytes)
         };
-        let mut ring = Ring::with_options(30, None, options).unwrap();
-        ring.prepare_blocks_ahead();
+        let mut ring = preparing_ring(30);
         let record = format!("{{\"text\":\"{}\"}}", "x".repeat(1000));
         push(&mut ring, 1, "s", &record);
         // 20 records of 1,011 bytes: five blocks of 4,096, less the room left in the open one.
@@ -1514,12 +1515,7 @@ mod tests {
 
     #[test]
     fn blocks_made_ahead_for_a_batch_stop_at_the_cap() {
-        let options = RingOptions {
-            block_size: 4096,
-            ..RingOptions::default()
-        };
-        let mut ring = Ring::with_options(1_000_000, None, options).unwrap();
-        ring.prepare_blocks_ahead();
+        let mut ring = preparing_ring(1_000_000);
         ring.expect_batch(100_000, 4096 * (MAX_BLOCKS_AHEAD + 100));
         let asked = ring
             .preparer

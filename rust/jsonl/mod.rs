@@ -1489,6 +1489,14 @@ mod tests {
         store
     }
 
+    /// A chunked batch of two small lines, written and not finished.
+    fn two_lines_written(store: &mut Store) -> ChunkedBatch {
+        let mut batch = store.begin_batch(2, 100).unwrap();
+        let body: &[u8] = br#"{"type":"b""#;
+        store.write_chunk(&mut batch, &[body, body]).unwrap();
+        batch
+    }
+
     /// The ring's records, as JSON text.
     fn held(store: &Store) -> Vec<String> {
         let ring = store.ring();
@@ -1542,13 +1550,11 @@ mod tests {
     fn an_aborted_batch_leaves_nothing_behind() {
         let path = temp_path("chunked-abort");
         let mut store = store_holding_one(&path);
-        let mut batch = store.begin_batch(3, 100).unwrap();
-        let body: &[u8] = br#"{"type":"b""#;
-        store.write_chunk(&mut batch, &[body, body]).unwrap();
+        let mut batch = two_lines_written(&mut store);
         store.abort_batch(&mut batch);
         // A chunk that fails (an event over the size limit) aborts the batch itself.
         let mut batch = store.begin_batch(2, 100).unwrap();
-        store.write_chunk(&mut batch, &[body]).unwrap();
+        store.write_chunk(&mut batch, &[br#"{"type":"b""#]).unwrap();
         let huge = vec![b'x'; store.options.max_event_bytes + 1];
         assert!(store.write_chunk(&mut batch, &[&huge]).is_err());
         assert!(batch.lines.is_empty());
@@ -1622,9 +1628,7 @@ mod tests {
     fn finishing_a_batch_with_too_few_header_fields_is_an_error() {
         let path = temp_path("chunked-fields");
         let mut store = store_holding_one(&path);
-        let mut batch = store.begin_batch(2, 100).unwrap();
-        let body: &[u8] = br#"{"type":"b""#;
-        store.write_chunk(&mut batch, &[body, body]).unwrap();
+        let batch = two_lines_written(&mut store);
         let one = std::iter::once((fields("b"), KeySpans::default()));
         let error = store.finish_batch(batch, one, &mut Vec::new()).unwrap_err();
         assert!(
