@@ -177,10 +177,11 @@ impl JsonlStore {
 /// Encoded bytes of a batch written in one piece; a larger batch is written in chunks of about
 /// `CHUNK_BYTES` (`write_in_chunks`). With it at 1 MiB, 1,000 tool outputs of 40 KiB ran at
 /// 1.23-1.40x the hand-written baseline in chunks against 0.65x whole, and batches of 10 (400
-/// KiB, whole) at 1.36x. Reading a chunked batch back costs small events about 3-5% (5,000
-/// short-string events, 2.6 MB: 0.95-0.97x the whole batch's rate), so batches up to 2 MiB
-/// stay whole; with the largest event (1 MiB by default) that still fits the encoding buffer
-/// kept between calls (4 MiB), so no batch under the limit gets fresh memory.
+/// KiB, whole) at 1.36x. Chunks cost small events: batches of 2.5-3.2 MB ran at 0.85-0.95x
+/// the rate of the same batch written whole on the benchmark, short-string and OpenCode events
+/// (1.02x on tiny ones; paired rounds, 7-11 pairs), so batches up to 2 MiB stay whole; with
+/// the largest event (1 MiB by default) that still fits the encoding buffer kept between calls
+/// (4 MiB), so no batch under the limit gets fresh memory.
 const WHOLE_BATCH_BYTES: usize = 2 << 20;
 const CHUNK_BYTES: usize = 512 << 10;
 /// A line's bytes beyond its body (`,"seq":N}` and the newline), rounded up, for estimating
