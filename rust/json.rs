@@ -151,7 +151,7 @@ static ESCAPED: [([u8; 8], u8); 256] = {
 /// `dst` must be valid for writing 8 bytes (the sequence is stored padded; only its length
 /// counts).
 #[inline(always)]
-unsafe fn put_escape(dst: *mut u8, byte: u8) -> usize {
+pub(crate) unsafe fn put_escape(dst: *mut u8, byte: u8) -> usize {
     let (sequence, len) = ESCAPED[byte as usize];
     // SAFETY: the caller gives 8 writable bytes at `dst`.
     unsafe { dst.cast::<[u8; 8]>().write_unaligned(sequence) };
@@ -224,15 +224,41 @@ unsafe fn finish_dirty_chunk(
     o + (16 - done)
 }
 
-/// Appends `text` as a quoted JSON string (UTF-8 kept as is, control characters escaped).
+/// Appends `text` as a quoted JSON string (UTF-8 kept as is, control characters escaped): long
+/// strings with byte shuffles where the CPU has them (`shuffle_escape.rs`), others in
+/// `write_string_unshuffled`.
+#[inline]
+pub fn write_string(out: &mut Vec<u8>, text: &[u8]) {
+    #[cfg(target_arch = "x86_64")]
+    if text.len() >= SHUFFLE_MIN_LEN && shuffles_available() {
+        // SAFETY: the CPU has SSSE3 and POPCNT (checked just above).
+        unsafe { crate::shuffle_escape::write_string_shuffled(out, text) };
+        return;
+    }
+    write_string_unshuffled(out, text);
+}
+
+/// Strings at least this long are escaped with byte shuffles (`shuffle_escape.rs`) when the CPU
+/// has them: shorter ones take one or two steps here, cheaper than the call.
+#[cfg(target_arch = "x86_64")]
+const SHUFFLE_MIN_LEN: usize = 512;
+
+/// Whether the CPU has what `shuffle_escape.rs` needs (std caches the answer).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn shuffles_available() -> bool {
+    std::arch::is_x86_feature_detected!("ssse3") && std::arch::is_x86_feature_detected!("popcnt")
+}
+
+/// `write_string` without byte shuffles: every string on CPUs without SSSE3, and short ones.
 ///
 /// Chunks of the text are stored to the output whole and then checked: a clean chunk (the usual
 /// case) costs one load, one store and one test. A chunk with escapes is finished by walking its
 /// mask (`finish_dirty_chunk`) while 32 bytes are left; nearer the end, the output goes back to
-/// the first byte that needs escaping, writes its escape and continues after it. Short strings take one or
-/// two word-sized steps.
+/// the first byte that needs escaping, writes its escape and continues after it. Short strings
+/// take one or two word-sized steps.
 #[inline]
-pub fn write_string(out: &mut Vec<u8>, text: &[u8]) {
+fn write_string_unshuffled(out: &mut Vec<u8>, text: &[u8]) {
     let len = text.len();
     out.reserve(len + 2 + SLACK + 32);
     let mut base = out.as_mut_ptr();
@@ -890,9 +916,14 @@ fn number_as_ms(value: &[u8]) -> f64 {
 mod tests {
     use super::*;
 
+    /// `text` escaped by `write_string`, checked against the path without byte shuffles (which
+    /// this CPU may not take for long strings).
     fn escaped(text: &str) -> String {
         let mut out = Vec::new();
         write_string(&mut out, text.as_bytes());
+        let mut unshuffled = Vec::new();
+        write_string_unshuffled(&mut unshuffled, text.as_bytes());
+        assert_eq!(out, unshuffled, "{text:?}");
         String::from_utf8(out).unwrap()
     }
 
@@ -949,11 +980,13 @@ mod tests {
                         }
                     })
                     .collect();
-                let mut out = b"prefix:".to_vec();
-                out.shrink_to_fit();
-                write_string(&mut out, text.as_bytes());
                 let expected = format!("prefix:{}", serde_like_escape(&text));
-                assert_eq!(String::from_utf8(out).unwrap(), expected, "{text:?}");
+                for write in [write_string, write_string_unshuffled] {
+                    let mut out = b"prefix:".to_vec();
+                    out.shrink_to_fit();
+                    write(&mut out, text.as_bytes());
+                    assert_eq!(String::from_utf8(out).unwrap(), expected, "{text:?}");
+                }
             }
         }
         let controls: String = (0..3000).map(|i| char::from(i as u8 % 0x20)).collect();

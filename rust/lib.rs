@@ -17,6 +17,8 @@ mod pack;
 pub mod query;
 pub mod ring;
 mod ring_worker;
+#[cfg(target_arch = "x86_64")]
+mod shuffle_escape;
 
 #[cfg(feature = "python")]
 mod python;

@@ -211,7 +211,7 @@ fn check(data: &[u8], originals: &[Vec<u8>], reject_every: usize, case: &str) ->
             event.offset < data.len() as u64,
             "{case}: offset past the end"
         );
-        if reject_every > 0 && offered % reject_every == 0 {
+        if reject_every > 0 && offered.is_multiple_of(reject_every) {
             return false;
         }
         seen.push(Seen {

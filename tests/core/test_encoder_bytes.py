@@ -1,9 +1,9 @@
 """The encoder's fast paths write exactly the bytes json.dumps writes.
 
 The encoder copies cached keys by object, reads dict entries and small ints from CPython's
-layout, and escapes strings chunk by chunk. Whatever path a value takes, the stored line must be
-``json.dumps(event, ensure_ascii=False, separators=(",", ":"))`` with ``seq`` last, and the
-event read back must equal the one appended.
+layout, and escapes strings chunk by chunk (long ones with byte shuffles). Whatever path a value
+takes, the stored line must be ``json.dumps(event, ensure_ascii=False, separators=(",", ":"))``
+with ``seq`` last, and the event read back must equal the one appended.
 """
 
 from __future__ import annotations
@@ -26,6 +26,9 @@ keys = st.one_of(
 texts = st.one_of(
     st.text(max_size=80),
     st.lists(KEY_ALPHABET, max_size=300).map("".join),
+    # 512 bytes and more: escaped with byte shuffles where the CPU has them (shuffle_escape.rs).
+    st.lists(KEY_ALPHABET, min_size=300, max_size=3000).map("".join),
+    st.text(min_size=520, max_size=2000),
 )
 ints = st.one_of(
     st.integers(min_value=-(2**63), max_value=2**64 - 1),
