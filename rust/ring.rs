@@ -311,6 +311,12 @@ impl Ring {
         self.evicted
     }
 
+    /// Whether a helper thread makes this ring's blocks ahead now: it has a block preparer and
+    /// has evicted nothing yet (a ring that evicts reuses its freed blocks instead).
+    pub fn makes_blocks_ahead(&self) -> bool {
+        self.preparer.is_some() && self.evicted == 0
+    }
+
     /// From now on, have the next block made ahead on a helper thread while the ring grows
     /// (`block_preparer.rs`), if that thread can be started.
     pub fn prepare_blocks_ahead(&mut self) {
@@ -1458,6 +1464,21 @@ mod tests {
         let mut ring = Ring::with_options(capacity, None, options).unwrap();
         ring.prepare_blocks_ahead();
         ring
+    }
+
+    #[test]
+    fn blocks_are_made_ahead_only_until_the_ring_evicts() {
+        let mut plain = Ring::new(3, None).unwrap();
+        push(&mut plain, 1, "s", "a");
+        assert!(!plain.makes_blocks_ahead(), "no preparer");
+        let mut ring = preparing_ring(3);
+        for seq in 1..=3 {
+            push(&mut ring, seq, "s", "a");
+            assert!(ring.makes_blocks_ahead(), "growing at {seq}");
+        }
+        push(&mut ring, 4, "s", "a");
+        assert_eq!(ring.evicted(), 1);
+        assert!(!ring.makes_blocks_ahead(), "evicting: blocks are reused");
     }
 
     #[test]

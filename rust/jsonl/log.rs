@@ -7,10 +7,12 @@
 //! an error here, never a SIGBUS later) and trimmed to its real length on close; after a crash,
 //! recovery drops the zero tail. A helper thread (the warmer) writes zeros over the next window
 //! and faults it in before the writer needs it: faulting fallocated pages in through the mapping
-//! costs the kernel several times what writing them does. Appends with a line of 4 KiB or more
-//! (large events) and batches larger than two windows are written with `pwritev` instead: for
-//! them the system call is cheap beside the page-cache work, which mapping only moves to the
-//! warmer (the writer then waited for it, measured on 40 KiB events). A batch of small lines
+//! costs the kernel several times what writing them does. Batches larger than two windows are
+//! written with `pwritev` instead, and so are appends with a line of 4 KiB or more (large
+//! events) unless the store says the other core is free: for them the system call is cheap
+//! beside the page-cache work, which mapping moves to the warmer, and while the store's ring
+//! grows its block preparer takes that core, the warmer cannot keep up and the writer waits for
+//! it. A batch of small lines
 //! that fits goes through the mapping: `JsonlStore.extend` of 1,000 events ran 8-10% faster
 //! that way than through `pwritev` on the benchmark's ~530-byte, short-string and OpenCode
 //! events (the warmer's CPU grows by about as much as the writer's falls).
@@ -29,18 +31,21 @@ const WINDOW: usize = 512 << 10;
 /// How far ahead of the data the file is allocated.
 const ALLOCATION_STEP: u64 = 8 << 20;
 /// Appends with a part (a line's body) of at least this many bytes are written with `pwritev`
-/// instead of being copied into the mapping. Through the mapping, their pages' cost moves to
-/// the warmer rather than going away, and it is the same for the writer: with 40 KiB events the
-/// writer's own CPU fell, but it waited for the warmer's windows (they share a core with the
-/// ring's block preparer), and appends ran at 0.6-0.75x the rate through `pwritev`.
+/// instead of being copied into the mapping unless the caller says the warmer's core is free
+/// (`write_large_lines_through`). Through the mapping, their pages' cost moves to the warmer.
+/// With 40 KiB events and a ring that is full (it reuses its blocks), appends ran 1.48x as fast
+/// through the mapping as through `pwritev`; with a growing ring, whose block preparer shares
+/// the warmer's core, the writer waited for the warmer's windows and they ran at 0.6-0.9x.
 const WRITE_THROUGH: u64 = 4 << 10;
 /// Most buffers one `pwritev` takes (Linux's IOV_MAX).
 const MAX_IOVECS: usize = 1024;
 
-/// Whether an append goes to the file with `pwritev` rather than through the mapping: a line of
-/// `WRITE_THROUGH` bytes or more, or more bytes than the mapped and the prepared windows hold.
-fn writes_through(parts: &[&[u8]], total: u64) -> bool {
-    total > 2 * WINDOW as u64 || parts.iter().any(|p| p.len() as u64 >= WRITE_THROUGH)
+/// Whether an append goes to the file with `pwritev` rather than through the mapping: more
+/// bytes than the mapped and the prepared windows hold, or, if `large_through` (the warmer is
+/// behind), a line of `WRITE_THROUGH` bytes or more.
+fn writes_through(parts: &[&[u8]], total: u64, large_through: bool) -> bool {
+    total > 2 * WINDOW as u64
+        || (large_through && parts.iter().any(|p| p.len() as u64 >= WRITE_THROUGH))
 }
 
 fn page_size() -> u64 {
@@ -83,6 +88,12 @@ pub struct MappedLog {
     page: u64,
     /// Faults the next window into the page cache on another thread (None if it could not start).
     warmer: Option<Warmer>,
+    /// Whether lines of `WRITE_THROUGH` bytes or more go through `pwritev` (see
+    /// `write_large_lines_through`).
+    large_lines_through: bool,
+    /// Appends written with `pwritev` (for tests: which path an append took).
+    #[cfg(test)]
+    written_through: u64,
     /// The fork generation this log was opened in: a forked child must not touch the file.
     opened_in: u64,
 }
@@ -118,6 +129,9 @@ impl MappedLog {
             map_len: 0,
             page: page_size(),
             warmer,
+            large_lines_through: true,
+            #[cfg(test)]
+            written_through: 0,
             opened_in: super::fork::generation(),
         })
     }
@@ -142,11 +156,15 @@ impl MappedLog {
         let total: u64 = parts.iter().map(|p| p.len() as u64).sum();
         self.reserve(total)?;
         let start = self.len;
-        if writes_through(parts, total) {
+        if writes_through(parts, total, self.large_lines_through()) {
             // The warmer writes zeros over the window it prepares: it must be done with a window
             // this write reaches before the data lands there.
             if let Some(warmer) = &mut self.warmer {
                 warmer.settle_before(start + total);
+            }
+            #[cfg(test)]
+            {
+                self.written_through += 1;
             }
             if let Err(err) = self.write_through(parts) {
                 // As below: blank whatever part of the refused append reached the page cache.
@@ -318,6 +336,19 @@ impl MappedLog {
             }
             _ => self.copy_in(part),
         }
+    }
+
+    /// Whether large lines go through `pwritev` now: asked for (`write_large_lines_through`), or
+    /// there is no warmer (the writer would make every window itself).
+    #[inline]
+    fn large_lines_through(&self) -> bool {
+        self.large_lines_through || self.warmer.is_none()
+    }
+
+    /// Has lines of `WRITE_THROUGH` bytes or more written with `pwritev` (true, the default) or
+    /// copied into the mapping (false): the caller knows whether the warmer's core is free.
+    pub fn write_large_lines_through(&mut self, through: bool) {
+        self.large_lines_through = through;
     }
 
     /// Makes sure the file has room for `extra` more bytes.
@@ -864,15 +895,51 @@ mod tests {
     }
 
     #[test]
-    fn small_lines_go_through_the_mapping_and_large_appends_through_pwritev() {
+    fn small_lines_go_through_the_mapping_and_large_ones_through_pwritev_while_the_warmer_is_behind(
+    ) {
         let line = [b'x'; 500];
         let batch: Vec<&[u8]> = vec![&line[..]; 1000];
-        assert!(!writes_through(&batch, 500_000));
+        assert!(!writes_through(&batch, 500_000, true));
         let huge: Vec<&[u8]> = vec![&line[..]; 2 * WINDOW / 500 + 1];
-        assert!(writes_through(&huge, (huge.len() * 500) as u64));
+        assert!(writes_through(&huge, (huge.len() * 500) as u64, false));
         let big = vec![b'y'; WRITE_THROUGH as usize];
-        assert!(writes_through(&[&big[..], b"\n"], WRITE_THROUGH + 1));
-        assert!(!writes_through(&[&big[1..], b"\n"], WRITE_THROUGH));
+        assert!(writes_through(&[&big[..], b"\n"], WRITE_THROUGH + 1, true));
+        assert!(!writes_through(
+            &[&big[..], b"\n"],
+            WRITE_THROUGH + 1,
+            false
+        ));
+        assert!(!writes_through(&[&big[1..], b"\n"], WRITE_THROUGH, true));
+    }
+
+    #[test]
+    fn large_lines_go_through_the_mapping_only_when_asked() {
+        let path = temp_path("large-lines");
+        let mut log = MappedLog::new(open(&path), 0).unwrap();
+        let large: Vec<u8> = (0..40_000).map(|i| b'a' + (i % 26) as u8).collect();
+        let mut expected = Vec::new();
+        for (round, through) in [true, false, false, true, false].into_iter().enumerate() {
+            log.write_large_lines_through(through);
+            let before = log.written_through;
+            log.append(&[&large[..], b"\n"]).unwrap();
+            log.append(&[b"small\n"]).unwrap();
+            assert_eq!(
+                log.written_through - before,
+                u64::from(through),
+                "round {round}"
+            );
+            expected.extend_from_slice(&large);
+            expected.extend_from_slice(b"\nsmall\n");
+        }
+        // Fifteen of them cross a window; whichever way each went, the file holds them in order.
+        for _ in 0..15 {
+            log.append(&[&large[..], b"\n"]).unwrap();
+            expected.extend_from_slice(&large);
+            expected.push(b'\n');
+        }
+        assert_eq!(log.written_through, 2);
+        log.trim(false).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), expected);
     }
 
     #[test]

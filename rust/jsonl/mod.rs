@@ -510,9 +510,10 @@ impl Store {
         self.check_seqs_left(1)?;
         self.seal_if_full(body.len() as u64 + LINE_OVERHEAD)?;
         let seq = self.next_seq;
-        self.log
-            .append(&[body, SeqSuffix::new(seq).as_bytes()])
-            .map_err(|e| e.in_file(&self.path))?;
+        // A large event goes through the log's mapping only while the ring's block preparer
+        // leaves the log's warmer the other core (log.rs says why).
+        let through = self.ring.makes_blocks_ahead();
+        self.append_to_log(&[body, SeqSuffix::new(seq).as_bytes()], through)?;
         self.hold(seq, body, fields, spans)?;
         self.note_appended(seq, fields, body);
         self.finish_append(seq);
@@ -657,8 +658,18 @@ impl Store {
             parts.push(body);
             parts.push(suffix.as_bytes());
         }
-        self.log.append(&parts).map_err(|e| e.in_file(&self.path))?;
+        // Large lines of a batch always go through `pwritev`: a batch fills the log's windows
+        // faster than its warmer prepares them, even when the other core is free (extend of
+        // 40 KiB events in 512 KiB chunks ran 0.96x as fast through the mapping, 9 pairs).
+        self.append_to_log(&parts, true)?;
         Ok(suffixes)
+    }
+
+    /// Appends `parts` to the log file, large lines through `pwritev` if `large_through`.
+    #[inline]
+    fn append_to_log(&mut self, parts: &[&[u8]], large_through: bool) -> Result<(), CoreError> {
+        self.log.write_large_lines_through(large_through);
+        self.log.append(parts).map_err(|e| e.in_file(&self.path))
     }
 
     /// Blanks every line a batch wrote: nothing of it is stored.
