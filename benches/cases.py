@@ -358,6 +358,60 @@ SHAPE_CASES = (
 )
 
 
+# -- large outputs with a full cache -------------------------------------------------------------
+
+# A long-running host's cache fills and then evicts; a store's ring then reuses its blocks, and
+# a large event goes through the log's mapping (log.rs). The per-shape tables measure stores
+# that grow for the whole run (1,250 large events in a cache of 50,000); these rows measure the
+# same events once the cache is full.
+FULL_CACHE = 200
+
+
+def _full_cache_opener(stream: bool, filler: Sequence[Event]) -> Callable[[str], Any]:
+    def open_full(path: str) -> Any:
+        target: Any
+        if stream:
+            target = DurableStream(
+                path, durability="flush", max_event_history=FULL_CACHE, max_cache_size=FULL_CACHE
+            )
+        else:
+            target = JsonlStore(
+                path, durability="flush", history_size=FULL_CACHE, max_cache_size=FULL_CACHE
+            )
+        for event in filler:  # untimed: the cache is full and evicts from the first timed event
+            target.append(event)
+        return target
+
+    return open_full
+
+
+def full_cache_cases(filler: Sequence[Event]) -> tuple[ShapeCase, ...]:
+    """``JsonlStore.append``/``extend`` and ``DurableStream.append`` (flush) with a cache of
+    ``FULL_CACHE`` events filled with ``filler`` (untimed) before each run."""
+    store = _full_cache_opener(False, filler)
+    stream = _full_cache_opener(True, filler)
+    return (
+        ShapeCase(
+            "JsonlStore.append (flush), cache full",
+            Contender("JsonlStore.append, cache full", store, _append_each, _close),
+            (PYTHON_EACH,),
+            2.0,
+        ),
+        ShapeCase(
+            "JsonlStore.extend (flush, 1,000), cache full",
+            Contender("JsonlStore.extend, cache full", store, _extend_batches, _close),
+            (PYTHON_EACH,),
+            3.0,
+        ),
+        ShapeCase(
+            "DurableStream.append (flush), cache full",
+            Contender("DurableStream.append, cache full", stream, _append_each, _close),
+            (PYTHON_EACH,),
+            1.5,
+        ),
+    )
+
+
 def _one_run(contender: Contender, events: Sequence[Event]) -> tuple[float, float]:
     """Events per second of one run on a fresh file (open and close untimed): by the wall
     clock, and by the CPU time of the process (every thread, user and system)."""
