@@ -159,7 +159,7 @@ def _extend_batches(target: Any, events: Sequence[Event]) -> None:
 def _append_each_seq(target: Any, events: Sequence[Event]) -> None:
     append = target.append
     for event in events:
-        # By position, as the docs advise: a keyword costs about what the copy saves.
+        # By position, as the docs advise: a keyword costs more (its name is matched per call).
         append(event, False)
 
 

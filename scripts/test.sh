@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Builds the wheel once and runs every test: Rust (cargo fmt/clippy/test, no Python needed), then
-# Python against that one abi3 wheel installed with its test extras in a fresh virtual environment
-# per interpreter: the whole suite on the default python3, core and stream layers on CPython 3.9,
-# 3.10, 3.12 and 3.13 (each must be installed under pyenv; a missing one fails the run).
+# Builds the wheels once and runs every test: Rust (cargo fmt/clippy/test, no Python needed), then
+# Python against the wheels, installed with their test extras in a fresh virtual environment per
+# interpreter: the whole suite on the default python3, core and stream layers on CPython 3.9,
+# 3.10, 3.12 and 3.13 (each must be installed under pyenv; a missing one fails the run). There are
+# two wheels from the same source: abi3 for CPython 3.10+ (METH_FASTCALL, see Cargo.toml) and
+# abi3 for 3.9 alone (feature python39).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,16 +14,6 @@ cargo clippy --all-targets -q -- -D warnings
 cargo clippy --all-targets --features python -q -- -D warnings
 cargo test -q
 
-echo "== Build the abi3 wheel"
-python3 -m pip install -q "maturin>=1.5,<2"
-rm -rf dist
-python3 -m maturin build --release -q --out dist
-wheel=$(ls dist/opencode_addons-*.whl)
-echo "built $wheel ($(du -h "$wheel" | cut -f1))"
-
-# The fast string path reads the interpreter's object layout, so every CPython the abi3 wheel
-# claims is tested, each in a fresh virtual environment with the same wheel: the whole suite on
-# the default interpreter, the core and stream layers on the others (to keep CI short).
 pyenv_root=${PYENV_ROOT:-$HOME/.pyenv}
 interpreter() {  # the newest installed CPython X.Y, or fail: each claimed version must be tested
     local found
@@ -33,11 +25,32 @@ interpreter() {  # the newest installed CPython X.Y, or fail: each claimed versi
     echo "$found/bin/python"
 }
 
+echo "== Build the wheels: abi3 for CPython 3.10+ (maturin), abi3 for 3.9 (pip, through the backend)"
+python3 -m pip install -q "maturin>=1.5,<2"
+rm -rf dist
+python3 -m maturin build --release -q --out dist
+# Built as a user on 3.9 would build it, so the build backend's choice is tested too.
+"$(interpreter 3.9)" -m pip wheel -q --no-deps -w dist .
+wheel=$(ls dist/opencode_addons-*-cp310-abi3-*.whl)
+wheel39=$(ls dist/opencode_addons-*-cp39-abi3-*.whl)
+for built in "$wheel" "$wheel39"; do echo "built $built ($(du -h "$built" | cut -f1))"; done
+
+# The fast string path reads the interpreter's object layout, so every CPython a wheel claims is
+# tested, each in a fresh virtual environment with its wheel: the whole suite on the default
+# interpreter, the core and stream layers on the others (to keep CI short).
+wheel_for() {  # $1: python; prints the wheel built for it (pip refuses a wheel that does not fit)
+    if "$1" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 9))'; then
+        echo "$wheel39"
+    else
+        echo "$wheel"
+    fi
+}
+
 fresh_venv() {  # $1: python; prints the venv's directory
     local venv
     venv=$(mktemp -d)/venv
     "$1" -m venv "$venv"
-    "$venv/bin/pip" install -q "${wheel}[test]" >&2
+    "$venv/bin/pip" install -q "$(wheel_for "$1")[test]" >&2
     echo "$venv"
 }
 
@@ -63,9 +76,9 @@ echo "== Fresh virtual environment (default python3) with the wheel and its test
 venv=$(fresh_venv python3)
 
 echo "== Python lint, types, and the native stubs against the built module"
-"$venv/bin/ruff" check python tests benches
-"$venv/bin/ruff" format --check python tests benches
-"$venv/bin/python" -m mypy python/opencode_addons --ignore-missing-imports
+"$venv/bin/ruff" check python tests benches build_backend
+"$venv/bin/ruff" format --check python tests benches build_backend
+"$venv/bin/python" -m mypy python/opencode_addons build_backend --ignore-missing-imports
 "$venv/bin/python" -m mypy.stubtest opencode_addons._core
 
 echo "== Python tests, whole suite, $("$venv/bin/python" --version) (against the installed wheel)"
