@@ -28,6 +28,8 @@ interpreter() {  # the newest installed CPython X.Y, or fail: each claimed versi
 echo "== Build the wheels: abi3 for CPython 3.10+ (maturin), abi3 for 3.9 (pip, through the backend)"
 python3 -m pip install -q "maturin>=1.5,<2"
 rm -rf dist
+# maturin warns here that pyproject's build-backend is not maturin: it is maturin's, wrapped to
+# pick the 3.9 feature on 3.9 (build_backend/backend.py), and pip builds through it below.
 python3 -m maturin build --release -q --out dist
 # Built as a user on 3.9 would build it, so the build backend's choice is tested too.
 "$(interpreter 3.9)" -m pip wheel -q --no-deps -w dist .

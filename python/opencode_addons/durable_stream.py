@@ -267,14 +267,16 @@ class DurableStream:
         return stored
 
     def _install_native_append(self) -> None:
-        """Make ``self.append`` a native ``StreamAppender``: the steps of ``append`` (store,
-        then ``_after_append`` only when there is work: the type's projector, subscribers or
-        pending checkpoints; a projector alone it calls itself) without a Python frame per
-        event. It is an instance attribute, so a subclass that overrides ``append`` keeps its
-        own, and ``shutdown`` removes it first (the method then refuses appends)."""
+        """Make ``self.append`` a native ``StreamAppender``'s ``append``: the steps of
+        ``append`` (store, then ``_after_append`` only when there is work: the type's projector,
+        subscribers or pending checkpoints; a projector alone it calls itself) without a Python
+        frame per event. It is an instance attribute, so a subclass that overrides ``append``
+        keeps its own, and ``shutdown`` removes it first (the method then refuses appends). The
+        bound method, not the appender itself: a native method gets the fast calling convention
+        on CPython 3.10+, where calling an object builds an argument tuple per call."""
         if type(self).append is not DurableStream.append:
             return
-        self.__dict__["append"] = _core.StreamAppender(
+        appender = _core.StreamAppender(
             self._store,
             self._projectors,
             self._subscribers,
@@ -283,6 +285,7 @@ class DurableStream:
             self._projection_failed,
             self._checkpoints.housekeep,
         )
+        self.__dict__["append"] = appender.append
 
     def _after_append(self, stored: Event, projector: Optional[Callable[[Event], None]]) -> None:
         """What follows storing an event (``projector``: its type's, or None). The native

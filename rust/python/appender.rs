@@ -40,7 +40,7 @@ struct Targets {
 /// `after(stored, projector)` (`projector`: the stored event's type's in `projectors`, or None);
 /// else, if the type has a projector, `projector(stored)` (an `Exception` from it goes to
 /// `projection_failed(stored, error)`), and `housekeep()` if that left `pending` not empty.
-/// Returns the stored event.
+/// Returns the stored event. `appender.append(event)` is the same.
 #[pyclass(frozen, module = "opencode_addons._core")]
 pub struct StreamAppender {
     /// Locked only to read or take the references, never while Python code runs (a subscriber
@@ -75,6 +75,13 @@ impl StreamAppender {
     }
 
     fn __call__<'py>(&self, event: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDict>> {
+        self.append(event)
+    }
+
+    /// The same as calling the appender. `DurableStream` installs this bound method, not the
+    /// appender: a method is called with the fast convention (METH_FASTCALL, on the 3.10+
+    /// wheel), where calling an object builds a tuple of its arguments every time.
+    fn append<'py>(&self, event: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDict>> {
         let py = event.py();
         let targets = self
             .targets

@@ -713,7 +713,7 @@ def test_sync_waits_for_disk_in_group_mode(tmp_path):
 
 def test_append_is_the_native_appender_and_does_what_the_method_does(path):
     stream = DurableStream(path, durability="none")
-    assert isinstance(stream.append, _core.StreamAppender)
+    assert isinstance(stream.append.__self__, _core.StreamAppender)
     seen: list[str] = []
     stream.subscribe("*", lambda event: seen.append(event["type"]))
     plain = stream.append({"type": "note", "stream_id": "s1", "payload": {"n": 1}})
@@ -797,6 +797,20 @@ def test_a_subclass_that_overrides_append_keeps_its_own(path):
         assert "append" not in vars(stream)
         stream.append({"type": "note", "stream_id": "s1"})
         assert Counting.calls == 1 and len(stream.get_event_history()) == 1
+    finally:
+        stream.shutdown()
+
+
+def test_calling_the_appender_and_its_append_method_store_alike(tmp_path):
+    # The stream installs the bound method (the faster call); the object stays callable.
+    stream = DurableStream(tmp_path / "s.jsonl", durability="none")
+    try:
+        appender = stream.append.__self__
+        by_call = appender({"type": "note", "stream_id": "s1", "payload": {"n": 1}})
+        by_method = appender.append({"type": "note", "stream_id": "s1", "payload": {"n": 2}})
+        assert (by_call["seq"], by_method["seq"]) == (1, 2)
+        assert by_call["actor"] == by_method["actor"] == "system"
+        assert [e["payload"]["n"] for e in stream.get_event_history()] == [1, 2]
     finally:
         stream.shutdown()
 
