@@ -7,6 +7,7 @@ mod block;
 mod block_preparer;
 mod copy;
 pub mod event;
+pub mod external;
 pub mod fork;
 pub mod interner;
 pub mod json;

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use crate::block::BlockBuf;
 use crate::block_preparer::BlockPreparer;
 use crate::event::{CoreError, EventFields};
+use crate::external::{ExternalLines, LineInFile, REFERENCE_LEN};
 use crate::fork;
 use crate::interner::{hash_str, Interner, ABSENT};
 use crate::keys::KeySpans;
@@ -219,6 +220,9 @@ pub struct Ring {
     /// same program reuse the same string objects, and an address check plus a comparison is
     /// cheaper than hashing. Entries are always verified against the interned text.
     recent: Box<[RecentId; RECENT_SLOTS]>,
+    /// What the references among the records stand for (`external.rs`): large events a store
+    /// left in its log.
+    external: ExternalLines,
 }
 
 impl Ring {
@@ -267,6 +271,7 @@ impl Ring {
             once: OnceStrings::new(),
             stream_heads: Vec::new(),
             recent: Box::new([RecentId::default(); RECENT_SLOTS]),
+            external: ExternalLines::default(),
             block_size: options.block_size,
             next_serial: 0,
             compression: options.compress.then(|| {
@@ -309,12 +314,6 @@ impl Ring {
     /// Records evicted since the ring was made.
     pub fn evicted(&self) -> u64 {
         self.evicted
-    }
-
-    /// Whether a helper thread makes this ring's blocks ahead now: it has a block preparer and
-    /// has evicted nothing yet (a ring that evicts reuses its freed blocks instead).
-    pub fn makes_blocks_ahead(&self) -> bool {
-        self.preparer.is_some() && self.evicted == 0
     }
 
     /// From now on, have the next block made ahead on a helper thread while the ring grows
@@ -369,11 +368,13 @@ impl Ring {
             + self.stream_heads.capacity() * 8
             + self.interner.heap_bytes()
             + self.once.heap_bytes()
+            + self.external.heap_bytes()
     }
 
     /// Bytes the blocks hold: the records' bytes (packed blocks at their compressed size, with
-    /// their tables), and those of records evicted from a block that is not yet freed; so about
-    /// `nbytes` for a ring that does not compress.
+    /// their tables; a referenced record's `REFERENCE_LEN`), and those of records evicted from
+    /// a block that is not yet freed; so about `nbytes` for a ring that does not compress and
+    /// holds no references.
     pub fn stored_bytes(&self) -> usize {
         self.blocks.iter().map(|b| b.body.stored_bytes()).sum()
     }
@@ -400,7 +401,7 @@ impl Ring {
     ) -> Result<(), CoreError> {
         let size: usize = parts.iter().map(|p| p.len()).sum();
         // SAFETY: `size` is the sum of the parts' lengths (computed just above).
-        self.push_sized(seq, fields, size, |data| unsafe {
+        self.push_sized(seq, fields, size, size, |data| unsafe {
             data.push_parts(parts, size)
         })
     }
@@ -419,7 +420,7 @@ impl Ring {
     ) -> Result<(), CoreError> {
         let limit = limit.min(json.len());
         let size = spans.compacted_len(limit, tail.len());
-        self.push_sized(seq, fields, size, |data| {
+        self.push_sized(seq, fields, size, size, |data| {
             // SAFETY: `push_with` hands `write_compacted` room for `size` bytes, which is
             // `compacted_len` of the same input, in a block that cannot overlap `json` or
             // `tail` (borrowed from elsewhere while the ring is borrowed mutably); `limit` is
@@ -428,24 +429,53 @@ impl Ring {
         })
     }
 
+    /// Appends a record that refers to a line of a store's log (`external.rs`) instead of
+    /// holding it: the record is the line's body and a closing brace, as `push_compacted` would
+    /// hold it with no keys replaced, and counts as that many bytes.
+    pub fn push_external(
+        &mut self,
+        seq: u64,
+        fields: &EventFields<'_>,
+        line: LineInFile,
+    ) -> Result<(), CoreError> {
+        let reference = self.external.next_reference();
+        self.push_sized(seq, fields, REFERENCE_LEN, line.body_len + 1, |data| {
+            data.push(&reference)
+        })?;
+        let record = self.base + self.headers.len() as u64 - 1;
+        self.external.push(record, line);
+        Ok(())
+    }
+
+    /// Copies into memory the records whose log file retention or compression has removed,
+    /// so that the file's disk space is freed (`external.rs`); returns how many.
+    pub fn hold_unlinked_lines(&mut self) -> usize {
+        if self.external.is_empty() {
+            return 0;
+        }
+        self.external.hold_unlinked()
+    }
+
     /// Appends a record of `size` bytes that `store` puts in the open block (it is given room),
-    /// evicting the oldest as needed.
+    /// counted as `accounted` bytes (`size`, or a referenced line's length), evicting the oldest
+    /// as needed.
     #[inline(always)]
     fn push_sized(
         &mut self,
         seq: u64,
         fields: &EventFields<'_>,
         size: usize,
+        accounted: usize,
         store: impl FnOnce(&mut BlockBuf) -> bool,
     ) -> Result<(), CoreError> {
-        self.check_fits(size)?;
+        self.check_fits(accounted)?;
         if self.compression.is_some() {
             self.absorb();
         }
         while self.headers.len() >= self.capacity
             || self
                 .max_bytes
-                .is_some_and(|limit| self.nbytes + size > limit)
+                .is_some_and(|limit| self.nbytes + accounted > limit)
         {
             self.evict_oldest();
         }
@@ -465,7 +495,7 @@ impl Ring {
         let seq_offset = (seq - target.base_seq) as u32;
         let header = self.make_header(fields, seq_offset, block, offset);
         self.headers.push_back(header);
-        self.nbytes += size;
+        self.nbytes += accounted;
         Ok(())
     }
 
@@ -841,7 +871,10 @@ impl Ring {
         if self.headers.is_empty() {
             return;
         }
-        let size = self.record_len(0);
+        let size = match self.external.pop_for(self.base) {
+            Some(referenced) => referenced,
+            None => self.record_len(0),
+        };
         let Some(header) = self.headers.pop_front() else {
             return;
         };
@@ -906,6 +939,7 @@ impl Ring {
         self.once.clear();
         self.stream_heads.clear();
         self.recent.fill(RecentId::default());
+        self.external.clear();
         if let Some(c) = self.compression.as_ref() {
             if let Ok(mut unpacker) = c.unpacker.try_borrow_mut() {
                 unpacker.clear();
@@ -925,7 +959,7 @@ impl Ring {
         let block = &self.blocks[self.block_index(header.block)];
         let start = header.offset as usize;
         let len = self.record_len(index);
-        let json = match block.body.plain() {
+        let mut json = match block.body.plain() {
             Some(bytes) => Cow::Borrowed(&bytes[start..start + len]),
             None => {
                 let mut out = Vec::with_capacity(len);
@@ -933,6 +967,11 @@ impl Ring {
                 Cow::Owned(out)
             }
         };
+        if ExternalLines::is_reference(&json) {
+            let mut out = Vec::new();
+            self.external.read(&json, &mut out).ok()?;
+            json = Cow::Owned(out);
+        }
         Some(Record {
             seq: block.base_seq + u64::from(header.seq_offset),
             timestamp: header.timestamp,
@@ -950,9 +989,15 @@ impl Ring {
         let block = &self.blocks[self.block_index(header.block)];
         let start = header.offset as usize;
         let len = self.record_len(index);
+        let from = out.len();
         match block.body.plain() {
             Some(bytes) => out.extend_from_slice(&bytes[start..start + len]),
             None => self.read_packed(block, index, len, out)?,
+        }
+        if ExternalLines::is_reference(&out[from..]) {
+            let reference: [u8; REFERENCE_LEN] = out[from..].try_into().unwrap_or_default();
+            out.truncate(from);
+            self.external.read(&reference, out)?;
         }
         Ok(Some(block.base_seq + u64::from(header.seq_offset)))
     }
@@ -1384,6 +1429,72 @@ mod tests {
         }
     }
 
+    /// A file of `bodies` (each a record without its closing brace) with a line end after
+    /// each, and where each starts.
+    fn log_of(bodies: &[String], name: &str) -> (std::path::PathBuf, Arc<std::fs::File>, Vec<u64>) {
+        let path = std::env::temp_dir().join(format!("oa-ring-{name}-{}", std::process::id()));
+        let mut text = Vec::new();
+        let mut offsets = Vec::new();
+        for (seq, body) in bodies.iter().enumerate() {
+            offsets.push(text.len() as u64);
+            text.extend_from_slice(body.as_bytes());
+            text.extend_from_slice(format!(",\"seq\":{seq}}}\n").as_bytes());
+        }
+        std::fs::write(&path, &text).unwrap();
+        let file = Arc::new(std::fs::File::open(&path).unwrap());
+        (path, file, offsets)
+    }
+
+    #[test]
+    fn referenced_records_read_back_and_count_alike_in_every_kind_of_ring() {
+        let mut rng = Rng(0x5eed);
+        let bodies: Vec<String> = (0..1500u64)
+            .map(|seq| {
+                let text = body(&mut rng, seq);
+                text[..text.len() - 1].to_string()
+            })
+            .collect();
+        let (path, file, offsets) = log_of(&bodies, "referenced");
+        for (capacity, max_bytes, block_size) in [(400, None, 1024), (2000, Some(60_000), 512)] {
+            let options = |compress| RingOptions {
+                compress,
+                block_size,
+            };
+            let mut held = Ring::with_options(capacity, max_bytes, options(false)).unwrap();
+            let mut plain = Ring::with_options(capacity, max_bytes, options(false)).unwrap();
+            let mut packed = Ring::with_options(capacity, max_bytes, options(true)).unwrap();
+            for (seq, body) in bodies.iter().enumerate() {
+                let seq = seq as u64;
+                let fields = fields("t", ["s0", "s1", "s2"][seq as usize % 3]);
+                held.push(seq, &fields, &[body.as_bytes(), b"}"]).unwrap();
+                if rng.below(3) == 0 {
+                    plain.push(seq, &fields, &[body.as_bytes(), b"}"]).unwrap();
+                    packed.push(seq, &fields, &[body.as_bytes(), b"}"]).unwrap();
+                } else {
+                    let line = LineInFile {
+                        file: Arc::clone(&file),
+                        offset: offsets[seq as usize],
+                        body_len: body.len(),
+                    };
+                    plain.push_external(seq, &fields, line.clone()).unwrap();
+                    packed.push_external(seq, &fields, line).unwrap();
+                }
+                if rng.below(300) == 0 {
+                    same_records(&held, &plain);
+                    same_records(&held, &packed);
+                    packed.compress_pending();
+                }
+            }
+            same_records(&held, &plain);
+            packed.compress_pending();
+            same_records(&held, &packed);
+            assert!(plain.stored_bytes() < held.stored_bytes() / 2);
+            plain.clear();
+            assert_eq!((plain.len(), plain.nbytes()), (0, 0));
+        }
+        std::fs::remove_file(path).unwrap();
+    }
+
     #[test]
     fn compressed_blocks_take_less_memory_and_are_recycled() {
         let mut ring = compressing(20_000, BLOCK_SIZE);
@@ -1464,21 +1575,6 @@ mod tests {
         let mut ring = Ring::with_options(capacity, None, options).unwrap();
         ring.prepare_blocks_ahead();
         ring
-    }
-
-    #[test]
-    fn blocks_are_made_ahead_only_until_the_ring_evicts() {
-        let mut plain = Ring::new(3, None).unwrap();
-        push(&mut plain, 1, "s", "a");
-        assert!(!plain.makes_blocks_ahead(), "no preparer");
-        let mut ring = preparing_ring(3);
-        for seq in 1..=3 {
-            push(&mut ring, seq, "s", "a");
-            assert!(ring.makes_blocks_ahead(), "growing at {seq}");
-        }
-        push(&mut ring, 4, "s", "a");
-        assert_eq!(ring.evicted(), 1);
-        assert!(!ring.makes_blocks_ahead(), "evicting: blocks are reused");
     }
 
     #[test]

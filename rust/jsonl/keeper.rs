@@ -139,6 +139,8 @@ pub struct Shared {
     wake: Condvar,
     idle: Condvar,
     active_bytes: AtomicU64,
+    /// Segment files removed (by retention, or replaced by their compressed form).
+    files_removed: AtomicU64,
     config: KeeperConfig,
 }
 
@@ -177,6 +179,7 @@ impl Keeper {
             wake: Condvar::new(),
             idle: Condvar::new(),
             active_bytes: AtomicU64::new(0),
+            files_removed: AtomicU64::new(0),
             config,
         });
         let worker = Arc::clone(&shared);
@@ -193,6 +196,11 @@ impl Keeper {
     /// The active segment now holds this many bytes (cheap; called after appends).
     pub fn set_active_bytes(&self, bytes: u64) {
         self.shared.active_bytes.store(bytes, Ordering::Relaxed);
+    }
+
+    /// How many segment files the keeper has removed so far.
+    pub fn files_removed(&self) -> u64 {
+        self.shared.files_removed.load(Ordering::Acquire)
     }
 
     /// Blocks until the keeper has nothing left to do.
@@ -356,6 +364,7 @@ fn compress_segment(shared: &Shared, first_seq: u64) {
         crash::point("compress.renamed");
         segments::sync_dir(&layout.dir)?;
         std::fs::remove_file(&plain)?;
+        shared.files_removed.fetch_add(1, Ordering::Release);
         crash::point("compress.plain_removed");
         Ok((read, written, modified))
     })();
@@ -540,7 +549,9 @@ fn retention(shared: &Shared) {
         };
         crash::point("retention.delete");
         match std::fs::remove_file(&path) {
-            Ok(()) => {}
+            Ok(()) => {
+                shared.files_removed.fetch_add(1, Ordering::Release);
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => {
                 note_error(shared, format!("cannot delete {}: {e}", path.display()));

@@ -9,10 +9,11 @@
 //! and faults it in before the writer needs it: faulting fallocated pages in through the mapping
 //! costs the kernel several times what writing them does. Batches larger than two windows are
 //! written with `pwritev` instead, and so are appends with a line of 4 KiB or more (large
-//! events) unless the store says the other core is free: for them the system call is cheap
-//! beside the page-cache work, which mapping moves to the warmer, and while the store's ring
-//! grows its block preparer takes that core, the warmer cannot keep up and the writer waits for
-//! it. A batch of small lines
+//! events) when the store asks: for them the system call is cheap beside the page-cache work,
+//! which mapping moves to the warmer only if the warmer has a core to itself. The store asks
+//! for its batches (they fill windows faster than the warmer makes them), not for its single
+//! appends: their large lines are not copied into its ring (`external.rs`), whose block
+//! preparer would otherwise share that core while the ring grows. A batch of small lines
 //! that fits goes through the mapping: `JsonlStore.extend` of 1,000 events ran 8-10% faster
 //! that way than through `pwritev` on the benchmark's ~530-byte, short-string and OpenCode
 //! events (the warmer's CPU grows by about as much as the writer's falls).
@@ -34,9 +35,9 @@ const ALLOCATION_STEP: u64 = 8 << 20;
 /// instead of being copied into the mapping unless the caller says the warmer's core is free
 /// (`write_large_lines_through`). Through the mapping, their pages' cost moves to the warmer.
 /// With 40 KiB events and a ring that is full (it reuses its blocks), appends ran 1.24-1.48x as
-/// fast through the mapping as through `pwritev` (9 pairs, three runs); with a growing ring,
-/// whose block preparer shares the warmer's core, the writer waited for the warmer's windows
-/// and they ran at 0.6-0.9x.
+/// fast through the mapping as through `pwritev` (9 pairs, three runs); with a growing ring that
+/// copied them, whose block preparer shared the warmer's core, the writer waited for the
+/// warmer's windows and they ran at 0.6-0.9x. The ring now refers to large lines instead.
 const WRITE_THROUGH: u64 = 4 << 10;
 /// Most buffers one `pwritev` takes (Linux's IOV_MAX).
 const MAX_IOVECS: usize = 1024;

@@ -658,9 +658,11 @@ impl JsonlStore {
         self.max_event_bytes
     }
 
-    /// Counts and sizes: events (cache), history_events, nbytes, stored_bytes, queued_blocks,
-    /// memory_bytes, evicted, file_bytes, next_seq, durability, distinct_strings (the interned
-    /// types, streams, actors and repeating correlation ids), compress_history.
+    /// Counts and sizes: events (cache), history_events, nbytes (the held events' JSON),
+    /// stored_bytes (what the cache's blocks take: an event of 4 KiB or more is a short
+    /// reference to its line in the log), queued_blocks, memory_bytes, evicted, file_bytes,
+    /// next_seq, durability, distinct_strings (the interned types, streams, actors and
+    /// repeating correlation ids), compress_history.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let (numbers, file_bytes, next_seq, segments, compress_history) = {
             let mut guard = lock(&self.store, || {});
