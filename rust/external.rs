@@ -202,28 +202,33 @@ mod tests {
         (path, Arc::new(file))
     }
 
+    /// Adds an entry for record `record`: `body_len` bytes at `offset` of `file`; its reference.
+    fn add(
+        lines: &mut ExternalLines,
+        record: u64,
+        file: &Arc<File>,
+        offset: u64,
+        body_len: usize,
+    ) -> [u8; REFERENCE_LEN] {
+        let reference = lines.next_reference();
+        let file = Arc::clone(file);
+        lines.push(
+            record,
+            LineInFile {
+                file,
+                offset,
+                body_len,
+            },
+        );
+        reference
+    }
+
     #[test]
     fn references_read_their_line_and_pop_in_order() {
         let (path, file) = file_with(b"{\"a\":1,\"seq\":0}\n{\"b\":22,\"seq\":1}\n", "read");
         let mut lines = ExternalLines::default();
-        let first = lines.next_reference();
-        lines.push(
-            7,
-            LineInFile {
-                file: Arc::clone(&file),
-                offset: 0,
-                body_len: 6,
-            },
-        );
-        let second = lines.next_reference();
-        lines.push(
-            9,
-            LineInFile {
-                file,
-                offset: 16,
-                body_len: 7,
-            },
-        );
+        let first = add(&mut lines, 7, &file, 0, 6);
+        let second = add(&mut lines, 9, &file, 16, 7);
         assert!(ExternalLines::is_reference(&first) && first != second);
         let mut out = Vec::new();
         lines.read(&second, &mut out).unwrap();
@@ -242,24 +247,8 @@ mod tests {
         let (kept_path, kept) = file_with(b"{\"k\":1,\"seq\":0}\n", "kept");
         let (gone_path, gone) = file_with(b"{\"g\":2,\"seq\":1}\n", "gone");
         let mut lines = ExternalLines::default();
-        let old = lines.next_reference();
-        lines.push(
-            0,
-            LineInFile {
-                file: gone,
-                offset: 0,
-                body_len: 6,
-            },
-        );
-        let new = lines.next_reference();
-        lines.push(
-            1,
-            LineInFile {
-                file: kept,
-                offset: 0,
-                body_len: 6,
-            },
-        );
+        let old = add(&mut lines, 0, &gone, 0, 6);
+        let new = add(&mut lines, 1, &kept, 0, 6);
         assert_eq!(lines.hold_unlinked(), 0);
         let before = lines.heap_bytes();
         std::fs::remove_file(&gone_path).unwrap();
@@ -278,15 +267,7 @@ mod tests {
     fn a_line_cut_from_its_file_is_an_error_that_says_where() {
         let (path, file) = file_with(b"{\"a\":1", "cut");
         let mut lines = ExternalLines::default();
-        let reference = lines.next_reference();
-        lines.push(
-            0,
-            LineInFile {
-                file,
-                offset: 0,
-                body_len: 40,
-            },
-        );
+        let reference = add(&mut lines, 0, &file, 0, 40);
         let mut out = b"x".to_vec();
         let error = lines.read(&reference, &mut out).unwrap_err().to_string();
         assert!(error.contains("40 bytes at offset 0"), "{error}");
