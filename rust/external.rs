@@ -56,6 +56,7 @@ pub struct ExternalLines {
 }
 
 impl ExternalLines {
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }

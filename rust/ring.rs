@@ -450,9 +450,6 @@ impl Ring {
     /// Copies into memory the records whose log file retention or compression has removed,
     /// so that the file's disk space is freed (`external.rs`); returns how many.
     pub fn hold_unlinked_lines(&mut self) -> usize {
-        if self.external.is_empty() {
-            return 0;
-        }
         self.external.hold_unlinked()
     }
 
@@ -952,8 +949,8 @@ impl Ring {
         self.blocks[self.block_index(header.block)].base_seq + u64::from(header.seq_offset)
     }
 
-    /// The record at `index` (0 is the oldest held); `None` past the end (or, for a packed
-    /// record, if it cannot be decompressed: `copy_to` says why).
+    /// The record at `index` (0 is the oldest held); `None` past the end (or if a packed record
+    /// cannot be decompressed, or a referenced line cannot be read: `copy_to` says why).
     pub fn get(&self, index: usize) -> Option<Record<'_>> {
         let header = self.headers.get(index)?;
         let block = &self.blocks[self.block_index(header.block)];

@@ -52,8 +52,9 @@ pub const DEFAULT_MAX_DISK_BYTES: u64 = 1 << 30;
 /// Bytes a line adds to its event's JSON at most: `,"seq":N}` and the newline.
 const LINE_OVERHEAD: u64 = 32;
 /// Events whose JSON body is this long or longer are left in the log, the ring holding a
-/// reference to them (`external.rs`): the size from which the log writes a line through
-/// `pwritev` or the mapping as a whole rather than into its window's pages one by one.
+/// reference to them (`external.rs`). A page: a smaller event shares its pages in the ring
+/// with others, and is read back with a copy rather than a system call. The value is a choice,
+/// not tuned by measurement; the large tool outputs measured (4-64 KiB) are all above it.
 const REFERENCED_FROM: usize = 4 << 10;
 
 /// When an append is durable.
@@ -522,45 +523,36 @@ impl Store {
         // Large lines too go through the log's mapping: the ring refers to them, so its block
         // preparer leaves the other core to the log's warmer (log.rs).
         self.append_to_log(&[body, SeqSuffix::new(seq).as_bytes()], false)?;
-        if body.len() >= REFERENCED_FROM {
-            self.refer(seq, fields, offset, body.len())?;
-        } else {
-            self.hold(seq, body, fields, spans)?;
-        }
+        self.keep(seq, fields, spans, (body, body.len()), offset)?;
         self.note_appended(seq, fields, body);
         self.finish_append(seq);
         Ok(seq)
     }
 
-    /// Puts an appended event into the ring, its known keys compacted.
-    fn hold(
+    /// Puts an appended event into the ring. A body of `REFERENCED_FROM` bytes or more stays
+    /// in the log, whose active segment has it at `offset`, and the ring refers to it
+    /// (`external.rs`; `body` is not looked at, and may be empty if it was not read back); a
+    /// shorter one (`body`, of `body_len` bytes) is copied in, its known keys compacted.
+    fn keep(
         &mut self,
         seq: u64,
-        body: &[u8],
         fields: &EventFields<'_>,
         spans: &KeySpans,
-    ) -> Result<(), CoreError> {
-        // Cannot fail: the size was checked and the cache has no byte limit.
-        self.ring
-            .push_compacted(seq, fields, body, body.len(), b"}", spans)
-    }
-
-    /// Puts into the ring a reference to the line whose `body_len` bytes of body the active
-    /// segment has at `offset` (`external.rs`).
-    fn refer(
-        &mut self,
-        seq: u64,
-        fields: &EventFields<'_>,
+        (body, body_len): (&[u8], usize),
         offset: u64,
-        body_len: usize,
     ) -> Result<(), CoreError> {
-        let line = LineInFile {
-            file: Arc::clone(&self.sync_file),
-            offset,
-            body_len,
-        };
         // Cannot fail: the size was checked and the cache has no byte limit.
-        self.ring.push_external(seq, fields, line)
+        if body_len >= REFERENCED_FROM {
+            let file = Arc::clone(&self.sync_file);
+            let line = LineInFile {
+                file,
+                offset,
+                body_len,
+            };
+            return self.ring.push_external(seq, fields, line);
+        }
+        self.ring
+            .push_compacted(seq, fields, body, body_len, b"}", spans)
     }
 
     /// Keeps the collector and the active segment's bookkeeping current after an append.
@@ -588,7 +580,7 @@ impl Store {
     /// If retention or compression removed a segment since last asked, has the ring copy in
     /// the lines it refers to there (`external.rs`): its references would keep the removed
     /// file's disk space taken. The keeper removes files on its own thread, so a removal after
-    /// the last append is seen by the next append or seal.
+    /// an append is seen by the next one.
     fn release_removed_segments(&mut self) {
         let removed = self.keeper.files_removed();
         if removed != self.files_removed_seen {
@@ -605,28 +597,24 @@ impl Store {
     ) -> Result<u64, CoreError> {
         self.check_process()?;
         self.check_seqs_left(events.len() as u64)?;
-        let mut total = 0u64;
+        let (mut total, mut held) = (0u64, 0usize);
         for (body, _, _) in events {
             self.check_size(body.len() + 1)?;
             total += body.len() as u64 + LINE_OVERHEAD;
+            held += held_len(body.len());
         }
         if !events.is_empty() {
             // A batch is never split across segments; one larger than a segment gets a new
             // segment of its own.
             self.seal_if_full(total)?;
         }
-        let held: usize = events.iter().map(|(body, _, _)| held_len(body.len())).sum();
         self.ring.expect_batch(events.len(), held);
         let first = self.next_seq;
         let mut offset = self.log.data_len();
         let suffixes = self.write_lines(first, events.iter().map(|(body, _, _)| *body))?;
         for (index, ((body, fields, spans), suffix)) in events.iter().zip(&suffixes).enumerate() {
             let seq = first + index as u64;
-            if body.len() >= REFERENCED_FROM {
-                self.refer(seq, fields, offset, body.len())?;
-            } else {
-                self.hold(seq, body, fields, spans)?;
-            }
+            self.keep(seq, fields, spans, (body, body.len()), offset)?;
             self.note_appended(seq, fields, body);
             offset += (body.len() + suffix.as_bytes().len()) as u64;
         }
@@ -793,11 +781,7 @@ impl Store {
                 } else {
                     &[]
                 };
-                if referenced {
-                    self.refer(seq, &fields, offset + at as u64, body_len)?;
-                } else {
-                    self.hold(seq, body, &fields, &spans)?;
-                }
+                self.keep(seq, &fields, &spans, (body, body_len), offset + at as u64)?;
                 self.note_appended(seq, &fields, body);
                 at += line_len;
                 index += 1;
@@ -830,7 +814,6 @@ impl Store {
         };
         // At most one sealed segment waits for the keeper (bounded disk use, see keeper.rs).
         self.keeper.wait_idle();
-        self.release_removed_segments();
         let durable = matches!(
             self.options.durability,
             Durability::Fsync | Durability::Group
