@@ -169,13 +169,14 @@ fn read_line(line: &LineInFile, out: &mut Vec<u8>) -> Result<(), CoreError> {
     out.resize(start + line.body_len, 0);
     if let Err(e) = line.file.read_exact_at(&mut out[start..], line.offset) {
         out.truncate(start);
-        return Err(CoreError::io(
-            format!(
-                "stored event is unreadable: its {} bytes at offset {} of the log",
-                line.body_len, line.offset
-            ),
-            e,
-        ));
+        // Damage, as for a compressed record that does not decompress: the line was written
+        // whole, so the file was cut or cannot be read. (Not an I/O error of the store's own,
+        // which Python would see as a refused write.)
+        return Err(CoreError::Invalid(format!(
+            "stored event is damaged: its {} bytes at offset {} of its log segment cannot be \
+             read: {e}",
+            line.body_len, line.offset
+        )));
     }
     out.push(b'}');
     Ok(())

@@ -175,3 +175,23 @@ def test_a_cache_of_large_events_takes_little_memory(tmp_path: Path) -> None:
     assert result["nbytes"] > 80_000_000
     # The page cache holds the lines, not the process: well under a tenth of the JSON.
     assert result["growth"] < result["nbytes"] / 10, result
+
+
+def test_a_large_event_cut_from_its_file_is_reported_as_damage(tmp_path: Path) -> None:
+    # Small segments, so the large events end up in sealed segments (not mapped), one of which
+    # is then cut short from outside the store.
+    events = [event(n, 40_000) for n in range(12)]
+    with JsonlStore(
+        tmp_path / "events.jsonl",
+        max_event_bytes=128 * 1024,
+        max_segment_bytes=256 * 1024,
+    ) as store:
+        for one in events:
+            store.append(one)
+        sealed = sorted(tmp_path.glob("events_*.jsonl"))
+        assert sealed, list(tmp_path.iterdir())
+        os.truncate(sealed[0], 100)
+        with pytest.raises(ValueError, match=r"stored event is damaged: its \d+ bytes at offset"):
+            store.query(limit=len(events))
+        # The events in the other segments still read back.
+        assert [without_seq(e) for e in store.query(after_seq=10)] == events[10:]
