@@ -225,15 +225,22 @@ unsafe fn finish_dirty_chunk(
 }
 
 /// Appends `text` as a quoted JSON string (UTF-8 kept as is, control characters escaped): long
-/// strings with byte shuffles where the CPU has them (`shuffle_escape.rs`), others in
-/// `write_string_unshuffled`.
+/// strings with AVX-512 byte compression where the CPU has it (`compress_escape.rs`), else
+/// with byte shuffles (`shuffle_escape.rs`), others in `write_string_unshuffled`.
 #[inline]
 pub fn write_string(out: &mut Vec<u8>, text: &[u8]) {
     #[cfg(target_arch = "x86_64")]
-    if text.len() >= SHUFFLE_MIN_LEN && shuffles_available() {
-        // SAFETY: the CPU has SSSE3 and POPCNT (checked just above).
-        unsafe { crate::shuffle_escape::write_string_shuffled(out, text) };
-        return;
+    if text.len() >= SHUFFLE_MIN_LEN {
+        if crate::compress_escape::available() {
+            // SAFETY: the CPU has what compress_escape needs (checked just above).
+            unsafe { crate::compress_escape::write_string_compressed(out, text) };
+            return;
+        }
+        if shuffles_available() {
+            // SAFETY: the CPU has SSSE3 and POPCNT (checked just above).
+            unsafe { crate::shuffle_escape::write_string_shuffled(out, text) };
+            return;
+        }
     }
     write_string_unshuffled(out, text);
 }

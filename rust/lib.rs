@@ -5,6 +5,8 @@
 
 mod block;
 mod block_preparer;
+#[cfg(target_arch = "x86_64")]
+mod compress_escape;
 mod copy;
 pub mod event;
 pub mod external;
