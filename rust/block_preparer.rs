@@ -8,7 +8,8 @@
 //! the prepared one is used for the block after. One block is asked for at a time (the ring
 //! counts it in its memory), and a ring that has a spare block of its own asks for none; a batch
 //! known to be coming (`request_many`) has the blocks it will fill asked for at once, so that
-//! they are made while the batch is encoded and written.
+//! they are made while the batch is encoded and written; a store asks after each batch for the
+//! blocks of a next one of its size (`Store::append_many`).
 
 use std::collections::VecDeque;
 use std::sync::mpsc::{self, TryRecvError};
@@ -106,6 +107,12 @@ impl BlockPreparer {
     #[cfg(test)]
     pub(crate) fn taken(&self) -> u64 {
         self.taken
+    }
+
+    /// How many blocks are asked for (made or about to be).
+    #[cfg(test)]
+    pub(crate) fn pending_count(&self) -> usize {
+        self.pending.len()
     }
 
     /// Memory of the blocks asked for (made or about to be).

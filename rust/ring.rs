@@ -344,9 +344,17 @@ impl Ring {
             Some(Body::Raw(data)) => data.room(),
             _ => 0,
         };
-        // Whole blocks only: a part-filled last one is asked for by the push that opens it.
-        let blocks = bytes.saturating_sub(room) / self.block_size;
+        // Every block the batch opens, its part-filled last one too.
+        let blocks = bytes.saturating_sub(room).div_ceil(self.block_size);
         preparer.request_many(self.block_size, blocks.min(MAX_BLOCKS_AHEAD));
+    }
+
+    /// Blocks asked of the preparer and not taken yet.
+    #[cfg(test)]
+    pub fn blocks_asked_for(&self) -> usize {
+        self.preparer
+            .as_ref()
+            .map_or(0, BlockPreparer::pending_count)
     }
 
     /// Memory the ring has reserved: blocks, headers, indexes and interned strings, and for a
@@ -1610,16 +1618,17 @@ mod tests {
         let mut ring = preparing_ring(30);
         let record = format!("{{\"text\":\"{}\"}}", "x".repeat(1000));
         push(&mut ring, 1, "s", &record);
-        // 20 records of 1,011 bytes: five blocks of 4,096, less the room left in the open one.
+        // 20 records of 1,011 bytes, less the room left in the open block: 4.2 blocks of 4,096,
+        // so five are opened (the last part-filled) and asked for.
         ring.expect_batch(20, 20 * record.len());
-        assert_eq!(asked(&ring), 4 * 4096);
+        assert_eq!(asked(&ring), 5 * 4096);
         // Pushed once the blocks are made, every one of them is taken.
         std::thread::sleep(std::time::Duration::from_millis(50));
         for seq in 2..=21u64 {
             push(&mut ring, seq, "s", &record);
         }
         let taken = ring.preparer.as_ref().map_or(0, BlockPreparer::taken);
-        assert!(taken >= 4, "{taken} of the blocks made ahead were taken");
+        assert!(taken >= 5, "{taken} of the blocks made ahead were taken");
         assert!((0..21).all(|i| *ring.get(i).unwrap().json == *record.as_bytes()));
         // A batch the ring will evict for (21 held + 20 > 30) has nothing made ahead.
         let before = asked(&ring);

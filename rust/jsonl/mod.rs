@@ -620,6 +620,9 @@ impl Store {
         }
         if !events.is_empty() {
             self.finish_append(first + events.len() as u64 - 1);
+            // The next batch is encoded before it reaches the ring, and is likely of this size:
+            // asked for now, its blocks are made while it is encoded, not while it is pushed.
+            self.ring.expect_batch(events.len(), held);
         }
         Ok(first)
     }
@@ -1558,6 +1561,25 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text.lines().count(), 4);
         assert!(text.ends_with("{\"type\":\"b\",\"seq\":4}\n"));
+    }
+
+    #[test]
+    fn a_batch_has_the_blocks_of_the_next_one_made_while_that_one_is_encoded() {
+        let path = temp_path("next-blocks");
+        let mut store = Store::open(&path, options(100_000)).unwrap();
+        let body = format!("{{\"type\":\"a\",\"text\":\"{}\"", "x".repeat(500));
+        let batch: Vec<(&[u8], EventFields, KeySpans)> = (0..1_000)
+            .map(|_| (body.as_bytes(), fields("a"), KeySpans::default()))
+            .collect();
+        store.append_many(&batch).unwrap();
+        // 1,000 records of about 520 bytes fill two 256 KiB blocks, less the open one's room:
+        // the push that opens a block asks for one more, the batch for all it would open.
+        assert!(
+            store.ring().blocks_asked_for() >= 2,
+            "{} blocks asked for the next batch",
+            store.ring().blocks_asked_for()
+        );
+        store.close().unwrap();
     }
 
     /// A store at `path` (cache 100) holding one event, seq 1.
