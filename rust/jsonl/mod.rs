@@ -593,7 +593,7 @@ impl Store {
     /// Each event comes with the spans of its tokenizable keys (offsets in its body).
     pub fn append_many(
         &mut self,
-        events: &[(&[u8], EventFields<'_>, KeySpans)],
+        events: &[(&[u8], EventFields<'_>, &KeySpans)],
     ) -> Result<u64, CoreError> {
         self.check_process()?;
         self.check_seqs_left(events.len() as u64)?;
@@ -1557,9 +1557,9 @@ mod tests {
         let mut store = Store::open(&path, options(5)).unwrap();
 
         let spans = KeySpans::default();
-        let bodies: Vec<(&[u8], EventFields, KeySpans)> = vec![
-            (br#"{"type":"a""#, fields("a"), spans),
-            (br#"{"type":"b""#, fields("b"), spans),
+        let bodies: Vec<(&[u8], EventFields, &KeySpans)> = vec![
+            (br#"{"type":"a""#, fields("a"), &spans),
+            (br#"{"type":"b""#, fields("b"), &spans),
         ];
         assert_eq!(store.append_many(&bodies).unwrap(), 1);
         assert_eq!(store.append_many(&bodies).unwrap(), 3);
@@ -1575,8 +1575,9 @@ mod tests {
         let path = temp_path("next-blocks");
         let mut store = Store::open(&path, options(100_000)).unwrap();
         let body = format!("{{\"type\":\"a\",\"text\":\"{}\"", "x".repeat(500));
-        let batch: Vec<(&[u8], EventFields, KeySpans)> = (0..1_000)
-            .map(|_| (body.as_bytes(), fields("a"), KeySpans::default()))
+        let spans = KeySpans::default();
+        let batch: Vec<(&[u8], EventFields, &KeySpans)> = (0..1_000)
+            .map(|_| (body.as_bytes(), fields("a"), &spans))
             .collect();
         store.append_many(&batch).unwrap();
         // 1,000 records of about 520 bytes fill two 256 KiB blocks, less the open one's room:
@@ -1588,8 +1589,8 @@ mod tests {
         );
         // After a batch of 5 MB, no more than NEXT_BATCH_AHEAD_BYTES (eight blocks) are asked
         // for on the guess that another comes.
-        let large: Vec<(&[u8], EventFields, KeySpans)> = (0..10_000)
-            .map(|_| (body.as_bytes(), fields("a"), KeySpans::default()))
+        let large: Vec<(&[u8], EventFields, &KeySpans)> = (0..10_000)
+            .map(|_| (body.as_bytes(), fields("a"), &spans))
             .collect();
         store.append_many(&large).unwrap();
         let asked = store.ring().blocks_asked_for();
@@ -1786,9 +1787,10 @@ mod tests {
                 .append(body.as_bytes(), &fields("t"), &KeySpans::default())
                 .unwrap();
         }
-        let whole: Vec<(&[u8], EventFields<'_>, KeySpans)> = bodies
+        let spans = KeySpans::default();
+        let whole: Vec<(&[u8], EventFields<'_>, &KeySpans)> = bodies
             .iter()
-            .map(|b| (b.as_bytes(), fields("t"), KeySpans::default()))
+            .map(|b| (b.as_bytes(), fields("t"), &spans))
             .collect();
         store.append_many(&whole).unwrap();
         let mut batch = store.begin_batch(5, 60_000).unwrap();

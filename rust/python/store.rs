@@ -90,7 +90,7 @@ impl JsonlStore {
                 let mut start = 0;
                 let mut batch = Vec::with_capacity(encoded.len());
                 for (e, f) in encoded.iter().zip(fields) {
-                    batch.push((&buffer[start..e.end], f, e.captured.key_spans));
+                    batch.push((&buffer[start..e.end], f, &e.captured.key_spans));
                     start = e.end;
                 }
                 let first = store.append_many(&batch).map_err(to_pyerr)?;
