@@ -13,7 +13,7 @@
 
 use std::arch::x86_64::*;
 
-use crate::json::put_escape;
+use crate::json::write_escaped_bytewise;
 
 /// Text handled per reservation of output room: bounds what is reserved ahead of need.
 const SEGMENT: usize = 16 << 10;
@@ -23,9 +23,6 @@ const STEP_ROOM: usize = 64;
 const PREFETCH_AHEAD: usize = 512;
 /// Text per step: its pairs fill one 64-byte register.
 const STEP: usize = 32;
-/// Output room a step written byte by byte may need: 32 six-byte escapes plus the 8-byte store
-/// of the last one.
-const SLOW_STEP_ROOM: usize = STEP * 6 + 8;
 
 /// The letter of each control byte's short escape, indexed by the byte's low four bits (0 for
 /// the controls that need `\u00XX`), once per 128-bit lane; used only for bytes below 0x10.
@@ -192,7 +189,7 @@ unsafe fn write_step(
 #[cold]
 unsafe fn write_step_bytewise(
     out: &mut Vec<u8>,
-    mut o: usize,
+    o: usize,
     chunk: __m256i,
     valid: usize,
     text_after: usize,
@@ -201,127 +198,33 @@ unsafe fn write_step_bytewise(
     // SAFETY: a 32-byte store into a 32-byte array.
     unsafe { _mm256_storeu_si256(bytes.as_mut_ptr().cast(), chunk) };
     // The steps after this one count on 2 bytes per byte of text and STEP_ROOM past them.
-    let room = SLOW_STEP_ROOM + 2 * text_after + STEP_ROOM;
-    if out.capacity() - o < room {
-        // SAFETY: every byte below `o` was written (the caller's contract).
-        unsafe { out.set_len(o) };
-        out.reserve(room);
-    }
-    let base = out.as_mut_ptr();
-    for &byte in &bytes[..valid] {
-        // SAFETY: the room reserved above holds six bytes per byte of the step plus the
-        // 8-byte store of `put_escape`.
-        unsafe {
-            let written = put_escape(base.add(o), byte);
-            if written == 0 {
-                base.add(o).write(byte);
-                o += 1;
-            } else {
-                o += written;
-            }
-        }
-    }
-    (base, o)
+    // SAFETY: the caller's contract.
+    unsafe { write_escaped_bytewise(out, o, &bytes[..valid], 2 * text_after + STEP_ROOM) }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::escape_testing::{self, Escaper};
 
-    /// The escaping JSON asks for, a byte at a time.
-    fn reference(text: &[u8]) -> Vec<u8> {
-        let mut out = vec![b'"'];
-        for &byte in text {
-            match byte {
-                b'"' => out.extend_from_slice(b"\\\""),
-                b'\\' => out.extend_from_slice(b"\\\\"),
-                b'\n' => out.extend_from_slice(b"\\n"),
-                b'\r' => out.extend_from_slice(b"\\r"),
-                b'\t' => out.extend_from_slice(b"\\t"),
-                0x08 => out.extend_from_slice(b"\\b"),
-                0x0c => out.extend_from_slice(b"\\f"),
-                0..=0x1f => out.extend_from_slice(format!("\\u{byte:04x}").as_bytes()),
-                _ => out.push(byte),
-            }
-        }
-        out.push(b'"');
-        out
-    }
-
-    /// Checks `text` escaped here against `reference`, after existing bytes in a buffer with
-    /// no spare room (so every reservation is exercised). The CPU of this project's machine
-    /// and CI has AVX-512; on one without it (or under valgrind, which hides it) the check
-    /// cannot run, and says so once per test on stderr.
-    fn check(text: &[u8]) {
-        if !available() {
-            eprintln!("AVX-512 VBMI2 not available: compress_escape not exercised");
-            return;
-        }
-        let mut out = b"prefix:".to_vec();
-        out.shrink_to_fit();
-        // SAFETY: the CPU has the features (checked above).
-        unsafe { write_string_compressed(&mut out, text) };
-        let mut expected = b"prefix:".to_vec();
-        expected.extend(reference(text));
-        assert_eq!(
-            String::from_utf8_lossy(&out),
-            String::from_utf8_lossy(&expected),
-            "{text:?}"
-        );
-    }
-
-    struct Xorshift(u64);
-
-    impl Xorshift {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
+    /// The escaper under test, if this CPU can run it (this project's machine and CI can; under
+    /// valgrind, which hides AVX-512, it cannot).
+    fn compressed() -> Option<Escaper> {
+        available().then_some(write_string_compressed as Escaper)
     }
 
     #[test]
     fn every_byte_at_every_position_and_length() {
-        for length in 1..=140 {
-            for at in 0..length {
-                for byte in 0..=255u8 {
-                    let mut text = vec![b'a'; length];
-                    text[at] = byte;
-                    check(&text);
-                }
-            }
-        }
+        escape_testing::every_byte_at_every_position(compressed(), 140);
     }
 
     #[test]
     fn random_mixes_of_plain_short_escape_and_unicode_escape_bytes() {
-        let alphabet = b"ab~ \xc3\xa9\"\\\n\t\r\x08\x0c\x01\x1f\x7f\x10";
-        let mut rng = Xorshift(0x9e37_79b9_7f4a_7c15);
-        for length in (0..300).chain([SEGMENT - 1, SEGMENT, SEGMENT + 17, 3 * SEGMENT + 5]) {
-            for density in [0u64, 1, 4, 16] {
-                let text: Vec<u8> = (0..length)
-                    .map(|_| {
-                        let draw = rng.next();
-                        if density == 16 || draw % 16 < density {
-                            alphabet[(draw >> 8) as usize % alphabet.len()]
-                        } else {
-                            b'x'
-                        }
-                    })
-                    .collect();
-                check(&text);
-            }
-        }
+        escape_testing::random_mixes(compressed(), SEGMENT);
     }
 
     #[test]
     fn all_escapes_grow_the_buffer_sixfold() {
-        let controls: Vec<u8> = (0..3 * SEGMENT).map(|i| (i % 0x20) as u8).collect();
-        check(&controls);
-        let unicode_only: Vec<u8> = (0..5000).map(|i| [0x01, 0x1f, 0x10][i % 3]).collect();
-        check(&unicode_only);
-        check(&vec![b'"'; 2 * SEGMENT + 3]);
-        check(&vec![b'\n'; SEGMENT + 63]);
+        escape_testing::all_escapes(compressed(), SEGMENT);
     }
 }

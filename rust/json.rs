@@ -158,6 +158,45 @@ pub(crate) unsafe fn put_escape(dst: *mut u8, byte: u8) -> usize {
     len as usize
 }
 
+/// Writes `bytes` escaped one at a time at `o` of `out`, for the SIMD escapers' chunks with a
+/// control byte that needs `\u00XX`; makes sure first that `room_after` bytes stay free past the
+/// worst case (six bytes a byte), which is what the chunks after this one count on. Returns the
+/// buffer (it may have moved) and the end of what it wrote.
+///
+/// # Safety
+/// Every byte of `out` below `o` must be written.
+#[cfg(target_arch = "x86_64")]
+#[cold]
+pub(crate) unsafe fn write_escaped_bytewise(
+    out: &mut Vec<u8>,
+    mut o: usize,
+    bytes: &[u8],
+    room_after: usize,
+) -> (*mut u8, usize) {
+    // Six bytes a byte, and the 8-byte store of the last `put_escape`.
+    let room = 6 * bytes.len() + 8 + room_after;
+    if out.capacity() - o < room {
+        // SAFETY: every byte below `o` was written (the caller's contract).
+        unsafe { out.set_len(o) };
+        out.reserve(room);
+    }
+    let base = out.as_mut_ptr();
+    for &byte in bytes {
+        // SAFETY: the room reserved above holds six bytes per byte plus the 8-byte store of
+        // `put_escape`.
+        unsafe {
+            let written = put_escape(base.add(o), byte);
+            if written == 0 {
+                base.add(o).write(byte);
+                o += 1;
+            } else {
+                o += written;
+            }
+        }
+    }
+    (base, o)
+}
+
 /// Copies 16 bytes from `from` to `to`; returns the mask of those that need escaping (bit i for
 /// byte i).
 ///

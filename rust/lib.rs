@@ -8,6 +8,8 @@ mod block_preparer;
 #[cfg(target_arch = "x86_64")]
 mod compress_escape;
 mod copy;
+#[cfg(all(test, target_arch = "x86_64"))]
+mod escape_testing;
 pub mod event;
 pub mod external;
 pub mod fork;

@@ -13,15 +13,12 @@
 
 use std::arch::x86_64::*;
 
-use crate::json::put_escape;
+use crate::json::write_escaped_bytewise;
 
 /// Text handled per reservation of output room: bounds what is reserved ahead of need.
 const SEGMENT: usize = 16 << 10;
 /// Output room kept past a chunk's start: two 16-byte stores, each at most 16 bytes on.
 const CHUNK_ROOM: usize = 32;
-/// Output room a chunk written byte by byte may need: 16 six-byte escapes plus the 8-byte store
-/// of the last one.
-const SLOW_CHUNK_ROOM: usize = 16 * 6 + 8;
 /// A shuffle index that yields a zero byte (its high bit is set).
 const ZERO: u8 = 0x80;
 
@@ -262,7 +259,7 @@ unsafe fn spread_half(base: *mut u8, o: usize, half: __m128i, mask: u32, valid: 
 #[cold]
 unsafe fn write_chunk_bytewise(
     out: &mut Vec<u8>,
-    mut o: usize,
+    o: usize,
     chunk: __m128i,
     valid: usize,
     text_after: usize,
@@ -271,86 +268,19 @@ unsafe fn write_chunk_bytewise(
     // SAFETY: a 16-byte store into a 16-byte array.
     unsafe { _mm_storeu_si128(bytes.as_mut_ptr().cast(), chunk) };
     // The chunks after this one count on 2 bytes per byte of text and CHUNK_ROOM past them.
-    let room = SLOW_CHUNK_ROOM + 2 * text_after + CHUNK_ROOM;
-    if out.capacity() - o < room {
-        // SAFETY: every byte below `o` was written (the caller's contract).
-        unsafe { out.set_len(o) };
-        out.reserve(room);
-    }
-    let base = out.as_mut_ptr();
-    for &byte in &bytes[..valid] {
-        // SAFETY: the room reserved above holds six bytes per byte of the chunk plus the
-        // 8-byte store of `put_escape` (at most 16 bytes: the caller's contract).
-        unsafe {
-            let written = put_escape(base.add(o), byte);
-            if written == 0 {
-                base.add(o).write(byte);
-                o += 1;
-            } else {
-                o += written;
-            }
-        }
-    }
-    (base, o)
+    // SAFETY: the caller's contract.
+    unsafe { write_escaped_bytewise(out, o, &bytes[..valid], 2 * text_after + CHUNK_ROOM) }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::escape_testing::{self, Escaper};
 
-    /// The escaping JSON asks for, a byte at a time.
-    fn reference(text: &[u8]) -> Vec<u8> {
-        let mut out = vec![b'"'];
-        for &byte in text {
-            match byte {
-                b'"' => out.extend_from_slice(b"\\\""),
-                b'\\' => out.extend_from_slice(b"\\\\"),
-                b'\n' => out.extend_from_slice(b"\\n"),
-                b'\r' => out.extend_from_slice(b"\\r"),
-                b'\t' => out.extend_from_slice(b"\\t"),
-                0x08 => out.extend_from_slice(b"\\b"),
-                0x0c => out.extend_from_slice(b"\\f"),
-                0..=0x1f => out.extend_from_slice(format!("\\u{byte:04x}").as_bytes()),
-                _ => out.push(byte),
-            }
-        }
-        out.push(b'"');
-        out
-    }
-
-    fn shuffled(prefix: &[u8], text: &[u8]) -> Option<Vec<u8>> {
-        if !(is_x86_feature_detected!("ssse3") && is_x86_feature_detected!("popcnt")) {
-            return None;
-        }
-        let mut out = prefix.to_vec();
-        out.shrink_to_fit();
-        // SAFETY: the CPU has SSSE3 and POPCNT (checked above).
-        unsafe { write_string_shuffled(&mut out, text) };
-        Some(out)
-    }
-
-    fn check(text: &[u8]) {
-        let Some(out) = shuffled(b"prefix:", text) else {
-            return;
-        };
-        let mut expected = b"prefix:".to_vec();
-        expected.extend(reference(text));
-        assert_eq!(
-            String::from_utf8_lossy(&out),
-            String::from_utf8_lossy(&expected),
-            "{text:?}"
-        );
-    }
-
-    struct Xorshift(u64);
-
-    impl Xorshift {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
+    /// The escaper under test, if this CPU can run it.
+    fn shuffled() -> Option<Escaper> {
+        (is_x86_feature_detected!("ssse3") && is_x86_feature_detected!("popcnt"))
+            .then_some(write_string_shuffled as Escaper)
     }
 
     #[test]
@@ -366,44 +296,16 @@ mod tests {
 
     #[test]
     fn every_byte_at_every_position_and_length() {
-        for length in 1..=40 {
-            for at in 0..length {
-                for byte in 0..=255u8 {
-                    let mut text = vec![b'a'; length];
-                    text[at] = byte;
-                    check(&text);
-                }
-            }
-        }
+        escape_testing::every_byte_at_every_position(shuffled(), 40);
     }
 
     #[test]
     fn random_mixes_of_plain_short_escape_and_unicode_escape_bytes() {
-        let alphabet = b"ab~ \xc3\xa9\"\\\n\t\r\x08\x0c\x01\x1f\x7f\x10";
-        let mut rng = Xorshift(0x9e37_79b9_7f4a_7c15);
-        for length in (0..300).chain([SEGMENT - 1, SEGMENT, SEGMENT + 17, 3 * SEGMENT + 5]) {
-            for density in [0u64, 1, 4, 16] {
-                let text: Vec<u8> = (0..length)
-                    .map(|_| {
-                        let draw = rng.next();
-                        if density == 16 || draw % 16 < density {
-                            alphabet[(draw >> 8) as usize % alphabet.len()]
-                        } else {
-                            b'x'
-                        }
-                    })
-                    .collect();
-                check(&text);
-            }
-        }
+        escape_testing::random_mixes(shuffled(), SEGMENT);
     }
 
     #[test]
     fn all_escapes_grow_the_buffer_sixfold() {
-        let controls: Vec<u8> = (0..3 * SEGMENT).map(|i| (i % 0x20) as u8).collect();
-        check(&controls);
-        let unicode_only: Vec<u8> = (0..5000).map(|i| [0x01, 0x1f, 0x10][i % 3]).collect();
-        check(&unicode_only);
-        check(&vec![b'"'; 2 * SEGMENT + 3]);
+        escape_testing::all_escapes(shuffled(), SEGMENT);
     }
 }
