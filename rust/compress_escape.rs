@@ -15,8 +15,6 @@ use std::arch::x86_64::*;
 
 use crate::json::write_escaped_bytewise;
 
-/// Text handled per reservation of output room: bounds what is reserved ahead of need.
-const SEGMENT: usize = 16 << 10;
 /// Output room a step needs past its start: one 64-byte store.
 const STEP_ROOM: usize = 64;
 /// How far ahead of the step the text is prefetched.
@@ -50,26 +48,12 @@ pub(crate) fn available() -> bool {
         && is_x86_feature_detected!("popcnt")
 }
 
-/// Appends `text` as a quoted JSON string, as `json::write_string` does.
+/// Writes one segment of a string escaped, without quotes (`json::write_quoted_in_segments`).
 ///
 /// # Safety
 /// The CPU must support what `available` checks.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi2,bmi2,popcnt")]
-pub(crate) unsafe fn write_string_compressed(out: &mut Vec<u8>, text: &[u8]) {
-    out.push(b'"');
-    for segment in text.chunks(SEGMENT) {
-        // SAFETY: the CPU has the features (this function's contract).
-        unsafe { write_segment(out, segment) };
-    }
-    out.push(b'"');
-}
-
-/// Writes one segment of the text escaped (no quotes).
-///
-/// # Safety
-/// The CPU must support what `available` checks.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi2,bmi2,popcnt")]
-unsafe fn write_segment(out: &mut Vec<u8>, text: &[u8]) {
+pub(crate) unsafe fn write_segment(out: &mut Vec<u8>, text: &[u8]) {
     let len = text.len();
     // A step's output is at most 2 bytes per byte of text unless written byte by byte (which
     // reserves for itself), and its store reaches STEP_ROOM past its start.
@@ -205,12 +189,13 @@ unsafe fn write_step_bytewise(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::escape_testing::{self, Escaper};
+    use crate::escape_testing;
+    use crate::json::SegmentEscaper;
 
     /// The escaper under test, if this CPU can run it (this project's machine and CI can; under
     /// valgrind, which hides AVX-512, it cannot).
-    fn compressed() -> Option<Escaper> {
-        available().then_some(write_string_compressed as Escaper)
+    fn compressed() -> Option<SegmentEscaper> {
+        available().then_some(write_segment as SegmentEscaper)
     }
 
     #[test]
@@ -220,11 +205,11 @@ mod tests {
 
     #[test]
     fn random_mixes_of_plain_short_escape_and_unicode_escape_bytes() {
-        escape_testing::random_mixes(compressed(), SEGMENT);
+        escape_testing::random_mixes(compressed());
     }
 
     #[test]
     fn all_escapes_grow_the_buffer_sixfold() {
-        escape_testing::all_escapes(compressed(), SEGMENT);
+        escape_testing::all_escapes(compressed());
     }
 }

@@ -2,11 +2,7 @@
 //! an escaper writes after existing bytes, in a buffer with no spare room (so that every
 //! reservation is exercised), against the escaping JSON asks for, a byte at a time.
 
-/// A string escaper: appends `text` as a quoted JSON string.
-///
-/// # Safety
-/// The CPU must have the features the escaper is built for.
-pub(crate) type Escaper = unsafe fn(&mut Vec<u8>, &[u8]);
+use crate::json::{write_quoted_in_segments, SegmentEscaper as Escaper, ESCAPE_SEGMENT};
 
 /// The escaping JSON asks for, a byte at a time.
 fn reference(text: &[u8]) -> Vec<u8> {
@@ -33,7 +29,7 @@ fn check(write: Escaper, text: &[u8]) {
     let mut out = b"prefix:".to_vec();
     out.shrink_to_fit();
     // SAFETY: callers pass an escaper only if this CPU has its features (`escaper_or_skip`).
-    unsafe { write(&mut out, text) };
+    unsafe { write_quoted_in_segments(&mut out, text, write) };
     let mut expected = b"prefix:".to_vec();
     expected.extend(reference(text));
     assert_eq!(
@@ -79,9 +75,10 @@ pub(crate) fn every_byte_at_every_position(write: Option<Escaper>, max_len: usiz
     }
 }
 
-/// Random texts from plain to all-escape, up to 300 bytes and around the escaper's `segment`
-/// (the text it handles per reservation).
-pub(crate) fn random_mixes(write: Option<Escaper>, segment: usize) {
+/// Random texts from plain to all-escape, up to 300 bytes and around `ESCAPE_SEGMENT` (the text
+/// an escaper handles per reservation).
+pub(crate) fn random_mixes(write: Option<Escaper>) {
+    let segment = ESCAPE_SEGMENT;
     let Some(write) = escaper_or_skip(write) else {
         return;
     };
@@ -105,7 +102,8 @@ pub(crate) fn random_mixes(write: Option<Escaper>, segment: usize) {
 }
 
 /// Texts where every byte needs an escape (up to six bytes each: the buffer must grow).
-pub(crate) fn all_escapes(write: Option<Escaper>, segment: usize) {
+pub(crate) fn all_escapes(write: Option<Escaper>) {
+    let segment = ESCAPE_SEGMENT;
     let Some(write) = escaper_or_skip(write) else {
         return;
     };

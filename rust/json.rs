@@ -158,6 +158,37 @@ pub(crate) unsafe fn put_escape(dst: *mut u8, byte: u8) -> usize {
     len as usize
 }
 
+/// Text a SIMD escaper handles per reservation of output room: bounds what is reserved ahead of
+/// need (each reserves twice its segment).
+#[cfg(target_arch = "x86_64")]
+pub(crate) const ESCAPE_SEGMENT: usize = 16 << 10;
+
+/// Writes one segment of a string escaped, without quotes (`shuffle_escape.rs`,
+/// `compress_escape.rs`).
+///
+/// # Safety
+/// The CPU must have the features the escaper is built for.
+#[cfg(target_arch = "x86_64")]
+pub(crate) type SegmentEscaper = unsafe fn(&mut Vec<u8>, &[u8]);
+
+/// Appends `text` as a quoted JSON string, escaped by `write_segment` a segment at a time.
+///
+/// # Safety
+/// The CPU must have the features `write_segment` is built for.
+#[cfg(target_arch = "x86_64")]
+pub(crate) unsafe fn write_quoted_in_segments(
+    out: &mut Vec<u8>,
+    text: &[u8],
+    write_segment: SegmentEscaper,
+) {
+    out.push(b'"');
+    for segment in text.chunks(ESCAPE_SEGMENT) {
+        // SAFETY: the CPU has the escaper's features (this function's contract).
+        unsafe { write_segment(out, segment) };
+    }
+    out.push(b'"');
+}
+
 /// Writes `bytes` escaped one at a time at `o` of `out`, for the SIMD escapers' chunks with a
 /// control byte that needs `\u00XX`; makes sure first that `room_after` bytes stay free past the
 /// worst case (six bytes a byte), which is what the chunks after this one count on. Returns the
@@ -272,12 +303,12 @@ pub fn write_string(out: &mut Vec<u8>, text: &[u8]) {
     if text.len() >= SHUFFLE_MIN_LEN {
         if crate::compress_escape::available() {
             // SAFETY: the CPU has what compress_escape needs (checked just above).
-            unsafe { crate::compress_escape::write_string_compressed(out, text) };
+            unsafe { write_quoted_in_segments(out, text, crate::compress_escape::write_segment) };
             return;
         }
         if shuffles_available() {
             // SAFETY: the CPU has SSSE3 and POPCNT (checked just above).
-            unsafe { crate::shuffle_escape::write_string_shuffled(out, text) };
+            unsafe { write_quoted_in_segments(out, text, crate::shuffle_escape::write_segment) };
             return;
         }
     }

@@ -15,8 +15,6 @@ use std::arch::x86_64::*;
 
 use crate::json::write_escaped_bytewise;
 
-/// Text handled per reservation of output room: bounds what is reserved ahead of need.
-const SEGMENT: usize = 16 << 10;
 /// Output room kept past a chunk's start: two 16-byte stores, each at most 16 bytes on.
 const CHUNK_ROOM: usize = 32;
 /// A shuffle index that yields a zero byte (its high bit is set).
@@ -62,26 +60,12 @@ static SHIFT: [u8; 32] = {
     table
 };
 
-/// Appends `text` as a quoted JSON string, as `json::write_string` does.
+/// Writes one segment of a string escaped, without quotes (`json::write_quoted_in_segments`).
 ///
 /// # Safety
 /// The CPU must support SSSE3 and POPCNT.
 #[target_feature(enable = "ssse3,popcnt")]
-pub(crate) unsafe fn write_string_shuffled(out: &mut Vec<u8>, text: &[u8]) {
-    out.push(b'"');
-    for segment in text.chunks(SEGMENT) {
-        // SAFETY: the CPU has SSSE3 and POPCNT (this function's contract).
-        unsafe { write_segment(out, segment) };
-    }
-    out.push(b'"');
-}
-
-/// Writes one segment of the text escaped (no quotes).
-///
-/// # Safety
-/// The CPU must support SSSE3 and POPCNT.
-#[target_feature(enable = "ssse3,popcnt")]
-unsafe fn write_segment(out: &mut Vec<u8>, text: &[u8]) {
+pub(crate) unsafe fn write_segment(out: &mut Vec<u8>, text: &[u8]) {
     let len = text.len();
     // Each 16-byte chunk takes at most 32 bytes unless written byte by byte (which reserves
     // for itself), and the last chunk's stores reach CHUNK_ROOM past its start.
@@ -275,12 +259,13 @@ unsafe fn write_chunk_bytewise(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::escape_testing::{self, Escaper};
+    use crate::escape_testing;
+    use crate::json::SegmentEscaper;
 
     /// The escaper under test, if this CPU can run it.
-    fn shuffled() -> Option<Escaper> {
+    fn shuffled() -> Option<SegmentEscaper> {
         (is_x86_feature_detected!("ssse3") && is_x86_feature_detected!("popcnt"))
-            .then_some(write_string_shuffled as Escaper)
+            .then_some(write_segment as SegmentEscaper)
     }
 
     #[test]
@@ -301,11 +286,11 @@ mod tests {
 
     #[test]
     fn random_mixes_of_plain_short_escape_and_unicode_escape_bytes() {
-        escape_testing::random_mixes(shuffled(), SEGMENT);
+        escape_testing::random_mixes(shuffled());
     }
 
     #[test]
     fn all_escapes_grow_the_buffer_sixfold() {
-        escape_testing::all_escapes(shuffled(), SEGMENT);
+        escape_testing::all_escapes(shuffled());
     }
 }
