@@ -734,7 +734,7 @@ impl Store {
     pub fn finish_batch<'e>(
         &mut self,
         batch: ChunkedBatch,
-        events: impl IntoIterator<Item = (EventFields<'e>, KeySpans)>,
+        events: impl IntoIterator<Item = (EventFields<'e>, &'e KeySpans)>,
         buffer: &mut Vec<u8>,
     ) -> Result<u64, CoreError> {
         let mut events = events.into_iter().peekable();
@@ -785,7 +785,7 @@ impl Store {
                 } else {
                     &[]
                 };
-                self.keep(seq, &fields, &spans, (body, body_len), offset + at as u64)?;
+                self.keep(seq, &fields, spans, (body, body_len), offset + at as u64)?;
                 self.note_appended(seq, &fields, body);
                 at += line_len;
                 index += 1;
@@ -1648,7 +1648,8 @@ mod tests {
             1,
             "nothing is held before the batch is finished"
         );
-        let events = (0..5).map(|_| (fields("b"), KeySpans::default()));
+        let spans = KeySpans::default();
+        let events = (0..5).map(|_| (fields("b"), &spans));
         let mut buffer = Vec::new();
         assert_eq!(store.finish_batch(batch, events, &mut buffer).unwrap(), 2);
         assert_eq!(store.next_seq(), 7);
@@ -1704,7 +1705,8 @@ mod tests {
         );
         let count = 2 * READ_BACK_PIECE / long.len() + 20;
         let bodies: Vec<&[u8]> = vec![long.as_bytes(); count];
-        let events = || (0..count).map(|_| (fields("b"), KeySpans::default()));
+        let spans = KeySpans::default();
+        let events = || (0..count).map(|_| (fields("b"), &spans));
         let expected = (count * (long.len() + 32)) as u64;
         let cut = |path: &Path, at: u64| {
             let file = OpenOptions::new().write(true).open(path).unwrap();
@@ -1797,7 +1799,7 @@ mod tests {
         let parts: Vec<&[u8]> = bodies.iter().map(|b| b.as_bytes()).collect();
         store.write_chunk(&mut batch, &parts[..2]).unwrap();
         store.write_chunk(&mut batch, &parts[2..]).unwrap();
-        let events = (0..5).map(|_| (fields("t"), KeySpans::default()));
+        let events = (0..5).map(|_| (fields("t"), &spans));
         store.finish_batch(batch, events, &mut Vec::new()).unwrap();
 
         let want: Vec<String> = (0..3)
@@ -1874,7 +1876,8 @@ mod tests {
         let path = temp_path("chunked-fields");
         let mut store = store_holding_one(&path);
         let batch = two_lines_written(&mut store);
-        let one = std::iter::once((fields("b"), KeySpans::default()));
+        let spans = KeySpans::default();
+        let one = std::iter::once((fields("b"), &spans));
         let error = store.finish_batch(batch, one, &mut Vec::new()).unwrap_err();
         assert!(
             error

@@ -148,10 +148,10 @@ impl JsonlStore {
         }
         let fields = head_fields
             .into_iter()
-            .zip(head.iter().map(|e| e.captured.key_spans))
+            .zip(head.iter().map(|e| &e.captured.key_spans))
             .chain(
                 rest.iter()
-                    .map(|e| (e.captured.fields(), e.captured.key_spans)),
+                    .map(|e| (e.captured.fields(), &e.captured.key_spans)),
             );
         let first = store
             .finish_batch(batch, fields, buffer)
