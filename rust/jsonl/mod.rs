@@ -55,7 +55,7 @@ const LINE_OVERHEAD: u64 = 32;
 /// reference to them (`external.rs`). A page: a smaller event shares its pages in the ring
 /// with others, and is read back with a copy rather than a system call. The value is a choice,
 /// not tuned by measurement; the large tool outputs measured (4-64 KiB) are all above it.
-const REFERENCED_FROM: usize = 4 << 10;
+pub const REFERENCED_FROM: usize = 4 << 10;
 
 /// When an append is durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -611,7 +611,10 @@ impl Store {
         self.ring.expect_batch(events.len(), held);
         let first = self.next_seq;
         let mut offset = self.log.data_len();
-        let suffixes = self.write_lines(first, events.iter().map(|(body, _, _)| *body))?;
+        let suffixes = self.write_lines(
+            first,
+            events.iter().map(|(body, _, _)| std::slice::from_ref(body)),
+        )?;
         for (index, ((body, fields, spans), suffix)) in events.iter().zip(&suffixes).enumerate() {
             let seq = first + index as u64;
             self.keep(seq, fields, spans, (body, body.len()), offset)?;
@@ -662,6 +665,17 @@ impl Store {
         batch: &mut ChunkedBatch,
         bodies: &[&[u8]],
     ) -> Result<(), CoreError> {
+        let pieces: Vec<&[&[u8]]> = bodies.iter().map(std::slice::from_ref).collect();
+        self.write_chunk_in_pieces(batch, &pieces)
+    }
+
+    /// `write_chunk` with each body given as pieces to be written one after another (a body
+    /// whose long strings were escaped apart from the rest, `side_escape.rs`).
+    pub fn write_chunk_in_pieces(
+        &mut self,
+        batch: &mut ChunkedBatch,
+        bodies: &[&[&[u8]]],
+    ) -> Result<(), CoreError> {
         let written = self.write_chunk_lines(batch, bodies);
         if written.is_err() {
             self.abort_batch(batch);
@@ -672,34 +686,39 @@ impl Store {
     fn write_chunk_lines(
         &mut self,
         batch: &mut ChunkedBatch,
-        bodies: &[&[u8]],
+        bodies: &[&[&[u8]]],
     ) -> Result<(), CoreError> {
-        for body in bodies {
-            self.check_size(body.len() + 1)?;
+        let lengths: Vec<usize> = bodies
+            .iter()
+            .map(|pieces| pieces.iter().map(|p| p.len()).sum())
+            .collect();
+        for length in &lengths {
+            self.check_size(length + 1)?;
         }
         let first = batch.first + batch.lines.len() as u64;
         let suffixes = self.write_lines(first, bodies.iter().copied())?;
-        for (body, suffix) in bodies.iter().zip(&suffixes) {
+        for (length, suffix) in lengths.iter().zip(&suffixes) {
             batch
                 .lines
-                .push((body.len(), body.len() + suffix.as_bytes().len()));
+                .push((*length, length + suffix.as_bytes().len()));
         }
         Ok(())
     }
 
-    /// Writes `bodies` to the log as consecutive lines, each ended with its `,"seq":N}` (seqs
-    /// from `first`) and a newline: all of them or none. Returns the lines' endings.
+    /// Writes `bodies` (each as its pieces, one after another) to the log as consecutive
+    /// lines, each ended with its `,"seq":N}` (seqs from `first`) and a newline: all of them or
+    /// none. Returns the lines' endings.
     fn write_lines<'b>(
         &mut self,
         first: u64,
-        bodies: impl ExactSizeIterator<Item = &'b [u8]>,
+        bodies: impl ExactSizeIterator<Item = &'b [&'b [u8]]>,
     ) -> Result<Vec<SeqSuffix>, CoreError> {
         let suffixes: Vec<SeqSuffix> = (0..bodies.len() as u64)
             .map(|i| SeqSuffix::new(first + i))
             .collect();
         let mut parts: Vec<&[u8]> = Vec::with_capacity(bodies.len() * 2);
-        for (body, suffix) in bodies.zip(&suffixes) {
-            parts.push(body);
+        for (pieces, suffix) in bodies.zip(&suffixes) {
+            parts.extend_from_slice(pieces);
             parts.push(suffix.as_bytes());
         }
         // Large lines of a batch always go through `pwritev`: a batch fills the log's windows

@@ -12,6 +12,7 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
+use super::deferred_strings::{defer, deferred_bytes, Deferring, LeftOut, DEFER_MIN_LEN};
 use super::encode_keys::{with_key_cache, KeyCache, KeyInfo, Role};
 use super::layout::{small_int, DictItems};
 use crate::event::{new_event_id, now_ms, EventFields, MAX_DEPTH};
@@ -602,12 +603,16 @@ fn check_limit(out: &[u8], budget: Budget) -> Result<()> {
     // +1 for the closing brace the caller adds.
     let size = out.len() - budget.base + 1;
     if size > budget.limit {
-        return Err(EncodeError::value_error(format!(
-            "event is {size} bytes of JSON or more, over the max_event_bytes limit of {} bytes",
-            budget.limit
-        )));
+        return Err(too_large(size, budget.limit));
     }
     Ok(())
+}
+
+/// The error for an event of `size` bytes of JSON (or more) over `limit`.
+pub(crate) fn too_large(size: usize, limit: usize) -> EncodeError {
+    EncodeError::value_error(format!(
+        "event is {size} bytes of JSON or more, over the max_event_bytes limit of {limit} bytes"
+    ))
 }
 
 /// A str's UTF-8 (cached inside the str object); a TypeError saying `expected` if `value` is
@@ -803,7 +808,11 @@ unsafe fn encode_value(
     unsafe {
         let kind = ffi::Py_TYPE(value);
         if kind == std::ptr::addr_of_mut!(ffi::PyUnicode_Type) {
-            write_string(out, utf8_of(value)?.as_bytes());
+            let text = utf8_of(value)?.as_bytes();
+            if text.len() >= DEFER_MIN_LEN && defer(text, out.len(), limit.base, limit.limit) {
+                return Ok(());
+            }
+            write_string(out, text);
             return check_limit(out, limit);
         }
         if kind == std::ptr::addr_of_mut!(ffi::PyLong_Type) {
@@ -1111,6 +1120,43 @@ pub(crate) fn encode_batch_part<'a>(
     close: bool,
     defaults: &'a FieldDefaults,
 ) -> PyResult<Vec<Encoded<'a>>> {
+    encode_part::<false>(events, from, budget, buffer, limit, close, defaults)
+}
+
+/// `encode_batch_part` (not closing events) with every str of `DEFER_MIN_LEN` bytes or more
+/// left out of `buffer` (`deferred_strings.rs`), their bytes counted towards `budget`. Returns
+/// the events and, in order, where each string left out goes in `buffer` and its UTF-8. An
+/// event's size is checked against `limit` only as far as its strings' least escaped size:
+/// the caller checks it again once they are escaped.
+///
+/// # Safety
+/// The strings returned borrow the events' strs: the caller must use them only while `events`
+/// are alive and no Python code runs (the GIL held and not released).
+pub(crate) unsafe fn encode_batch_part_deferring<'a>(
+    events: &'a [Bound<'_, PyDict>],
+    from: usize,
+    budget: usize,
+    buffer: &mut Vec<u8>,
+    limit: usize,
+    defaults: &'a FieldDefaults,
+) -> PyResult<(Vec<Encoded<'a>>, Vec<LeftOut<'a>>)> {
+    let deferring = Deferring::start();
+    let encoded = encode_part::<true>(events, from, budget, buffer, limit, false, defaults)?;
+    // SAFETY: the caller's contract is `finish`'s.
+    Ok((encoded, unsafe { deferring.finish() }))
+}
+
+/// `encode_batch_part`, counting the bytes of strings left out if `DEFERRING`.
+#[inline]
+fn encode_part<'a, const DEFERRING: bool>(
+    events: &'a [Bound<'_, PyDict>],
+    from: usize,
+    budget: usize,
+    buffer: &mut Vec<u8>,
+    limit: usize,
+    close: bool,
+    defaults: &'a FieldDefaults,
+) -> PyResult<Vec<Encoded<'a>>> {
     let mut encoded: Vec<Encoded<'a>> = Vec::with_capacity(events.len() - from);
     for (offset, event) in events[from..].iter().enumerate() {
         let index = from + offset;
@@ -1128,7 +1174,11 @@ pub(crate) fn encode_batch_part<'a>(
             buffer.push(b'}');
         }
         slot.end = buffer.len();
-        if buffer.len() >= budget {
+        let used = match DEFERRING {
+            true => buffer.len() + deferred_bytes(),
+            false => buffer.len(),
+        };
+        if used >= budget {
             break;
         }
     }

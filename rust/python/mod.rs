@@ -12,8 +12,10 @@
 
 mod appender;
 mod args;
+mod chunked;
 mod classes;
 mod decode;
+mod deferred_strings;
 mod encode;
 mod encode_keys;
 mod errors;

@@ -10,6 +10,7 @@ use pyo3::types::{PyDict, PyList, PyRange, PyString};
 use pyo3::PyTypeInfo;
 
 use super::args::{positive, query_from_kwargs};
+use super::chunked::ChunkWriter;
 use super::classes::{closed, DefaultObjects, JsonlStore, RingHolder, SegmentSettings};
 use super::decode::record_to_dict;
 use super::encode::{
@@ -106,8 +107,9 @@ impl JsonlStore {
     /// takes the batch, read back from the file, once every chunk is written. Encoding a large
     /// batch whole first took fresh memory for all of it (a fault per page, 1-2 us each on this
     /// VM) and left the file and the cache to copy it from main memory: with 40 KiB tool outputs,
-    /// `extend` of 1,000 ran at 0.6x the rate of `append`. An event that fails to encode, or a
-    /// failed write, blanks what the batch wrote: it is stored whole or not at all.
+    /// `extend` of 1,000 ran at 0.6x the rate of `append`. The chunks' long strings are escaped
+    /// on a helper thread (`chunked.rs`). An event that fails to encode, or a failed write,
+    /// blanks what the batch wrote: it is stored whole or not at all.
     fn write_in_chunks<'a>(
         &'a self,
         events: &'a [Bound<'_, PyDict>],
@@ -127,25 +129,18 @@ impl JsonlStore {
             .write_chunk(&mut batch, &bodies(&head, buffer))
             .map_err(to_pyerr)?;
         // From here on the lock is held and the GIL is not released, so no Python code runs:
-        // the strings the chunks' captured fields borrow stay alive without copies.
-        let mut rest: Vec<Encoded<'a>> = Vec::with_capacity(events.len() - head.len());
-        while head.len() + rest.len() < events.len() {
-            buffer.clear();
-            let chunk = encode_batch_part(
+        // the strings the chunks' captured fields borrow, and the long strings escaped on the
+        // helper thread, stay alive and unchanged without copies.
+        let rest = std::thread::scope(|scope| {
+            let mut chunks = ChunkWriter {
                 events,
-                head.len() + rest.len(),
-                CHUNK_BYTES,
-                buffer,
-                self.max_event_bytes,
-                false,
-                &self.defaults,
-            )
-            .inspect_err(|_| store.abort_batch(&mut batch))?;
-            store
-                .write_chunk(&mut batch, &bodies(&chunk, buffer))
-                .map_err(to_pyerr)?;
-            rest.extend(chunk);
-        }
+                max_event_bytes: self.max_event_bytes,
+                defaults: &self.defaults,
+                store: &mut *store,
+                batch: &mut batch,
+            };
+            chunks.write_rest(scope, head.len(), buffer)
+        })?;
         let fields = head_fields
             .into_iter()
             .zip(head.iter().map(|e| &e.captured.key_spans))
@@ -175,7 +170,7 @@ impl JsonlStore {
 }
 
 /// Encoded bytes of a batch written in one piece; a larger batch is written in chunks of about
-/// `CHUNK_BYTES` (`write_in_chunks`). With it at 1 MiB, 1,000 tool outputs of 40 KiB ran at
+/// `chunked::CHUNK_BYTES` (`write_in_chunks`). With it at 1 MiB, 1,000 tool outputs of 40 KiB ran at
 /// 1.23-1.40x the hand-written baseline in chunks against 0.65x whole, and batches of 10 (400
 /// KiB, whole) at 1.36x. Chunks cost small events: batches of 2.5-3.2 MB ran at 0.85-0.95x
 /// the rate of the same batch written whole on the benchmark, short-string and OpenCode events
@@ -183,7 +178,6 @@ impl JsonlStore {
 /// the largest event (1 MiB by default) that still fits the encoding buffer kept between calls
 /// (4 MiB), so no batch under the limit gets fresh memory.
 const WHOLE_BATCH_BYTES: usize = 2 << 20;
-const CHUNK_BYTES: usize = 512 << 10;
 /// A line's bytes beyond its body (`,"seq":N}` and the newline), rounded up, for estimating
 /// a batch's size in the file before it is all encoded.
 const LINE_OVERHEAD_ESTIMATE: u64 = 32;

@@ -1,0 +1,166 @@
+//! The chunks of a large batch after its head (`JsonlStore::write_in_chunks`): each is encoded
+//! with its long strings left out (`deferred_strings.rs`), which a helper thread escapes
+//! (`side_escape.rs`) while the calling thread encodes the next chunk; the chunk is then
+//! written with each long string in its place.
+
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
+use std::thread::Scope;
+
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use super::deferred_strings::DEFER_MIN_LEN;
+use super::encode::{encode_batch_part_deferring, too_large, Encoded, FieldDefaults};
+use super::errors::to_pyerr;
+use crate::jsonl::{ChunkedBatch, Store, REFERENCED_FROM};
+use crate::side_escape::{assemble, ChunkEscapes};
+
+/// Unescaped bytes a chunk holds, about (its skeleton and its long strings).
+const CHUNK_BYTES: usize = 512 << 10;
+
+// An event's key spans are noted in skeleton offsets, which a string put back in before them
+// would make wrong. They are never used: an event with a string left out is at least
+// `DEFER_MIN_LEN` bytes, so the cache refers to its line in the file instead of holding it.
+const _: () = assert!(DEFER_MIN_LEN >= REFERENCED_FROM);
+
+/// What the chunks are written with: the events, the encoder's settings and the store.
+pub(crate) struct ChunkWriter<'a, 's, 'py> {
+    pub(crate) events: &'a [Bound<'py, PyDict>],
+    pub(crate) max_event_bytes: usize,
+    pub(crate) defaults: &'a FieldDefaults,
+    pub(crate) store: &'s mut Store,
+    pub(crate) batch: &'s mut ChunkedBatch,
+}
+
+/// A chunk encoded and waiting to be written.
+struct Pending<'a> {
+    /// Its first event's place in the batch.
+    first: usize,
+    encoded: Vec<Encoded<'a>>,
+    skeleton: Vec<u8>,
+    escapes: Arc<ChunkEscapes<'a>>,
+}
+
+impl<'a> ChunkWriter<'a, '_, '_> {
+    /// Encodes and writes `events[from..]`; returns them encoded. `buffer` is lent as one of
+    /// the two skeletons (the chunk being encoded and the one being written) and gets one back.
+    /// On an error the batch is blanked (as `write_chunk` does).
+    ///
+    /// Every long string is escaped before this returns (`scope` joins the helper): the caller
+    /// must hold the GIL and run no Python code until then, as the helper reads the strings.
+    pub(crate) fn write_rest<'scope>(
+        &mut self,
+        scope: &'scope Scope<'scope, '_>,
+        from: usize,
+        buffer: &mut Vec<u8>,
+    ) -> PyResult<Vec<Encoded<'a>>>
+    where
+        'a: 'scope,
+    {
+        let mut helper = Helper::Unstarted;
+        let mut rest = Vec::with_capacity(self.events.len() - from);
+        let mut spare = std::mem::take(buffer);
+        let mut pending: Option<Pending<'a>> = None;
+        let mut next = from;
+        while next < self.events.len() {
+            let mut skeleton = std::mem::take(&mut spare);
+            skeleton.clear();
+            // SAFETY: the strings returned are used only before this returns: the GIL is held
+            // throughout and no Python code runs (the caller's contract), and `self.events`
+            // keeps the events alive.
+            let part = unsafe {
+                encode_batch_part_deferring(
+                    self.events,
+                    next,
+                    CHUNK_BYTES,
+                    &mut skeleton,
+                    self.max_event_bytes,
+                    self.defaults,
+                )
+            };
+            let (encoded, holes) = part.inspect_err(|_| self.store.abort_batch(self.batch))?;
+            let escapes = Arc::new(ChunkEscapes::new(holes));
+            if !escapes.is_empty() {
+                helper.hand(scope, &escapes);
+            }
+            let chunk = Pending {
+                first: next,
+                encoded,
+                skeleton,
+                escapes,
+            };
+            next += chunk.encoded.len();
+            if let Some(done) = pending.replace(chunk) {
+                spare = self.write(done, &mut rest)?;
+            }
+        }
+        if let Some(done) = pending.take() {
+            spare = self.write(done, &mut rest)?;
+        }
+        *buffer = spare;
+        Ok(rest)
+    }
+
+    /// Writes a chunk once its long strings are escaped (escaping those the helper has not
+    /// started); returns its skeleton for reuse. An event over `max_event_bytes` once escaped
+    /// blanks the batch and is the error.
+    fn write(&mut self, mut chunk: Pending<'a>, rest: &mut Vec<Encoded<'a>>) -> PyResult<Vec<u8>> {
+        let escaped = chunk.escapes.finish();
+        {
+            let ends = chunk.encoded.iter().map(|e| e.end);
+            let (pieces, lines) = assemble(&chunk.skeleton, ends, &escaped);
+            let bodies: Vec<&[&[u8]]> = lines.iter().map(|r| &pieces[r.clone()]).collect();
+            for (offset, body) in bodies.iter().enumerate() {
+                // +1 for the closing brace, as the encoder counts.
+                let size = body.iter().map(|p| p.len()).sum::<usize>() + 1;
+                if size > self.max_event_bytes {
+                    self.store.abort_batch(self.batch);
+                    let error = too_large(size, self.max_event_bytes);
+                    return Err(error.into_pyerr(Some(chunk.first + offset)));
+                }
+            }
+            self.store
+                .write_chunk_in_pieces(self.batch, &bodies)
+                .map_err(to_pyerr)?;
+        }
+        rest.append(&mut chunk.encoded);
+        Ok(chunk.skeleton)
+    }
+}
+
+/// The helper thread, started for the first chunk with long strings.
+enum Helper<'a> {
+    Unstarted,
+    Running(Sender<Arc<ChunkEscapes<'a>>>),
+    /// It could not be started: the calling thread escapes every string.
+    Unavailable,
+}
+
+impl<'a> Helper<'a> {
+    /// Gives the helper a chunk's strings to escape, starting it if need be.
+    fn hand<'scope>(&mut self, scope: &'scope Scope<'scope, '_>, escapes: &Arc<ChunkEscapes<'a>>)
+    where
+        'a: 'scope,
+    {
+        if let Helper::Unstarted = self {
+            let (sender, receiver) = std::sync::mpsc::channel::<Arc<ChunkEscapes<'a>>>();
+            let started = std::thread::Builder::new()
+                .name("oa-escape".into())
+                .spawn_scoped(scope, move || {
+                    for chunk in receiver {
+                        chunk.help();
+                    }
+                });
+            *self = match started {
+                Ok(_) => Helper::Running(sender),
+                // No thread to be had (a process at its limit): the strings are escaped inline.
+                Err(_) => Helper::Unavailable,
+            };
+        }
+        if let Helper::Running(sender) = self {
+            // A helper that has gone leaves the strings to the calling thread.
+            let _ = sender.send(Arc::clone(escapes));
+        }
+    }
+}
