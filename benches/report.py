@@ -325,8 +325,9 @@ def render_shapes(reports: list[ShapeReport]) -> list[str]:
         lines += [
             "",
             "Where the time goes, CPU ns per event (least of 3 runs): all threads, the calling "
-            "thread (and its part in the kernel), the store's other thread (it maps and faults in "
-            "the log's next window), and the wall clock.",
+            "thread (and its part in the kernel), the store's other threads (the log's warmer, "
+            "which maps and faults in its next window; the ring's block preparer; for a large "
+            "`extend`, the helper that escapes long strings), and the wall clock.",
             "",
             "| contender | all threads | calling thread | of it kernel | other threads | wall |",
             "|---|---:|---:|---:|---:|---:|",
