@@ -33,15 +33,27 @@ pub struct ChunkEscapes<'a> {
 }
 
 impl<'a> ChunkEscapes<'a> {
-    /// Jobs for `(hole, text)` pairs, in the order the holes come in the skeleton.
-    pub fn new(holes: impl IntoIterator<Item = (usize, &'a [u8])>) -> Self {
+    /// Jobs for `(hole, text)` pairs, in the order the holes come in the skeleton, each with a
+    /// buffer from `spare` (or a new one) made large enough here, on the calling thread. The
+    /// helper then allocates nothing: memory it allocated would come from its own glibc arena,
+    /// which keeps what is freed there (three rounds of 40 MB batches grew a process's RSS by
+    /// 8.3 MiB that way, against 1.1 MiB without a helper).
+    pub fn new(
+        holes: impl IntoIterator<Item = (usize, &'a [u8])>,
+        spare: &mut Vec<Vec<u8>>,
+    ) -> Self {
         let jobs = holes
             .into_iter()
-            .map(|(hole, text)| Job {
-                text,
-                hole,
-                state: AtomicU8::new(FREE),
-                escaped: Mutex::new(Vec::new()),
+            .map(|(hole, text)| {
+                let mut escaped = spare.pop().unwrap_or_default();
+                escaped.clear();
+                escaped.reserve(escaped_room(text.len()));
+                Job {
+                    text,
+                    hole,
+                    state: AtomicU8::new(FREE),
+                    escaped: Mutex::new(escaped),
+                }
             })
             .collect();
         Self { jobs }
@@ -87,12 +99,15 @@ fn run_if_free(job: &Job<'_>) {
     if taken.is_err() {
         return;
     }
-    {
-        let mut escaped = lock(&job.escaped);
-        escaped.reserve(job.text.len() + job.text.len() / 8 + 64);
-        write_string(&mut escaped, job.text);
-    }
+    write_string(&mut lock(&job.escaped), job.text);
     job.state.store(DONE, Ordering::Release);
+}
+
+/// What a string of `len` bytes is escaped into without growing its buffer, but where it has
+/// bytes that need `\u00XX` (those grow it): the escapers reserve two bytes a byte of a segment,
+/// and a little more for their last store.
+fn escaped_room(len: usize) -> usize {
+    2 * len + 256
 }
 
 /// A job's buffer: escaping cannot panic half-way through a job, so a poisoned lock still
@@ -154,8 +169,10 @@ mod tests {
     fn every_job_is_escaped_as_inline_whoever_takes_it() {
         let texts = texts();
         for helpers in [0, 1, 2] {
-            let escapes =
-                ChunkEscapes::new(texts.iter().enumerate().map(|(i, t)| (i * 3 + 1, &t[..])));
+            let escapes = ChunkEscapes::new(
+                texts.iter().enumerate().map(|(i, t)| (i * 3 + 1, &t[..])),
+                &mut Vec::new(),
+            );
             let escaped = std::thread::scope(|scope| {
                 for _ in 0..helpers {
                     scope.spawn(|| escapes.help());
@@ -173,7 +190,7 @@ mod tests {
     #[test]
     fn a_helper_that_has_finished_leaves_nothing_for_the_caller() {
         let texts = texts();
-        let escapes = ChunkEscapes::new(texts.iter().map(|t| (1, &t[..])));
+        let escapes = ChunkEscapes::new(texts.iter().map(|t| (1, &t[..])), &mut Vec::new());
         escapes.help();
         assert!(escapes
             .jobs

@@ -138,6 +138,7 @@ impl JsonlStore {
                 defaults: &self.defaults,
                 store: &mut *store,
                 batch: &mut batch,
+                escaped_buffers: Vec::new(),
             };
             chunks.write_rest(scope, head.len(), buffer)
         })?;
