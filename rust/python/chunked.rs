@@ -3,6 +3,7 @@
 //! (`side_escape.rs`) while the calling thread encodes the next chunk; the chunk is then
 //! written with each long string in its place.
 
+use std::cell::RefCell;
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::thread::Scope;
@@ -26,13 +27,14 @@ const _: () = assert!(DEFER_MIN_LEN >= REFERENCED_FROM);
 
 /// What the chunks are written with: the events, the encoder's settings and the store.
 pub(crate) struct ChunkWriter<'a, 's, 'py> {
-    pub(crate) events: &'a [Bound<'py, PyDict>],
-    pub(crate) max_event_bytes: usize,
-    pub(crate) defaults: &'a FieldDefaults,
-    pub(crate) store: &'s mut Store,
-    pub(crate) batch: &'s mut ChunkedBatch,
-    /// Buffers of escaped strings already written, for the next chunk's strings.
-    pub(crate) escaped_buffers: Vec<Vec<u8>>,
+    events: &'a [Bound<'py, PyDict>],
+    max_event_bytes: usize,
+    defaults: &'a FieldDefaults,
+    store: &'s mut Store,
+    batch: &'s mut ChunkedBatch,
+    /// Buffers of escaped strings already written, for the next chunk's strings (those kept
+    /// between batches while the batch is written).
+    escaped_buffers: Vec<Vec<u8>>,
 }
 
 /// A chunk encoded and waiting to be written.
@@ -44,13 +46,31 @@ struct Pending<'a> {
     escapes: Arc<ChunkEscapes<'a>>,
 }
 
-impl<'a> ChunkWriter<'a, '_, '_> {
+impl<'a, 's, 'py> ChunkWriter<'a, 's, 'py> {
+    pub(crate) fn new(
+        events: &'a [Bound<'py, PyDict>],
+        max_event_bytes: usize,
+        defaults: &'a FieldDefaults,
+        store: &'s mut Store,
+        batch: &'s mut ChunkedBatch,
+    ) -> Self {
+        Self {
+            events,
+            max_event_bytes,
+            defaults,
+            store,
+            batch,
+            escaped_buffers: Vec::new(),
+        }
+    }
+
     /// Encodes and writes `events[from..]`; returns them encoded. `buffer` is lent as one of
     /// the two skeletons (the chunk being encoded and the one being written) and gets one back.
     /// On an error the batch is blanked (as `write_chunk` does).
     ///
-    /// Every long string is escaped before this returns (`scope` joins the helper): the caller
-    /// must hold the GIL and run no Python code until then, as the helper reads the strings.
+    /// The helper reads the long strings until `scope` ends (which joins it; on an error it
+    /// may still be escaping a chunk that will not be written): the caller must hold the GIL
+    /// and run no Python code until then.
     pub(crate) fn write_rest<'scope>(
         &mut self,
         scope: &'scope Scope<'scope, '_>,
@@ -60,6 +80,7 @@ impl<'a> ChunkWriter<'a, '_, '_> {
     where
         'a: 'scope,
     {
+        self.escaped_buffers = take_kept_buffers();
         let mut helper = Helper::Unstarted;
         let mut rest = Vec::with_capacity(self.events.len() - from);
         let mut spare = std::mem::take(buffer);
@@ -106,6 +127,7 @@ impl<'a> ChunkWriter<'a, '_, '_> {
             spare = std::cmp::max_by_key(spare, last, Vec::capacity);
         }
         *buffer = spare;
+        keep_buffers(std::mem::take(&mut self.escaped_buffers));
         Ok(rest)
     }
 
@@ -136,6 +158,39 @@ impl<'a> ChunkWriter<'a, '_, '_> {
             .extend(escaped.into_iter().map(|(_, buffer)| buffer));
         Ok(chunk.skeleton)
     }
+}
+
+thread_local! {
+    /// Buffers of escaped strings kept between batches: made afresh for each, they cost the
+    /// calling thread a page fault a page (`ChunkEscapes::new`).
+    static KEPT_BUFFERS: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The most bytes of buffers kept between batches: a chunk's strings take about twice the
+/// chunk, and two chunks are in flight.
+const BUFFERS_KEPT: usize = 4 << 20;
+
+fn take_kept_buffers() -> Vec<Vec<u8>> {
+    KEPT_BUFFERS.with(|kept| {
+        kept.try_borrow_mut()
+            .map(|mut k| std::mem::take(&mut *k))
+            .unwrap_or_default()
+    })
+}
+
+/// Keeps the largest of `buffers` for the next batch, up to `BUFFERS_KEPT` bytes.
+fn keep_buffers(mut buffers: Vec<Vec<u8>>) {
+    buffers.sort_unstable_by_key(|b| std::cmp::Reverse(b.capacity()));
+    let mut total = 0;
+    buffers.retain(|b| {
+        total += b.capacity();
+        total <= BUFFERS_KEPT
+    });
+    KEPT_BUFFERS.with(|kept| {
+        if let Ok(mut kept) = kept.try_borrow_mut() {
+            *kept = buffers;
+        }
+    });
 }
 
 /// The helper thread, started for the first chunk with long strings.

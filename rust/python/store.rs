@@ -132,14 +132,13 @@ impl JsonlStore {
         // the strings the chunks' captured fields borrow, and the long strings escaped on the
         // helper thread, stay alive and unchanged without copies.
         let rest = std::thread::scope(|scope| {
-            let mut chunks = ChunkWriter {
+            let mut chunks = ChunkWriter::new(
                 events,
-                max_event_bytes: self.max_event_bytes,
-                defaults: &self.defaults,
-                store: &mut *store,
-                batch: &mut batch,
-                escaped_buffers: Vec::new(),
-            };
+                self.max_event_bytes,
+                &self.defaults,
+                &mut *store,
+                &mut batch,
+            );
             chunks.write_rest(scope, head.len(), buffer)
         })?;
         let fields = head_fields

@@ -263,9 +263,10 @@ def test_large_batches_give_their_memory_back(tmp_path):
     # freed, glibc kept about 19 MiB of it in the heap (its thresholds rise after a large free);
     # the store trims the heap after such a buffer (now: an event of more than 4 MiB). Three
     # rounds of a 40 MB and a 10 MB batch, in a fresh process, into a store that keeps 5 events:
-    # 1.0-1.3 MiB of growth here. With the long strings escaped on a helper thread, the process
-    # kept 8.3 MiB more while the helper allocated their buffers (in its own glibc arena), and
-    # 6.0 MiB while each batch freed the encoding buffer kept between calls.
+    # 3.1 MiB of growth here, 1.0-1.3 before the long strings were escaped on a helper thread
+    # (the buffers they are escaped into are kept between batches, at most 4 MiB of them). The
+    # process kept 8.3 MiB more while the helper allocated those buffers (in its own glibc
+    # arena), and 6.0 MiB while each batch freed the encoding buffer kept between calls.
     child = Path(__file__).parents[1] / "helpers" / "large_batches_rss.py"
     done = subprocess.run(
         [sys.executable, str(child), str(tmp_path / "e.jsonl"), "3"],
@@ -276,7 +277,7 @@ def test_large_batches_give_their_memory_back(tmp_path):
     )
     rss = json.loads(done.stdout)
     grown = (rss["after"] - rss["before"]) / 2**20
-    assert grown < 4, f"RSS grew {grown:.1f} MiB over three rounds of large batches"
+    assert grown < 5, f"RSS grew {grown:.1f} MiB over three rounds of large batches"
 
 
 def test_extend_leaves_the_garbage_collector_as_it_found_it(tmp_path):
