@@ -5,8 +5,9 @@
 //! leaves each long string out of the chunk and notes it as a job (`ChunkEscapes`): a helper
 //! thread escapes the jobs while the calling thread encodes the next chunk, and when the
 //! caller needs the chunk it escapes, itself, every job the helper has not started. So a
-//! helper that is not scheduled costs no more than escaping inline. The escaped text is
-//! exactly what `json::write_string` writes inline (quotes included).
+//! helper that is not scheduled costs no more than escaping inline, but for a string it has
+//! started, which the caller waits for. The escaped text is exactly what `json::write_string`
+//! writes inline (quotes included).
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Mutex, PoisonError};
