@@ -376,13 +376,20 @@ unsafe fn encode_event_with<'a>(
         // SAFETY: `value` was lent by the dict above, so it is alive; the GIL is held. The
         // strings `capture` borrows from it live as long as the dict's values, which is what
         // this function's caller promised to respect.
-        unsafe { capture(captured, &mut has_id, info.role, value) }
+        let text = unsafe { capture(captured, &mut has_id, info.role, value) }
             // SAFETY: `key` is alive (lent by the dict) and the GIL is held.
             .map_err(|e| e.at_key(unsafe { key_name(key) }))?;
-        // SAFETY: as above, `value` is alive and the GIL is held.
-        unsafe { encode_value(value, out, limit, 1, keys) }
-            // SAFETY: `key` is alive (lent by the dict) and the GIL is held.
-            .map_err(|e| e.at_key(unsafe { key_name(key) }))?;
+        let written = match text {
+            // A header's UTF-8, already read: written as `encode_value` would write the str.
+            Some(text) => {
+                write_string(out, text.as_bytes());
+                check_limit(out, limit)
+            }
+            // SAFETY: as above, `value` is alive and the GIL is held.
+            None => unsafe { encode_value(value, out, limit, 1, keys) },
+        };
+        // SAFETY: `key` is alive (lent by the dict) and the GIL is held.
+        written.map_err(|e| e.at_key(unsafe { key_name(key) }))?;
     }
     for (role, default) in defaults.missing(&seen) {
         let name: &[u8] = if role == Role::Actor {
@@ -498,7 +505,8 @@ fn complete_defaults(captured: &mut Captured<'_>, has_id: bool, out: &mut Vec<u8
     }
 }
 
-/// Checks and keeps the top-level fields headers index.
+/// Checks and keeps the top-level fields headers index. Returns a header's UTF-8 when the
+/// value is a str, so that it is written without being read again.
 ///
 /// # Safety
 /// The GIL must be held and `value` alive; the strings kept in `captured` borrow from `value`.
@@ -507,29 +515,42 @@ unsafe fn capture<'a>(
     has_id: &mut bool,
     role: Role,
     value: *mut ffi::PyObject,
-) -> Result<()> {
+) -> Result<Option<&'a str>> {
     // SAFETY: every reader below needs only what the caller promised: a live `value` and the GIL.
     unsafe {
-        match role {
+        Ok(match role {
             Role::Type => {
                 let text = str_of(value, "'type' must be a string")?;
                 if text.is_empty() {
                     return Err(EncodeError::value_error("'type' must not be empty"));
                 }
                 captured.event_type = Some(text);
+                Some(text)
             }
-            Role::StreamId => captured.stream_id = optional_str(value, "stream_id")?,
-            Role::Actor => captured.actor = optional_str(value, "actor")?,
-            Role::CorrelationId => captured.correlation_id = optional_str(value, "correlation_id")?,
+            Role::StreamId => {
+                captured.stream_id = optional_str(value, "stream_id")?;
+                captured.stream_id
+            }
+            Role::Actor => {
+                captured.actor = optional_str(value, "actor")?;
+                captured.actor
+            }
+            Role::CorrelationId => {
+                captured.correlation_id = optional_str(value, "correlation_id")?;
+                captured.correlation_id
+            }
             Role::Id => {
-                str_of(value, "'id' must be a string")?;
+                let text = str_of(value, "'id' must be a string")?;
                 *has_id = true;
+                Some(text)
             }
-            Role::Timestamp => captured.timestamp = Some(timestamp_ms(value)?),
-            Role::Plain | Role::Seq => {}
-        }
+            Role::Timestamp => {
+                captured.timestamp = Some(timestamp_ms(value)?);
+                None
+            }
+            Role::Plain | Role::Seq => None,
+        })
     }
-    Ok(())
 }
 
 /// `value` as a str, or None for None; a TypeError for anything else.
