@@ -1125,23 +1125,7 @@ pub(crate) fn encode_batch<'a>(
     close: bool,
     defaults: &'a FieldDefaults,
 ) -> PyResult<Vec<Encoded<'a>>> {
-    encode_batch_part(events, 0, usize::MAX, buffer, limit, close, defaults)
-}
-
-/// Encodes `events[from..]` into `buffer` as `encode_batch` does, stopping after the event
-/// that takes the buffer to `budget` bytes or more (errors name the event by its place in the
-/// whole batch). The part ends at `from` plus the length of what it returns.
-#[inline]
-pub(crate) fn encode_batch_part<'a>(
-    events: &'a [Bound<'_, PyDict>],
-    from: usize,
-    budget: usize,
-    buffer: &mut Vec<u8>,
-    limit: usize,
-    close: bool,
-    defaults: &'a FieldDefaults,
-) -> PyResult<Vec<Encoded<'a>>> {
-    encode_part::<false>(events, from, budget, buffer, limit, close, defaults)
+    encode_batch_part::<false>(events, 0, usize::MAX, buffer, limit, close, defaults)
 }
 
 /// `encode_batch_part` (not closing events) with every str of `DEFER_MIN_LEN` bytes or more
@@ -1162,14 +1146,17 @@ pub(crate) unsafe fn encode_batch_part_deferring<'a>(
     defaults: &'a FieldDefaults,
 ) -> PyResult<(Vec<Encoded<'a>>, Vec<LeftOut<'a>>)> {
     let deferring = Deferring::start();
-    let encoded = encode_part::<true>(events, from, budget, buffer, limit, false, defaults)?;
+    let encoded = encode_batch_part::<true>(events, from, budget, buffer, limit, false, defaults)?;
     // SAFETY: the caller's contract is `finish`'s.
     Ok((encoded, unsafe { deferring.finish() }))
 }
 
-/// `encode_batch_part`, counting the bytes of strings left out if `DEFERRING`.
+/// Encodes `events[from..]` into `buffer` as `encode_batch` does, stopping after the event
+/// that takes the buffer to `budget` bytes or more (errors name the event by its place in the
+/// whole batch); with `DEFERRING`, the bytes of strings left out count towards `budget`
+/// (`encode_batch_part_deferring`). The part ends at `from` plus the length of what it returns.
 #[inline]
-fn encode_part<'a, const DEFERRING: bool>(
+pub(crate) fn encode_batch_part<'a, const DEFERRING: bool>(
     events: &'a [Bound<'_, PyDict>],
     from: usize,
     budget: usize,

@@ -69,7 +69,7 @@ impl JsonlStore {
     ) -> PyResult<(u64, Vec<Generated>)> {
         let (first, generated, need) =
             with_scratch(|buffer| -> PyResult<(u64, Vec<Generated>, SyncNeed)> {
-                let encoded = encode_batch_part(
+                let encoded = encode_batch_part::<false>(
                     events,
                     0,
                     WHOLE_BATCH_BYTES,
