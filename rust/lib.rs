@@ -8,7 +8,6 @@ mod block_preparer;
 #[cfg(target_arch = "x86_64")]
 mod compress_escape;
 mod copy;
-// Used by the Python layer only; its tests run without it.
 #[cfg(all(test, target_arch = "x86_64"))]
 mod escape_testing;
 pub mod event;
@@ -25,6 +24,7 @@ pub mod ring;
 mod ring_worker;
 #[cfg(target_arch = "x86_64")]
 mod shuffle_escape;
+// Used by the Python layer only; its tests run without it.
 #[cfg_attr(not(feature = "python"), allow(dead_code))]
 mod side_escape;
 
