@@ -116,6 +116,18 @@ fn escaped_room(len: usize) -> usize {
     2 * len + 256
 }
 
+/// The largest of `buffers` whose capacities add up to at most `budget` bytes, largest first:
+/// what is kept for the next batch's strings.
+pub fn keep_largest(mut buffers: Vec<Vec<u8>>, budget: usize) -> Vec<Vec<u8>> {
+    buffers.sort_unstable_by_key(|b| std::cmp::Reverse(b.capacity()));
+    let mut total = 0;
+    buffers.retain(|b| {
+        total += b.capacity();
+        total <= budget
+    });
+    buffers
+}
+
 /// A job's buffer: escaping cannot panic half-way through a job, so a poisoned lock still
 /// holds whole output (or none).
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -191,6 +203,47 @@ mod tests {
                 assert_eq!(out, &inline(text), "job {i} with {helpers} helpers");
             }
         }
+    }
+
+    #[test]
+    fn a_buffer_is_not_grown_for_text_that_escapes_to_at_most_twice_its_length() {
+        // Quotes, backslashes and newlines: every escaper's worst case short of `\u00XX`.
+        let texts: Vec<Vec<u8>> = [1, 4 << 10, 40 << 10, 100 << 10]
+            .iter()
+            .map(|&len| b"\"\\\n".iter().copied().cycle().take(len).collect())
+            .collect();
+        let escapes = ChunkEscapes::new(texts.iter().map(|t| (1, &t[..])), &mut Vec::new());
+        let given: Vec<usize> = escapes
+            .jobs
+            .iter()
+            .map(|j| lock(&j.escaped).capacity())
+            .collect();
+        for ((_, out), (text, capacity)) in escapes.finish().iter().zip(texts.iter().zip(given)) {
+            assert_eq!(out, &inline(text));
+            assert_eq!(
+                out.capacity(),
+                capacity,
+                "a {}-byte text grew its buffer",
+                text.len()
+            );
+        }
+    }
+
+    #[test]
+    fn buffers_that_fit_are_taken_from_the_spares_and_the_largest_are_kept() {
+        let text = vec![b'a'; 5_000];
+        let mut spare = vec![Vec::with_capacity(100), Vec::with_capacity(20_000)];
+        let escapes = ChunkEscapes::new([(1, &text[..])], &mut spare);
+        assert_eq!(spare.len(), 1, "the buffer that fits was taken");
+        assert_eq!(spare[0].capacity(), 100);
+        let escaped = escapes.finish();
+        assert_eq!(escaped[0].1.capacity(), 20_000);
+        let buffers = (1..=5).map(|i| Vec::with_capacity(i * 1_000)).collect();
+        let kept: Vec<usize> = keep_largest(buffers, 9_500)
+            .iter()
+            .map(Vec::capacity)
+            .collect();
+        assert_eq!(kept, [5_000, 4_000]);
     }
 
     #[test]

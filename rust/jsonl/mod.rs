@@ -55,7 +55,7 @@ const LINE_OVERHEAD: u64 = 32;
 /// reference to them (`external.rs`). A page: a smaller event shares its pages in the ring
 /// with others, and is read back with a copy rather than a system call. The value is a choice,
 /// not tuned by measurement; the large tool outputs measured (4-64 KiB) are all above it.
-pub const REFERENCED_FROM: usize = 4 << 10;
+pub(crate) const REFERENCED_FROM: usize = 4 << 10;
 
 /// When an append is durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1687,6 +1687,39 @@ mod tests {
         assert_eq!(lines.len(), 6);
         assert_eq!(lines[1], r#"{"type":"b","n":1,"seq":2}"#);
         assert!(lines[5].ends_with(r#"xxx","seq":6}"#));
+    }
+
+    #[test]
+    fn a_body_in_pieces_is_one_line_and_its_pieces_count_together_against_the_limit() {
+        let path = temp_path("chunked-pieces");
+        let mut store = store_holding_one(&path);
+        let long = "y".repeat(REFERENCED_FROM);
+        let text = format!(r#""{long}""#);
+        let pieces: [&[u8]; 3] = [br#"{"type":"b","text":"#, text.as_bytes(), br#","n":2"#];
+        let mut batch = store.begin_batch(1, 10_000).unwrap();
+        store.write_chunk_in_pieces(&mut batch, &[&pieces]).unwrap();
+        let spans = KeySpans::default();
+        let events = std::iter::once((fields("b"), &spans));
+        assert_eq!(
+            store.finish_batch(batch, events, &mut Vec::new()).unwrap(),
+            2
+        );
+        let whole = format!(r#"{{"type":"b","text":"{long}","n":2}}"#);
+        assert_eq!(held(&store)[1..], [whole]);
+        // Pieces each under the limit, together over it: refused, the batch blanked.
+        let half = vec![b'x'; store.options.max_event_bytes / 2 + 1];
+        let mut batch = store.begin_batch(1, 100).unwrap();
+        let over: [&[u8]; 2] = [&half, &half];
+        assert!(store.write_chunk_in_pieces(&mut batch, &[&over]).is_err());
+        assert!(batch.lines.is_empty());
+        store.close().unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[1],
+            format!(r#"{{"type":"b","text":"{long}","n":2,"seq":2}}"#)
+        );
+        assert_eq!(lines.len(), 2);
     }
 
     #[test]

@@ -16,7 +16,7 @@ use super::deferred_strings::DEFER_MIN_LEN;
 use super::encode::{encode_batch_part_deferring, too_large, Encoded, FieldDefaults};
 use super::errors::to_pyerr;
 use crate::jsonl::{ChunkedBatch, Store, REFERENCED_FROM};
-use crate::side_escape::{assemble, ChunkEscapes};
+use crate::side_escape::{assemble, keep_largest, ChunkEscapes};
 
 /// Unescaped bytes a chunk holds, about (its skeleton and its long strings).
 const CHUNK_BYTES: usize = 512 << 10;
@@ -180,13 +180,8 @@ fn take_kept_buffers() -> Vec<Vec<u8>> {
 }
 
 /// Keeps the largest of `buffers` for the next batch, up to `BUFFERS_KEPT` bytes.
-fn keep_buffers(mut buffers: Vec<Vec<u8>>) {
-    buffers.sort_unstable_by_key(|b| std::cmp::Reverse(b.capacity()));
-    let mut total = 0;
-    buffers.retain(|b| {
-        total += b.capacity();
-        total <= BUFFERS_KEPT
-    });
+fn keep_buffers(buffers: Vec<Vec<u8>>) {
+    let buffers = keep_largest(buffers, BUFFERS_KEPT);
     KEPT_BUFFERS.with(|kept| {
         if let Ok(mut kept) = kept.try_borrow_mut() {
             *kept = buffers;
